@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Builds ITK 5.2.1 from Debian's source package, with Python wrapping, into a cache directory outside the
+# repository, and reuses it when a build with the same settings is already there.
+# Prints the ITK build directory (ITK_DIR) on its last line.
+#
+# Debian's binary ITK has no ITKModuleExternal.cmake and no wrapping, so it cannot build an ITK module.
+set -euo pipefail
+
+cache_dir=${UNETSEG_CACHE_DIR:-${HOME:-/root}/.cache/unetsegmentation}
+python=${Python3_EXECUTABLE:-/usr/bin/python3}
+jobs=${UNETSEG_JOBS:-$(nproc)}
+
+# Every setting that changes the build is here, so that the stamp below names exactly what was built.
+itk_options=(
+  -DCMAKE_BUILD_TYPE=Release
+  -DBUILD_SHARED_LIBS=ON
+  -DBUILD_TESTING=OFF
+  -DBUILD_EXAMPLES=OFF
+  -DITK_BUILD_DEFAULT_MODULES=OFF
+  -DModule_ITKCommon=ON
+  -DModule_ITKImageFilterBase=ON
+  -DModule_ITKImageGrid=ON
+  -DModule_ITKImageIntensity=ON
+  -DModule_ITKThresholding=ON
+  -DModule_ITKDistanceMap=ON
+  -DModule_ITKConnectedComponents=ON
+  -DModule_ITKIOImageBase=ON
+  -DModule_ITKIOPNG=ON
+  -DModule_ITKIOMeta=ON
+  -DModule_ITKIONRRD=ON
+  -DModule_ITKPyBase=ON
+  -DITK_WRAP_PYTHON=ON
+  -DITK_WRAP_DOC=OFF
+  -DITK_USE_SYSTEM_SWIG=ON
+  -DITK_USE_SYSTEM_CASTXML=ON
+  -DITK_USE_SYSTEM_PNG=ON
+  -DITK_USE_SYSTEM_ZLIB=ON
+  -DITK_USE_SYSTEM_EXPAT=ON
+  -DITK_USE_SYSTEM_DOUBLECONVERSION=ON
+  -DITK_USE_SYSTEM_EIGEN=ON
+  "-DITK_WRAP_DIMS=2;3"
+  -DITK_WRAP_unsigned_char=ON
+  -DITK_WRAP_unsigned_short=OFF
+  -DITK_WRAP_signed_short=OFF
+  -DITK_WRAP_float=ON
+  -DITK_WRAP_double=OFF
+  -DITK_WRAP_vector_float=ON
+  -DITK_WRAP_covariant_vector_float=OFF
+  -DITK_WRAP_rgb_unsigned_char=OFF
+  -DITK_WRAP_rgba_unsigned_char=OFF
+  -DITK_WRAP_complex_float=OFF
+  -DITK_WRAP_complex_double=OFF
+  -DPython3_EXECUTABLE="$python"
+)
+
+stamp_id=$(printf '%s\n' 5.2.1 "${itk_options[@]}" | sha1sum | cut -c1-12)
+src_parent=$cache_dir/itk-source
+build_dir=$cache_dir/itk-build-$stamp_id
+stamp=$build_dir/.unetsegmentation-build-complete
+
+if [ -f "$stamp" ]; then
+  echo "Reusing ITK build in $build_dir" >&2
+  echo "$build_dir"
+  exit 0
+fi
+
+mkdir -p "$cache_dir"
+src_dir=$(find "$src_parent" -maxdepth 1 -type d -name 'insighttoolkit5-5.2.1*' 2>/dev/null | head -n1 || true)
+if [ -z "$src_dir" ] || [ ! -f "$src_dir/.unetsegmentation-patched" ]; then
+  rm -rf "$src_parent"
+  mkdir -p "$src_parent"
+  (cd "$src_parent" && apt-get source -q insighttoolkit5 >&2)
+  src_dir=$(find "$src_parent" -maxdepth 1 -type d -name 'insighttoolkit5-5.2.1*' | head -n1)
+  # numpy >= 1.24 removed the np.bool alias that ITK 5.2's Python support still uses.
+  sed -i 's/np\.bool\b/np.bool_/g' "$src_dir/Wrapping/Generators/Python/itk/support/types.py"
+  touch "$src_dir/.unetsegmentation-patched"
+fi
+
+cmake -S "$src_dir" -B "$build_dir" -G Ninja "${itk_options[@]}" >&2
+cmake --build "$build_dir" -j "$jobs" >&2
+touch "$stamp"
+echo "$build_dir"
