@@ -17,6 +17,8 @@ itk_options=(
   -DBUILD_TESTING=OFF
   -DBUILD_EXAMPLES=OFF
   -DITK_BUILD_DEFAULT_MODULES=OFF
+  # The Core group (on by default) drags in ITKTestKernel, hence GDCM and every IO and mesh module.
+  -DITKGroup_Core=OFF
   -DModule_ITKCommon=ON
   -DModule_ITKImageFilterBase=ON
   -DModule_ITKImageGrid=ON
@@ -53,12 +55,14 @@ itk_options=(
   -DPython3_EXECUTABLE="$python"
 )
 
+# The build directory keeps one name so that a change of settings reconfigures it and rebuilds only what changed;
+# the stamp records which settings the finished build has.
 stamp_id=$(printf '%s\n' 5.2.1 "${itk_options[@]}" | sha1sum | cut -c1-12)
 src_parent=$cache_dir/itk-source
-build_dir=$cache_dir/itk-build-$stamp_id
+build_dir=$cache_dir/itk-5.2.1-build
 stamp=$build_dir/.unetsegmentation-build-complete
 
-if [ -f "$stamp" ]; then
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$stamp_id" ]; then
   echo "Reusing ITK build in $build_dir" >&2
   echo "$build_dir"
   exit 0
@@ -78,5 +82,5 @@ fi
 
 cmake -S "$src_dir" -B "$build_dir" -G Ninja "${itk_options[@]}" >&2
 cmake --build "$build_dir" -j "$jobs" >&2
-touch "$stamp"
+echo "$stamp_id" > "$stamp"
 echo "$build_dir"

@@ -1,0 +1,171 @@
+/*=========================================================================
+ *
+ *  Copyright NumFOCUS
+ *
+ *  Licensed under the Apache License, Version 2.0 (the "License");
+ *  you may not use this file except in compliance with the License.
+ *  You may obtain a copy of the License at
+ *
+ *         http://www.apache.org/licenses/LICENSE-2.0.txt
+ *
+ *  Unless required by applicable law or agreed to in writing, software
+ *  distributed under the License is distributed on an "AS IS" BASIS,
+ *  WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+ *  See the License for the specific language governing permissions and
+ *  limitations under the License.
+ *
+ *=========================================================================*/
+#ifndef itkUNetModel_h
+#define itkUNetModel_h
+
+#include "UNetSegmentationExport.h"
+
+#include "itkIntTypes.h"
+#include "itkObject.h"
+#include "itkObjectFactory.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace itk
+{
+
+/** \class UNetModel
+ * \brief A TorchScript U-Net and the tile geometry found by probing it.
+ *
+ * Loads a TorchScript file (saved with `torch.jit.save`) with LibTorch and discovers, by running the network on
+ * probe inputs, everything the overlap-tile strategy needs:
+ *
+ * - the number of input channels (from the first convolution weight, or by trying channel counts when the network
+ *   has no convolution weight),
+ * - the number of classes (output channels; a network with a single output channel is read as a two-class network
+ *   whose foreground probability is the sigmoid of that channel),
+ * - the border, the context each side of a tile loses to valid convolutions (0 for same-padded networks),
+ * - the size granularity and the smallest valid input size: valid input edges are
+ *   `MinimumInputSize + k * SizeGranularity`, k >= 0 (for a U-Net of depth d, the granularity is 2^d).
+ *
+ * An edge is valid when the network maps it to `edge - 2 * border`: paper-style networks that centre-crop their
+ * skip connections run on any large enough edge but shift their pooling grid on the others, and those are not
+ * valid. Probing runs the network on cubic zero inputs, doubling the edge until it runs and then stepping up one
+ * voxel at a time until two valid edges are found, so it costs a few dozen forward passes of small inputs.
+ *
+ * The class keeps every LibTorch type behind a private implementation, so that no LibTorch header reaches the users
+ * of this header (nor castxml, when the module is wrapped).
+ *
+ * \ingroup UNetSegmentation
+ */
+class UNetSegmentation_EXPORT UNetModel : public Object
+{
+public:
+  ITK_DISALLOW_COPY_AND_MOVE(UNetModel);
+
+  using Self = UNetModel;
+  using Superclass = Object;
+  using Pointer = SmartPointer<Self>;
+  using ConstPointer = SmartPointer<const Self>;
+
+  itkNewMacro(Self);
+  itkTypeMacro(UNetModel, Object);
+
+  using SizeValueType = itk::SizeValueType;
+  using TileSizeType = std::vector<SizeValueType>;
+
+  /** TorchScript file to load. */
+  itkSetStringMacro(FileName);
+  itkGetStringMacro(FileName);
+
+  /** Spatial dimension of the images the network takes (2 or 3). 0, the default, takes it from the rank of the
+   * network's first convolution weight. */
+  itkSetMacro(ImageDimension, unsigned int);
+  itkGetConstMacro(ImageDimension, unsigned int);
+
+  /** Device the network runs on: "cpu" (default), "cuda" or "cuda:N". */
+  itkSetStringMacro(Device);
+  itkGetStringMacro(Device);
+
+  /** Intra-op threads LibTorch may use; 0, the default, means ITK's global default number of threads. LibTorch
+   * keeps this setting process wide, so it is applied before every forward pass. */
+  itkSetMacro(NumberOfThreads, unsigned int);
+  itkGetConstMacro(NumberOfThreads, unsigned int);
+
+  /** Largest probe edge tried before probing gives up (default 1024). */
+  itkSetMacro(MaximumProbeSize, SizeValueType);
+  itkGetConstMacro(MaximumProbeSize, SizeValueType);
+
+  /** Loads the file and probes the network, unless the file, device and dimension are those of the last load.
+   * Throws an ExceptionObject for a missing or corrupt file, an unavailable device, or a network whose geometry is
+   * not that of a U-Net. */
+  void
+  Load();
+
+  /** Whether Load() has succeeded for the current settings. */
+  bool
+  IsLoaded() const;
+
+  /** The geometry; valid after Load(). */
+  unsigned int
+  GetNumberOfInputChannels() const;
+  unsigned int
+  GetNumberOfClasses() const;
+  SizeValueType
+  GetBorder() const;
+  SizeValueType
+  GetSizeGranularity() const;
+  SizeValueType
+  GetMinimumInputSize() const;
+  SizeValueType
+  GetMinimumOutputSize() const;
+
+  /** Whether the network maps an output edge of this length from an input edge of `outputSize + 2 * border`. */
+  bool
+  IsValidOutputSize(SizeValueType outputSize) const;
+
+  /** The smallest valid output edge that is at least `outputSize`. */
+  SizeValueType
+  GetValidOutputSizeAtLeast(SizeValueType outputSize) const;
+
+  /** The largest valid output edge that is at most `outputSize`, or 0 if there is none. */
+  SizeValueType
+  GetValidOutputSizeAtMost(SizeValueType outputSize) const;
+
+  /** Rough bytes of activations one input voxel costs during a forward pass, for tile sizes from a memory budget. */
+  double
+  GetEstimatedBytesPerInputVoxel() const;
+
+  /** Runs the network on a batch of equally sized tiles and writes class probabilities.
+   *
+   * `input` holds batchSize x channels x tile voxels floats, channels first, x fastest (ITK's buffer order);
+   * `inputTileSize` gives the tile's edges along x, y(, z), each valid (output edge + 2 * border).
+   * `probabilities` receives batchSize x classes x output voxels floats in the same order.
+   * Throws an ExceptionObject when the network fails or its output does not have the probed shape. */
+  void
+  PredictProbabilities(const float *        input,
+                       unsigned int         batchSize,
+                       const TileSizeType & inputTileSize,
+                       float *              probabilities) const;
+
+protected:
+  UNetModel();
+  ~UNetModel() override;
+
+  void
+  PrintSelf(std::ostream & os, Indent indent) const override;
+
+private:
+  void
+  VerifyLoaded(const char * what) const;
+
+  std::string   m_FileName{};
+  std::string   m_Device{ "cpu" };
+  unsigned int  m_ImageDimension{ 0 };
+  unsigned int  m_NumberOfThreads{ 0 };
+  SizeValueType m_MaximumProbeSize{ 1024 };
+
+  class Implementation;
+  std::unique_ptr<Implementation> m_Implementation;
+};
+
+} // end namespace itk
+
+#endif // itkUNetModel_h

@@ -1,0 +1,246 @@
+/*=========================================================================
+ *
+ *  Copyright NumFOCUS
+ *
+ *  Licensed under the Apache License, Version 2.0 (the "License");
+ *  you may not use this file except in compliance with the License.
+ *  You may obtain a copy of the License at
+ *
+ *         http://www.apache.org/licenses/LICENSE-2.0.txt
+ *
+ *  Unless required by applicable law or agreed to in writing, software
+ *  distributed under the License is distributed on an "AS IS" BASIS,
+ *  WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+ *  See the License for the specific language governing permissions and
+ *  limitations under the License.
+ *
+ *=========================================================================*/
+#ifndef itkUNetSegmentationImageFilter_h
+#define itkUNetSegmentationImageFilter_h
+
+#include "itkImageToImageFilter.h"
+#include "itkUNetModel.h"
+#include "itkUNetTileGrid.h"
+#include "itkVectorImage.h"
+
+#include <string>
+#include <vector>
+
+namespace itk
+{
+
+/** \class UNetSegmentationImageFilter
+ * \brief Segments an image of any size with a TorchScript U-Net, tile by tile (overlap-tile strategy).
+ *
+ * The network's geometry is probed from the model file (see UNetModel): input channels, classes, the border its
+ * valid convolutions lose, and its valid tile sizes. Output tiles sit edge to edge on a grid anchored at the image's
+ * first index; each input tile carries the border of context on every side, and context outside the image is
+ * mirrored (Ronneberger et al. 2015, Fig. 2) or filled with a constant. Because the grid depends only on the image,
+ * never on the requested region, a streamed result is identical to a one-shot one, whatever the network.
+ *
+ * For same-padded networks (border 0) an overlap between neighbouring tiles, blended with Gaussian weights centred on
+ * each tile, removes the seams those networks leave at tile edges.
+ *
+ * Outputs: output 0 is the label map (the most probable class; TOutputImage's pixel type must hold the class count),
+ * output 1 (GetProbabilityOutput()) a VectorImage<float> with one probability per class.
+ *
+ * The input is a scalar image or a multi-component one (VectorImage, Vector pixels) whose component count is the
+ * network's channel count. An optional per-channel normalisation, (value - mean) / standard deviation, is applied
+ * voxel by voxel, so it streams.
+ *
+ * GenerateInputRequestedRegion asks only for what the tiles covering the output's requested region read (cropped to
+ * the image; the rest is mirrored), so streaming through ImageFileWriter or StreamingImageFilter bounds memory.
+ *
+ * \ingroup UNetSegmentation
+ */
+template <typename TInputImage, typename TOutputImage = Image<unsigned char, TInputImage::ImageDimension>>
+class ITK_TEMPLATE_EXPORT UNetSegmentationImageFilter : public ImageToImageFilter<TInputImage, TOutputImage>
+{
+public:
+  ITK_DISALLOW_COPY_AND_MOVE(UNetSegmentationImageFilter);
+
+  using Self = UNetSegmentationImageFilter;
+  using Superclass = ImageToImageFilter<TInputImage, TOutputImage>;
+  using Pointer = SmartPointer<Self>;
+  using ConstPointer = SmartPointer<const Self>;
+
+  itkNewMacro(Self);
+  itkTypeMacro(UNetSegmentationImageFilter, ImageToImageFilter);
+
+  static constexpr unsigned int ImageDimension = TInputImage::ImageDimension;
+
+  using InputImageType = TInputImage;
+  using InputPixelType = typename InputImageType::PixelType;
+  using InputValueType = typename NumericTraits<InputPixelType>::ValueType;
+  using OutputImageType = TOutputImage;
+  using OutputPixelType = typename OutputImageType::PixelType;
+  using ProbabilityImageType = VectorImage<float, ImageDimension>;
+  using RegionType = typename OutputImageType::RegionType;
+  using SizeType = typename OutputImageType::SizeType;
+  using IndexType = typename OutputImageType::IndexType;
+  using TileGridType = UNetTileGrid<ImageDimension>;
+  using DataObjectPointerArraySizeType = typename Superclass::DataObjectPointerArraySizeType;
+
+  static_assert(ImageDimension == 2 || ImageDimension == 3, "UNetSegmentationImageFilter supports 2-D and 3-D images.");
+  static_assert(std::is_integral<OutputPixelType>::value, "The label map's pixel type must be an integer type.");
+
+  using BoundaryConditionEnum = UNetBoundaryConditionEnum;
+
+  /** The TorchScript file of the network. */
+  void
+  SetModelFileName(const std::string & fileName);
+  std::string
+  GetModelFileName() const;
+
+  /** The model, for its probed geometry (load it with GetModel()->Load() or by updating the filter) or to share one
+   * loaded model between filters. */
+  void
+  SetModel(UNetModel * model);
+  itkGetModifiableObjectMacro(Model, UNetModel);
+
+  /** Device the network runs on: "cpu" (default), "cuda", "cuda:N". */
+  void
+  SetDevice(const std::string & device);
+  std::string
+  GetDevice() const;
+
+  /** Intra-op threads for LibTorch; 0 (default): ITK's global default number of threads. */
+  void
+  SetNumberOfTorchThreads(unsigned int numberOfThreads);
+  unsigned int
+  GetNumberOfTorchThreads() const;
+
+  /** Output edge of a tile along each axis. 0 along an axis (default) chooses it from MemoryBudget: the largest
+   * valid edge within the budget, but no larger than needed to cover the image. A non-zero edge must be valid for
+   * the network (UNetModel::IsValidOutputSize), or the update throws. */
+  itkSetMacro(TileSize, SizeType);
+  itkGetConstReferenceMacro(TileSize, SizeType);
+
+  /** Output voxels that neighbouring tiles share along each axis, and whose predictions are blended (default 0). */
+  itkSetMacro(TileOverlap, SizeValueType);
+  itkGetConstMacro(TileOverlap, SizeValueType);
+
+  /** Blend overlapping tiles with Gaussian weights (sigma = tile edge / 8, centred on the tile; default) rather than
+   * with equal weights. */
+  itkSetMacro(GaussianBlending, bool);
+  itkGetConstMacro(GaussianBlending, bool);
+  itkBooleanMacro(GaussianBlending);
+
+  /** Tiles run through the network in one forward pass; 0 (default) fills MemoryBudget. */
+  itkSetMacro(TilesPerBatch, unsigned int);
+  itkGetConstMacro(TilesPerBatch, unsigned int);
+
+  /** Approximate memory, in megabytes, a forward pass may use when the tile size or batch is chosen automatically
+   * (default 1024). */
+  itkSetMacro(MemoryBudget, double);
+  itkGetConstMacro(MemoryBudget, double);
+
+  itkSetEnumMacro(BoundaryCondition, BoundaryConditionEnum);
+  itkGetEnumMacro(BoundaryCondition, BoundaryConditionEnum);
+  void
+  SetBoundaryConditionToMirror()
+  {
+    this->SetBoundaryCondition(BoundaryConditionEnum::Mirror);
+  }
+  void
+  SetBoundaryConditionToZero()
+  {
+    this->SetBoundaryConditionToConstant(0.0);
+  }
+  void
+  SetBoundaryConditionToConstant(double value)
+  {
+    this->SetBoundaryConstant(value);
+    this->SetBoundaryCondition(BoundaryConditionEnum::Constant);
+  }
+
+  /** Value outside the image with the Constant boundary condition, before normalisation. */
+  itkSetMacro(BoundaryConstant, double);
+  itkGetConstMacro(BoundaryConstant, double);
+
+  /** Per-channel normalisation (value - mean) / standard deviation, applied before the network. One value applies
+   * to every channel; an empty vector (default) means mean 0 and standard deviation 1. */
+  void
+  SetNormalizationMean(const std::vector<double> & mean);
+  itkGetConstReferenceMacro(NormalizationMean, std::vector<double>);
+  void
+  SetNormalizationStandardDeviation(const std::vector<double> & standardDeviation);
+  itkGetConstReferenceMacro(NormalizationStandardDeviation, std::vector<double>);
+  /** Normalisation as (value + shift) * scale, the same thing said the other way. */
+  void
+  SetNormalizationShiftScale(double shift, double scale);
+
+  /** Output 0: the label map. */
+  OutputImageType *
+  GetLabelOutput()
+  {
+    return this->GetOutput(0);
+  }
+
+  /** Output 1: per-class probabilities. */
+  ProbabilityImageType *
+  GetProbabilityOutput();
+  const ProbabilityImageType *
+  GetProbabilityOutput() const;
+
+  /** The tile grid the last update used (or will use, once the output information is generated). */
+  const TileGridType &
+  GetTileGrid() const
+  {
+    return m_TileGrid;
+  }
+
+protected:
+  UNetSegmentationImageFilter();
+  ~UNetSegmentationImageFilter() override = default;
+
+  using Superclass::MakeOutput;
+  DataObject::Pointer
+  MakeOutput(DataObjectPointerArraySizeType idx) override;
+
+  void
+  VerifyPreconditions() ITKv5_CONST override;
+
+  void
+  GenerateOutputInformation() override;
+
+  void
+  GenerateInputRequestedRegion() override;
+
+  void
+  GenerateData() override;
+
+  void
+  PrintSelf(std::ostream & os, Indent indent) const override;
+
+private:
+  /** Loads the model and sets up the tile grid for the input's largest possible region. */
+  void
+  ConfigureTiling();
+
+  /** Fills `tileBuffer` (channels first, x fastest) with the normalised input around `tile`. */
+  void
+  GatherInputTile(const InputImageType * input, const RegionType & tile, float * tileBuffer) const;
+
+  UNetModel::Pointer  m_Model{};
+  SizeType            m_TileSize{ { 0 } };
+  SizeValueType       m_TileOverlap{ 0 };
+  bool                m_GaussianBlending{ true };
+  unsigned int        m_TilesPerBatch{ 0 };
+  double              m_MemoryBudget{ 1024.0 };
+  BoundaryConditionEnum m_BoundaryCondition{ BoundaryConditionEnum::Mirror };
+  double              m_BoundaryConstant{ 0.0 };
+  std::vector<double> m_NormalizationMean{};
+  std::vector<double> m_NormalizationStandardDeviation{};
+
+  TileGridType m_TileGrid{};
+  unsigned int m_BatchSize{ 1 };
+};
+
+} // end namespace itk
+
+#ifndef ITK_MANUAL_INSTANTIATION
+#  include "itkUNetSegmentationImageFilter.hxx"
+#endif
+
+#endif // itkUNetSegmentationImageFilter_h
