@@ -23,7 +23,9 @@
 #include "itkUNetTileGrid.h"
 #include "itkVectorImage.h"
 
+#include <algorithm>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace itk
@@ -84,7 +86,7 @@ public:
   static_assert(ImageDimension == 2 || ImageDimension == 3, "UNetSegmentationImageFilter supports 2-D and 3-D images.");
   static_assert(std::is_integral<OutputPixelType>::value, "The label map's pixel type must be an integer type.");
 
-  using BoundaryConditionEnum = UNetBoundaryConditionEnum;
+  using BoundaryConditionEnum = UNetSegmentationImageFilterEnums::BoundaryCondition;
 
   /** The TorchScript file of the network. */
   void
@@ -183,12 +185,21 @@ public:
   const ProbabilityImageType *
   GetProbabilityOutput() const;
 
+  /** Includes the model's modification time, so that changing a shared model re-runs the filter. */
+  ModifiedTimeType
+  GetMTime() const override
+  {
+    return std::max(Superclass::GetMTime(), m_Model->GetMTime());
+  }
+
+#ifndef ITK_WRAPPING_PARSER
   /** The tile grid the last update used (or will use, once the output information is generated). */
   const TileGridType &
   GetTileGrid() const
   {
     return m_TileGrid;
   }
+#endif
 
 protected:
   UNetSegmentationImageFilter();

@@ -28,21 +28,27 @@
 namespace itk
 {
 
-/** What fills a tile's context outside the image.
+/** \class UNetSegmentationImageFilterEnums
+ * \brief Enums of UNetSegmentationImageFilter, in a class of their own as ITK's wrapping expects.
  * \ingroup UNetSegmentation */
-enum class UNetBoundaryConditionEnum : uint8_t
+class UNetSegmentationImageFilterEnums
 {
-  /** Mirror the image at its edges, repeating the edge voxel (... 1 0 | 0 1 ... n-1 | n-1 n-2 ...), again and again
-   * when the context is wider than the image; the convention of ITK's MirrorPadImageFilter. */
-  Mirror,
-  /** A constant value (0: zero padding). */
-  Constant
+public:
+  /** What fills a tile's context outside the image. */
+  enum class BoundaryCondition : uint8_t
+  {
+    /** Mirror the image at its edges, repeating the edge voxel (... 1 0 | 0 1 ... n-1 | n-1 n-2 ...), again and
+     * again when the context is wider than the image; the convention of ITK's MirrorPadImageFilter. */
+    Mirror,
+    /** A constant value (0: zero padding). */
+    Constant
+  };
 };
 
 inline std::ostream &
-operator<<(std::ostream & os, UNetBoundaryConditionEnum value)
+operator<<(std::ostream & os, UNetSegmentationImageFilterEnums::BoundaryCondition value)
 {
-  return os << (value == UNetBoundaryConditionEnum::Mirror ? "Mirror" : "Constant");
+  return os << (value == UNetSegmentationImageFilterEnums::BoundaryCondition::Mirror ? "Mirror" : "Constant");
 }
 
 /** \class UNetTileGrid
@@ -171,7 +177,7 @@ public:
   /** The input region the tiles intersecting `outputRegion` read, given the boundary condition: with Mirror, the
    * image voxels their mirrored context maps to; with Constant, their context cropped to the image. */
   RegionType
-  GetRequiredInputRegion(const RegionType & outputRegion, UNetBoundaryConditionEnum boundary) const
+  GetRequiredInputRegion(const RegionType & outputRegion, UNetSegmentationImageFilterEnums::BoundaryCondition boundary) const
   {
     const TileRangeType tiles = this->GetTilesIntersecting(outputRegion);
     RegionType          required;
@@ -189,7 +195,7 @@ public:
       const IndexValueType imageEnd = imageBegin + static_cast<IndexValueType>(m_Image.GetSize(axis)) - 1;
       IndexValueType       low = std::max(spanBegin, imageBegin);
       IndexValueType       high = std::min(spanEnd, imageEnd);
-      if (boundary == UNetBoundaryConditionEnum::Mirror)
+      if (boundary == UNetSegmentationImageFilterEnums::BoundaryCondition::Mirror)
       {
         // The span can lie wholly outside the image on one side; its mirror images decide then.
         if (low > high)
@@ -259,6 +265,38 @@ public:
       weights[voxel] = static_cast<float>(std::max(weight, 1e-6));
     }
     return weights;
+  }
+
+  /** Calls `visit(lineStart)` for every line of `region` along x (axis 0), in buffer order. */
+  template <typename TVisitor>
+  static void
+  ForEachLine(const RegionType & region, TVisitor && visit)
+  {
+    for (unsigned int axis = 1; axis < VDimension; ++axis)
+    {
+      if (region.GetSize(axis) == 0)
+      {
+        return;
+      }
+    }
+    IndexType lineStart = region.GetIndex();
+    while (true)
+    {
+      visit(static_cast<const IndexType &>(lineStart));
+      unsigned int axis = 1;
+      for (; axis < VDimension; ++axis)
+      {
+        if (++lineStart[axis] < region.GetIndex(axis) + static_cast<IndexValueType>(region.GetSize(axis)))
+        {
+          break;
+        }
+        lineStart[axis] = region.GetIndex(axis);
+      }
+      if (axis == VDimension)
+      {
+        return;
+      }
+    }
   }
 
 private:

@@ -1,0 +1,113 @@
+/*=========================================================================
+ *
+ *  Copyright NumFOCUS
+ *
+ *  Licensed under the Apache License, Version 2.0 (the "License");
+ *  you may not use this file except in compliance with the License.
+ *  You may obtain a copy of the License at
+ *
+ *         http://www.apache.org/licenses/LICENSE-2.0.txt
+ *
+ *  Unless required by applicable law or agreed to in writing, software
+ *  distributed under the License is distributed on an "AS IS" BASIS,
+ *  WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+ *  See the License for the specific language governing permissions and
+ *  limitations under the License.
+ *
+ *=========================================================================*/
+#ifndef itkUNetTrainingTargetImageFilter_h
+#define itkUNetTrainingTargetImageFilter_h
+
+#include "itkImageToImageFilter.h"
+#include "itkUNetNearestCells.h"
+
+namespace itk
+{
+
+/** \class UNetTrainingTargetImageFilter
+ * \brief Turns an instance label image into a semantic training target in which touching cells are split by
+ * background, as in the U-Net paper's ground truth.
+ *
+ * A cell voxel becomes a border voxel when a voxel of another cell lies within Gap of it (distance between voxel
+ * centres, in voxels or, with UseImageSpacing, physical units). Gap 1 separates face neighbours only; the default
+ * 1.5 also separates 2-D diagonal (3-D edge-diagonal) neighbours; 1.8 every 3-D neighbour. Border voxels are written
+ * as BorderValue, which is the BackgroundValue unless set (set it to a third value, 2 say, for a three-class
+ * target); other cell voxels as ForegroundValue, background as BackgroundValue.
+ *
+ * For users with binary masks: ConnectedComponentImageFilter makes the instance label image this filter takes.
+ *
+ * The filter needs the whole image and produces the largest possible region.
+ *
+ * \ingroup UNetSegmentation
+ */
+template <typename TLabelImage, typename TOutputImage = Image<unsigned char, TLabelImage::ImageDimension>>
+class ITK_TEMPLATE_EXPORT UNetTrainingTargetImageFilter : public ImageToImageFilter<TLabelImage, TOutputImage>
+{
+public:
+  ITK_DISALLOW_COPY_AND_MOVE(UNetTrainingTargetImageFilter);
+
+  using Self = UNetTrainingTargetImageFilter;
+  using Superclass = ImageToImageFilter<TLabelImage, TOutputImage>;
+  using Pointer = SmartPointer<Self>;
+  using ConstPointer = SmartPointer<const Self>;
+
+  itkNewMacro(Self);
+  itkTypeMacro(UNetTrainingTargetImageFilter, ImageToImageFilter);
+
+  using LabelImageType = TLabelImage;
+  using LabelType = typename LabelImageType::PixelType;
+  using OutputImageType = TOutputImage;
+  using OutputPixelType = typename OutputImageType::PixelType;
+
+  static_assert(std::is_integral<LabelType>::value, "Instance labels must have an integer pixel type.");
+
+  /** Cells closer than this are separated (default 1.5). */
+  itkSetMacro(Gap, double);
+  itkGetConstMacro(Gap, double);
+
+  /** Measure Gap in physical units rather than voxels (default off). */
+  itkSetMacro(UseImageSpacing, bool);
+  itkGetConstMacro(UseImageSpacing, bool);
+  itkBooleanMacro(UseImageSpacing);
+
+  itkSetMacro(BackgroundValue, OutputPixelType);
+  itkGetConstMacro(BackgroundValue, OutputPixelType);
+  itkSetMacro(ForegroundValue, OutputPixelType);
+  itkGetConstMacro(ForegroundValue, OutputPixelType);
+  itkSetMacro(BorderValue, OutputPixelType);
+  itkGetConstMacro(BorderValue, OutputPixelType);
+
+protected:
+  UNetTrainingTargetImageFilter() = default;
+  ~UNetTrainingTargetImageFilter() override = default;
+
+  void
+  VerifyPreconditions() ITKv5_CONST override;
+
+  void
+  GenerateInputRequestedRegion() override;
+
+  void
+  EnlargeOutputRequestedRegion(DataObject * output) override;
+
+  void
+  GenerateData() override;
+
+  void
+  PrintSelf(std::ostream & os, Indent indent) const override;
+
+private:
+  double          m_Gap{ 1.5 };
+  bool            m_UseImageSpacing{ false };
+  OutputPixelType m_BackgroundValue{ 0 };
+  OutputPixelType m_ForegroundValue{ 1 };
+  OutputPixelType m_BorderValue{ 0 };
+};
+
+} // end namespace itk
+
+#ifndef ITK_MANUAL_INSTANTIATION
+#  include "itkUNetTrainingTargetImageFilter.hxx"
+#endif
+
+#endif // itkUNetTrainingTargetImageFilter_h

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets up everything on a fresh Debian 12 machine and builds the module: Debian packages, ITK 5.2.1 with Python
+# wrapping (cached outside the repository, built only once), then this module with its tests, examples and
+# benchmarks. Prints the module's build directory on its last line.
+#
+# Environment: UNETSEG_BUILD_DIR (default: build/ in the repository), UNETSEG_CACHE_DIR (ITK's cache),
+# UNETSEG_JOBS (parallel jobs, default: all cores).
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build_dir=${UNETSEG_BUILD_DIR:-$repo/build}
+python=/usr/bin/python3 # Debian's Python: it has torch and numpy; a python3 earlier on PATH may not.
+jobs=${UNETSEG_JOBS:-$(nproc)}
+
+if [ "$(id -u)" = 0 ]; then
+  bash "$repo/scripts/install-deps.sh" >&2
+else
+  sudo bash "$repo/scripts/install-deps.sh" >&2
+fi
+itk_dir=$(Python3_EXECUTABLE=$python bash "$repo/scripts/build-itk.sh" | tail -n 1)
+
+cmake -S "$repo" -B "$build_dir" -G Ninja \
+  -DCMAKE_BUILD_TYPE=Release \
+  -DITK_DIR="$itk_dir" \
+  -DPython3_EXECUTABLE="$python" \
+  -DBUILD_TESTING=ON >&2
+cmake --build "$build_dir" -j "$jobs" >&2
+echo "$build_dir"

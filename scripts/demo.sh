@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The main job: sets up, builds, and segments a held-out ISBI 2012 EM slice with the bundled U-Net, streamed in
+# pieces; writes the label map and scores it against the slice's ground truth.
+#
+#   scripts/demo.sh [input.png] [output.png]
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build_dir=$(bash "$repo/scripts/build.sh" | tail -n 1)
+data=$repo/../shared/data/isbi2012
+input=${1:-$data/image/23.png}
+output=${2:-$build_dir/demo/isbi2012-23-labels.png}
+mkdir -p "$(dirname "$output")"
+truth=()
+if [ -z "${1:-}" ]; then
+  truth=("$data/label/23.png")
+fi
+"$build_dir/examples/UNetSegmentImage" "$repo/examples/models/unet_isbi2012.pt" "$input" "$output" "${truth[@]}"

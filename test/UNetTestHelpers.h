@@ -1,0 +1,103 @@
+/*=========================================================================
+ *
+ *  Copyright NumFOCUS
+ *
+ *  Licensed under the Apache License, Version 2.0 (the "License");
+ *  you may not use this file except in compliance with the License.
+ *  You may obtain a copy of the License at
+ *
+ *         http://www.apache.org/licenses/LICENSE-2.0.txt
+ *
+ *  Unless required by applicable law or agreed to in writing, software
+ *  distributed under the License is distributed on an "AS IS" BASIS,
+ *  WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+ *  See the License for the specific language governing permissions and
+ *  limitations under the License.
+ *
+ *=========================================================================*/
+#ifndef UNetTestHelpers_h
+#define UNetTestHelpers_h
+
+#include "itkImage.h"
+#include "itkImageRegionIteratorWithIndex.h"
+
+#include "gtest/gtest.h"
+
+#include <random>
+#include <string>
+
+namespace UNetTest
+{
+
+inline std::string
+ModelPath(const std::string & name)
+{
+  return std::string(UNET_TEST_MODEL_DIR) + "/" + name + ".pt";
+}
+
+/** An image of the given size with uniform random values in [low, high), and non-trivial metadata. */
+template <typename TImage>
+typename TImage::Pointer
+MakeRandomImage(const typename TImage::SizeType & size, unsigned int seed, double low = -2.0, double high = 2.0)
+{
+  auto image = TImage::New();
+  typename TImage::IndexType start;
+  start.Fill(3);
+  image->SetRegions(typename TImage::RegionType(start, size));
+  typename TImage::SpacingType spacing;
+  typename TImage::PointType   origin;
+  for (unsigned int axis = 0; axis < TImage::ImageDimension; ++axis)
+  {
+    spacing[axis] = 0.5 + 0.25 * axis;
+    origin[axis] = -10.0 + 3.0 * axis;
+  }
+  image->SetSpacing(spacing);
+  image->SetOrigin(origin);
+  typename TImage::DirectionType direction;
+  direction.SetIdentity();
+  direction[0][0] = 0.0;
+  direction[0][1] = 1.0;
+  direction[1][0] = 1.0;
+  direction[1][1] = 0.0;
+  image->SetDirection(direction);
+  image->Allocate();
+  std::mt19937                     generator(seed);
+  std::uniform_real_distribution<> distribution(low, high);
+  for (itk::ImageRegionIterator<TImage> it(image, image->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
+  {
+    it.Set(static_cast<typename TImage::PixelType>(distribution(generator)));
+  }
+  return image;
+}
+
+/** Mirroring with the edge voxel repeated, by repeated reflection: an algorithm independent of the filter's. */
+inline itk::IndexValueType
+ReflectIntoRange(itk::IndexValueType x, itk::IndexValueType start, itk::IndexValueType size)
+{
+  itk::IndexValueType local = x - start;
+  while (local < 0 || local >= size)
+  {
+    local = local < 0 ? -local - 1 : 2 * size - 1 - local;
+  }
+  return start + local;
+}
+
+inline double
+Sigmoid(double x)
+{
+  return 1.0 / (1.0 + std::exp(-x));
+}
+
+template <typename TImage>
+void
+ExpectSameMetadata(const itk::ImageBase<TImage::ImageDimension> * expected, const TImage * actual)
+{
+  EXPECT_EQ(expected->GetOrigin(), actual->GetOrigin());
+  EXPECT_EQ(expected->GetSpacing(), actual->GetSpacing());
+  EXPECT_EQ(expected->GetDirection(), actual->GetDirection());
+  EXPECT_EQ(expected->GetLargestPossibleRegion(), actual->GetLargestPossibleRegion());
+}
+
+} // namespace UNetTest
+
+#endif

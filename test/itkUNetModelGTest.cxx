@@ -1,0 +1,200 @@
+/*=========================================================================
+ *
+ *  Copyright NumFOCUS
+ *
+ *  Licensed under the Apache License, Version 2.0 (the "License");
+ *  you may not use this file except in compliance with the License.
+ *  You may obtain a copy of the License at
+ *
+ *         http://www.apache.org/licenses/LICENSE-2.0.txt
+ *
+ *  Unless required by applicable law or agreed to in writing, software
+ *  distributed under the License is distributed on an "AS IS" BASIS,
+ *  WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+ *  See the License for the specific language governing permissions and
+ *  limitations under the License.
+ *
+ *=========================================================================*/
+#include "itkUNetModel.h"
+
+#include "UNetTestHelpers.h"
+
+#include <sstream>
+
+namespace
+{
+
+struct ExpectedGeometry
+{
+  const char *       name;
+  unsigned int       dimension;
+  unsigned int       channels;
+  unsigned int       classes;
+  itk::SizeValueType border;
+  itk::SizeValueType granularity;
+  itk::SizeValueType minimumInputSize;
+};
+
+class UNetModelGeometry : public testing::TestWithParam<ExpectedGeometry>
+{};
+
+itk::UNetModel::Pointer
+LoadModel(const std::string & name, unsigned int dimension)
+{
+  auto model = itk::UNetModel::New();
+  model->SetFileName(UNetTest::ModelPath(name));
+  model->SetImageDimension(dimension);
+  model->Load();
+  return model;
+}
+
+} // namespace
+
+// The geometry of each test model, worked out by hand from its layers (see make_test_models.py).
+TEST_P(UNetModelGeometry, ProbingFindsTheGeometry)
+{
+  const ExpectedGeometry & expected = GetParam();
+  const auto               model = LoadModel(expected.name, expected.dimension);
+  EXPECT_EQ(model->GetNumberOfInputChannels(), expected.channels);
+  EXPECT_EQ(model->GetNumberOfClasses(), expected.classes);
+  EXPECT_EQ(model->GetBorder(), expected.border);
+  EXPECT_EQ(model->GetSizeGranularity(), expected.granularity);
+  EXPECT_EQ(model->GetMinimumInputSize(), expected.minimumInputSize);
+  EXPECT_EQ(model->GetMinimumOutputSize(), expected.minimumInputSize - 2 * expected.border);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+  Models,
+  UNetModelGeometry,
+  testing::Values(ExpectedGeometry{ "mean2d", 2, 1, 2, 1, 1, 3 },
+                  ExpectedGeometry{ "mean3d", 3, 1, 2, 1, 1, 3 },
+                  ExpectedGeometry{ "shift2d", 2, 1, 2, 3, 1, 7 },
+                  ExpectedGeometry{ "classifier2d", 2, 3, 3, 0, 1, 1 },
+                  // Depth 2, valid: out = in - 40, pooled edges even: in = 44 + 4k.
+                  ExpectedGeometry{ "unet2d_valid", 2, 1, 2, 20, 4, 44 },
+                  // Depth 2, same-padded: in = out = 4k.
+                  ExpectedGeometry{ "unet2d_same", 2, 1, 3, 0, 4, 4 },
+                  // Depth 1, valid, 3-D: out = in - 16, in = 18 + 2k.
+                  ExpectedGeometry{ "unet3d_valid", 3, 1, 2, 8, 2, 18 },
+                  ExpectedGeometry{ "unet2d_rgb", 2, 3, 2, 8, 2, 18 },
+                  // The paper's geometry: 572 -> 388.
+                  ExpectedGeometry{ "unet2d_paper", 2, 1, 2, 92, 16, 188 }),
+  [](const testing::TestParamInfo<ExpectedGeometry> & info) { return std::string(info.param.name); });
+
+TEST(UNetModel, PaperTileSizes)
+{
+  const auto model = LoadModel("unet2d_paper", 2);
+  EXPECT_TRUE(model->IsValidOutputSize(388));
+  EXPECT_FALSE(model->IsValidOutputSize(389));
+  EXPECT_EQ(model->GetValidOutputSizeAtLeast(389), 404u);
+  EXPECT_EQ(model->GetValidOutputSizeAtMost(403), 388u);
+  EXPECT_EQ(model->GetValidOutputSizeAtMost(3), 0u);
+  EXPECT_EQ(model->GetValidOutputSizeAtLeast(1), 4u);
+}
+
+TEST(UNetModel, DimensionFromTheFirstConvolution)
+{
+  const auto model = LoadModel("unet3d_valid", 0);
+  EXPECT_EQ(model->GetImageDimension(), 3u);
+}
+
+TEST(UNetModel, PredictRejectsInvalidTileEdges)
+{
+  const auto         model = LoadModel("unet2d_valid", 2);
+  std::vector<float> input(45 * 44, 0.0f);
+  std::vector<float> output(2 * 5 * 4, 0.0f);
+  EXPECT_THROW(model->PredictProbabilities(input.data(), 1, { 45, 44 }, output.data()), itk::ExceptionObject);
+}
+
+TEST(UNetModel, PredictGivesProbabilities)
+{
+  const auto         model = LoadModel("classifier2d", 2);
+  std::vector<float> input{ 1.0f, 0.0f, 0.0f, 2.0f, 3.0f, -1.0f }; // 3 channels x 2 voxels
+  std::vector<float> output(6);
+  model->PredictProbabilities(input.data(), 1, { 2, 1 }, output.data());
+  for (unsigned int voxel = 0; voxel < 2; ++voxel)
+  {
+    const double c0 = input[voxel], c1 = input[2 + voxel], c2 = input[4 + voxel];
+    const double scores[] = { c0, 2.0 * c1, 0.5 * c0 + 0.5 * c1 + c2 };
+    double       total = 0.0;
+    for (const double score : scores)
+    {
+      total += std::exp(score);
+    }
+    for (unsigned int k = 0; k < 3; ++k)
+    {
+      EXPECT_NEAR(output[k * 2 + voxel], std::exp(scores[k]) / total, 1e-6);
+    }
+  }
+}
+
+namespace
+{
+void
+ExpectLoadFails(const std::string & fileName, const std::string & device, unsigned int dimension, const char * message)
+{
+  auto model = itk::UNetModel::New();
+  model->SetFileName(fileName);
+  model->SetDevice(device);
+  model->SetImageDimension(dimension);
+  try
+  {
+    model->Load();
+    ADD_FAILURE() << "Load() did not throw for " << fileName;
+  }
+  catch (const itk::ExceptionObject & error)
+  {
+    EXPECT_NE(std::string(error.GetDescription()).find(message), std::string::npos) << error.GetDescription();
+  }
+  EXPECT_FALSE(model->IsLoaded());
+}
+} // namespace
+
+TEST(UNetModel, BadModelsThrow)
+{
+  ExpectLoadFails("", "cpu", 2, "No model file name");
+  ExpectLoadFails(UNetTest::ModelPath("does_not_exist"), "cpu", 2, "does not exist");
+  ExpectLoadFails(UNetTest::ModelPath("corrupt"), "cpu", 2, "Cannot load a TorchScript model");
+  ExpectLoadFails(UNetTest::ModelPath("mean3d"), "cpu", 2, "is 3-D");
+  ExpectLoadFails(UNetTest::ModelPath("tuple_output"), "cpu", 2, "not a tensor");
+  ExpectLoadFails(UNetTest::ModelPath("flat_output"), "cpu", 2, "expected [batch, classes");
+  ExpectLoadFails(UNetTest::ModelPath("mean2d"), "tpu", 2, "is not a device");
+}
+
+TEST(UNetModel, UnavailableCudaThrows)
+{
+  auto model = itk::UNetModel::New();
+  model->SetFileName(UNetTest::ModelPath("mean2d"));
+  model->SetDevice("cuda");
+  bool cudaRan = false;
+  try
+  {
+    model->Load();
+    cudaRan = true;
+  }
+  catch (const itk::ExceptionObject & error)
+  {
+    EXPECT_NE(std::string(error.GetDescription()).find("CUDA is not available"), std::string::npos)
+      << error.GetDescription();
+  }
+  if (cudaRan)
+  {
+    // On a machine with a GPU the same model runs there and gives the CPU's geometry.
+    EXPECT_EQ(model->GetBorder(), 1u);
+  }
+}
+
+TEST(UNetModel, GeometryNeedsLoad)
+{
+  auto model = itk::UNetModel::New();
+  EXPECT_THROW(model->GetBorder(), itk::ExceptionObject);
+}
+
+TEST(UNetModel, PrintSelf)
+{
+  const auto        model = LoadModel("unet2d_valid", 2);
+  std::ostringstream os;
+  model->Print(os);
+  EXPECT_NE(os.str().find("Border: 20"), std::string::npos) << os.str();
+  EXPECT_NE(os.str().find("SizeGranularity: 4"), std::string::npos) << os.str();
+}

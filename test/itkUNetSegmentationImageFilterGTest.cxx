@@ -1,0 +1,607 @@
+/*=========================================================================
+ *
+ *  Copyright NumFOCUS
+ *
+ *  Licensed under the Apache License, Version 2.0 (the "License");
+ *  you may not use this file except in compliance with the License.
+ *  You may obtain a copy of the License at
+ *
+ *         http://www.apache.org/licenses/LICENSE-2.0.txt
+ *
+ *  Unless required by applicable law or agreed to in writing, software
+ *  distributed under the License is distributed on an "AS IS" BASIS,
+ *  WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+ *  See the License for the specific language governing permissions and
+ *  limitations under the License.
+ *
+ *=========================================================================*/
+#include "itkUNetSegmentationImageFilter.h"
+
+#include "itkCommand.h"
+#include "itkImageFileReader.h"
+#include "itkMirrorPadImageFilter.h"
+#include "itkStreamingImageFilter.h"
+#include "itkVectorImage.h"
+
+#include "UNetTestHelpers.h"
+
+#include <functional>
+#include <set>
+#include <sstream>
+
+namespace
+{
+using Image2D = itk::Image<float, 2>;
+using Image3D = itk::Image<float, 3>;
+using Filter2D = itk::UNetSegmentationImageFilter<Image2D>;
+using Filter3D = itk::UNetSegmentationImageFilter<Image3D>;
+
+template <typename TFilter>
+typename TFilter::Pointer
+MakeFilter(const typename TFilter::InputImageType * input, const std::string & model)
+{
+  auto filter = TFilter::New();
+  filter->SetInput(input);
+  filter->SetModelFileName(UNetTest::ModelPath(model));
+  return filter;
+}
+
+/** Voxel-by-voxel equality of two probability images (bit for bit unless a tolerance is given). */
+template <unsigned int VDimension>
+void
+ExpectSameProbabilities(const itk::VectorImage<float, VDimension> * expected,
+                        const itk::VectorImage<float, VDimension> * actual,
+                        double                                      tolerance = 0.0)
+{
+  ASSERT_EQ(expected->GetBufferedRegion(), actual->GetBufferedRegion());
+  ASSERT_EQ(expected->GetNumberOfComponentsPerPixel(), actual->GetNumberOfComponentsPerPixel());
+  const size_t  values = expected->GetBufferedRegion().GetNumberOfPixels() * expected->GetNumberOfComponentsPerPixel();
+  const float * a = expected->GetBufferPointer();
+  const float * b = actual->GetBufferPointer();
+  size_t        mismatches = 0;
+  for (size_t i = 0; i < values; ++i)
+  {
+    if (!(std::abs(a[i] - b[i]) <= tolerance) && ++mismatches <= 5)
+    {
+      ADD_FAILURE() << "value " << i << ": " << a[i] << " != " << b[i];
+    }
+  }
+  EXPECT_EQ(mismatches, 0u);
+}
+
+/** Probability of class 1 at `index` from a two-class output. */
+template <typename TFilter>
+double
+Foreground(const TFilter * filter, const typename TFilter::IndexType & index)
+{
+  return filter->GetProbabilityOutput()->GetPixel(index)[1];
+}
+
+/** P(foreground) = sigmoid(mean of the mirrored 3^D neighbourhood), the mean2d/mean3d model's analytic output. */
+template <typename TImage>
+void
+ExpectAnalyticMean(const TImage * input, const itk::UNetSegmentationImageFilter<TImage> * filter)
+{
+  constexpr unsigned int D = TImage::ImageDimension;
+  const auto             region = input->GetLargestPossibleRegion();
+  for (itk::ImageRegionConstIteratorWithIndex<TImage> it(input, region); !it.IsAtEnd(); ++it)
+  {
+    const auto index = it.GetIndex();
+    double     sum = 0.0;
+    for (unsigned int n = 0; n < std::pow(3, D); ++n)
+    {
+      typename TImage::IndexType neighbour;
+      unsigned int               rest = n;
+      for (unsigned int axis = 0; axis < D; ++axis)
+      {
+        neighbour[axis] = UNetTest::ReflectIntoRange(index[axis] + static_cast<int>(rest % 3) - 1,
+                                                     region.GetIndex(axis),
+                                                     static_cast<itk::IndexValueType>(region.GetSize(axis)));
+        rest /= 3;
+      }
+      sum += input->GetPixel(neighbour);
+    }
+    const double expected = UNetTest::Sigmoid(sum / std::pow(3, D));
+    ASSERT_NEAR(Foreground(filter, index), expected, 2e-6) << "at " << index;
+    ASSERT_EQ(filter->GetOutput()->GetPixel(index), expected > 0.5 ? 1 : 0) << "at " << index;
+  }
+}
+} // namespace
+
+TEST(UNetSegmentationImageFilter, MeanModelGivesItsAnalyticOutput2D)
+{
+  const auto input = UNetTest::MakeRandomImage<Image2D>({ { 37, 23 } }, 1);
+  const auto filter = MakeFilter<Filter2D>(input, "mean2d");
+  filter->SetTileSize({ { 5, 7 } });
+  filter->Update();
+  ExpectAnalyticMean<Image2D>(input, filter);
+  UNetTest::ExpectSameMetadata(input.GetPointer(), filter->GetOutput());
+  UNetTest::ExpectSameMetadata(input.GetPointer(), filter->GetProbabilityOutput());
+}
+
+TEST(UNetSegmentationImageFilter, MeanModelGivesItsAnalyticOutput3D)
+{
+  const auto input = UNetTest::MakeRandomImage<Image3D>({ { 11, 7, 5 } }, 2);
+  const auto filter = MakeFilter<Filter3D>(input, "mean3d");
+  filter->SetTileSize({ { 2, 3, 4 } });
+  filter->Update();
+  ExpectAnalyticMean<Image3D>(input, filter);
+  UNetTest::ExpectSameMetadata(input.GetPointer(), filter->GetProbabilityOutput());
+}
+
+TEST(UNetSegmentationImageFilter, TiledEqualsUntiled2D)
+{
+  const auto input = UNetTest::MakeRandomImage<Image2D>({ { 41, 29 } }, 3);
+  const auto untiled = MakeFilter<Filter2D>(input, "mean2d");
+  untiled->SetTileSize({ { 64, 64 } });
+  untiled->Update();
+  for (const itk::SizeValueType edge : { 1, 2, 3, 5, 8, 13, 28, 40, 41, 100 })
+  {
+    const auto tiled = MakeFilter<Filter2D>(input, "mean2d");
+    tiled->SetTileSize({ { edge, edge + 2 } });
+    tiled->SetTilesPerBatch(edge % 3 + 1);
+    tiled->Update();
+    SCOPED_TRACE("tile edge " + std::to_string(edge));
+    ExpectSameProbabilities<2>(untiled->GetProbabilityOutput(), tiled->GetProbabilityOutput());
+  }
+}
+
+TEST(UNetSegmentationImageFilter, TiledEqualsUntiled3D)
+{
+  const auto input = UNetTest::MakeRandomImage<Image3D>({ { 13, 9, 6 } }, 4);
+  const auto untiled = MakeFilter<Filter3D>(input, "mean3d");
+  untiled->SetTileSize({ { 16, 16, 16 } });
+  untiled->Update();
+  for (const itk::SizeValueType edge : { 1, 2, 4, 5, 7 })
+  {
+    const auto tiled = MakeFilter<Filter3D>(input, "mean3d");
+    tiled->SetTileSize({ { edge, edge + 1, edge + 3 } });
+    tiled->Update();
+    SCOPED_TRACE("tile edge " + std::to_string(edge));
+    ExpectSameProbabilities<3>(untiled->GetProbabilityOutput(), tiled->GetProbabilityOutput());
+  }
+}
+
+namespace
+{
+/** shift2d's output at p is the input at p + (2, -3), mirrored: check it against ReflectIntoRange. */
+void
+ExpectShiftedMirror(const Image2D * input, const Filter2D * filter)
+{
+  const auto region = input->GetLargestPossibleRegion();
+  for (itk::ImageRegionConstIteratorWithIndex<Image2D> it(input, region); !it.IsAtEnd(); ++it)
+  {
+    const auto     index = it.GetIndex();
+    Image2D::IndexType source;
+    source[0] = UNetTest::ReflectIntoRange(index[0] + 2, region.GetIndex(0), region.GetSize(0));
+    source[1] = UNetTest::ReflectIntoRange(index[1] - 3, region.GetIndex(1), region.GetSize(1));
+    ASSERT_NEAR(Foreground(filter, index), UNetTest::Sigmoid(input->GetPixel(source)), 1e-6) << "at " << index;
+  }
+}
+} // namespace
+
+TEST(UNetSegmentationImageFilter, MirroredBorderEqualsReference)
+{
+  // Border 3: images smaller than the border are mirrored again and again; size-1 axes repeat their one voxel.
+  for (const Image2D::SizeType size : { Image2D::SizeType{ { 17, 12 } },
+                                        Image2D::SizeType{ { 2, 5 } },
+                                        Image2D::SizeType{ { 1, 7 } },
+                                        Image2D::SizeType{ { 6, 1 } },
+                                        Image2D::SizeType{ { 1, 1 } } })
+  {
+    SCOPED_TRACE("size " + std::to_string(size[0]) + "x" + std::to_string(size[1]));
+    const auto input = UNetTest::MakeRandomImage<Image2D>(size, 5);
+    const auto filter = MakeFilter<Filter2D>(input, "shift2d");
+    filter->SetTileSize({ { 4, 3 } });
+    filter->Update();
+    ExpectShiftedMirror(input, filter);
+  }
+}
+
+TEST(UNetSegmentationImageFilter, MirrorMatchesMirrorPadImageFilter)
+{
+  // ITK's MirrorPadImageFilter is a second, independent reference for the mirror convention.
+  const auto input = UNetTest::MakeRandomImage<Image2D>({ { 9, 8 } }, 6);
+  auto       pad = itk::MirrorPadImageFilter<Image2D, Image2D>::New();
+  pad->SetInput(input);
+  pad->SetPadBound({ { 3, 3 } });
+  pad->Update();
+  const auto filter = MakeFilter<Filter2D>(input, "shift2d");
+  filter->Update();
+  const auto region = input->GetLargestPossibleRegion();
+  for (itk::ImageRegionConstIteratorWithIndex<Image2D> it(input, region); !it.IsAtEnd(); ++it)
+  {
+    auto source = it.GetIndex();
+    source[0] += 2;
+    source[1] -= 3;
+    ASSERT_NEAR(Foreground(filter.GetPointer(), it.GetIndex()), UNetTest::Sigmoid(pad->GetOutput()->GetPixel(source)), 1e-6)
+      << "at " << it.GetIndex();
+  }
+}
+
+TEST(UNetSegmentationImageFilter, ConstantAndZeroBoundaries)
+{
+  const auto input = UNetTest::MakeRandomImage<Image2D>({ { 8, 9 } }, 7);
+  for (const double constant : { 0.0, 1.25 })
+  {
+    const auto filter = MakeFilter<Filter2D>(input, "shift2d");
+    if (constant == 0.0)
+    {
+      filter->SetBoundaryConditionToZero();
+    }
+    else
+    {
+      filter->SetBoundaryConditionToConstant(constant);
+    }
+    filter->SetTileSize({ { 3, 4 } });
+    filter->Update();
+    const auto region = input->GetLargestPossibleRegion();
+    for (itk::ImageRegionConstIteratorWithIndex<Image2D> it(input, region); !it.IsAtEnd(); ++it)
+    {
+      auto source = it.GetIndex();
+      source[0] += 2;
+      source[1] -= 3;
+      const double value = region.IsInside(source) ? input->GetPixel(source) : constant;
+      ASSERT_NEAR(Foreground(filter.GetPointer(), it.GetIndex()), UNetTest::Sigmoid(value), 1e-6);
+    }
+  }
+}
+
+TEST(UNetSegmentationImageFilter, MultiChannelInputAndNormalization)
+{
+  using VectorImage2D = itk::VectorImage<float, 2>;
+  auto input = VectorImage2D::New();
+  input->SetRegions(VectorImage2D::RegionType({ { 0, 0 } }, { { 13, 10 } }));
+  input->SetNumberOfComponentsPerPixel(3);
+  input->Allocate();
+  std::mt19937                     generator(8);
+  std::uniform_real_distribution<> distribution(0.0, 10.0);
+  for (itk::ImageRegionIterator<VectorImage2D> it(input, input->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
+  {
+    itk::VariableLengthVector<float> value(3);
+    for (unsigned int c = 0; c < 3; ++c)
+    {
+      value[c] = static_cast<float>(distribution(generator));
+    }
+    it.Set(value);
+  }
+  auto filter = itk::UNetSegmentationImageFilter<VectorImage2D>::New();
+  filter->SetInput(input);
+  filter->SetModelFileName(UNetTest::ModelPath("classifier2d"));
+  const std::vector<double> mean{ 5.0, 4.0, 6.0 };
+  const std::vector<double> deviation{ 2.0, 3.0, 0.5 };
+  filter->SetNormalizationMean(mean);
+  filter->SetNormalizationStandardDeviation(deviation);
+  filter->SetTileSize({ { 4, 3 } });
+  filter->Update();
+  EXPECT_EQ(filter->GetProbabilityOutput()->GetNumberOfComponentsPerPixel(), 3u);
+  for (itk::ImageRegionConstIteratorWithIndex<VectorImage2D> it(input, input->GetLargestPossibleRegion()); !it.IsAtEnd();
+       ++it)
+  {
+    double c[3];
+    for (unsigned int k = 0; k < 3; ++k)
+    {
+      c[k] = (it.Get()[k] - mean[k]) / deviation[k];
+    }
+    const double scores[] = { c[0], 2.0 * c[1], 0.5 * c[0] + 0.5 * c[1] + c[2] };
+    const auto   best = static_cast<unsigned char>(std::max_element(scores, scores + 3) - scores);
+    EXPECT_EQ(filter->GetOutput()->GetPixel(it.GetIndex()), best);
+    double total = 0.0;
+    for (const double score : scores)
+    {
+      total += std::exp(score);
+    }
+    for (unsigned int k = 0; k < 3; ++k)
+    {
+      ASSERT_NEAR(filter->GetProbabilityOutput()->GetPixel(it.GetIndex())[k], std::exp(scores[k]) / total, 1e-5);
+    }
+  }
+}
+
+TEST(UNetSegmentationImageFilter, UnsignedCharInputWithShiftScale)
+{
+  using ByteImage = itk::Image<unsigned char, 2>;
+  const auto bytes = UNetTest::MakeRandomImage<ByteImage>({ { 15, 11 } }, 9, 0.0, 255.0);
+  auto       floats = Image2D::New();
+  floats->CopyInformation(bytes);
+  floats->SetRegions(bytes->GetLargestPossibleRegion());
+  floats->Allocate();
+  for (itk::ImageRegionConstIteratorWithIndex<ByteImage> it(bytes, bytes->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
+  {
+    floats->SetPixel(it.GetIndex(), (it.Get() - 128.0f) / 64.0f);
+  }
+  auto filter = itk::UNetSegmentationImageFilter<ByteImage>::New();
+  filter->SetInput(bytes);
+  filter->SetModelFileName(UNetTest::ModelPath("mean2d"));
+  filter->SetNormalizationShiftScale(-128.0, 1.0 / 64.0);
+  filter->Update();
+  const auto reference = MakeFilter<Filter2D>(floats, "mean2d");
+  reference->Update();
+  ExpectSameProbabilities<2>(reference->GetProbabilityOutput(), filter->GetProbabilityOutput(), 1e-6);
+}
+
+namespace
+{
+template <typename TFilter>
+void
+ExpectStreamedEqualsOneShot(TFilter * oneShot, const std::function<typename TFilter::Pointer()> & makeFilter)
+{
+  using ProbabilityImage = typename TFilter::ProbabilityImageType;
+  oneShot->Update();
+  for (const unsigned int divisions : { 2u, 3u, 7u })
+  {
+    SCOPED_TRACE(std::to_string(divisions) + " stream divisions");
+    auto filter = makeFilter();
+    auto streamer = itk::StreamingImageFilter<ProbabilityImage, ProbabilityImage>::New();
+    streamer->SetInput(filter->GetProbabilityOutput());
+    streamer->SetNumberOfStreamDivisions(divisions);
+    streamer->Update();
+    ExpectSameProbabilities<TFilter::ImageDimension>(oneShot->GetProbabilityOutput(), streamer->GetOutput());
+  }
+}
+
+template <unsigned int VDimension>
+void
+ExpectProbabilitiesSumToOne(const itk::VectorImage<float, VDimension> * probabilities)
+{
+  const unsigned int classes = probabilities->GetNumberOfComponentsPerPixel();
+  const float *      values = probabilities->GetBufferPointer();
+  for (size_t v = 0; v < probabilities->GetBufferedRegion().GetNumberOfPixels(); ++v)
+  {
+    double total = 0.0;
+    for (unsigned int k = 0; k < classes; ++k)
+    {
+      ASSERT_GE(values[v * classes + k], 0.0f);
+      total += values[v * classes + k];
+    }
+    ASSERT_NEAR(total, 1.0, 1e-5) << "voxel " << v;
+  }
+}
+} // namespace
+
+TEST(UNetSegmentationImageFilter, ValidUNetStreamedEqualsOneShot2D)
+{
+  const auto input = UNetTest::MakeRandomImage<Image2D>({ { 75, 61 } }, 10);
+  const auto make = [&input]() {
+    auto filter = MakeFilter<Filter2D>(input, "unet2d_valid");
+    filter->SetTileSize({ { 16, 24 } });
+    return filter;
+  };
+  const auto oneShot = make();
+  ExpectStreamedEqualsOneShot<Filter2D>(oneShot, make);
+  ExpectProbabilitiesSumToOne<2>(oneShot->GetProbabilityOutput());
+  // The random network is not trivial: both classes occur.
+  std::set<unsigned char> labels;
+  for (itk::ImageRegionConstIterator<Filter2D::OutputImageType> it(oneShot->GetOutput(), oneShot->GetOutput()->GetBufferedRegion());
+       !it.IsAtEnd();
+       ++it)
+  {
+    labels.insert(it.Get());
+  }
+  EXPECT_EQ(labels.size(), 2u);
+}
+
+TEST(UNetSegmentationImageFilter, SameUNetWithBlendedOverlapStreamedEqualsOneShot)
+{
+  const auto input = UNetTest::MakeRandomImage<Image2D>({ { 50, 37 } }, 11);
+  const auto make = [&input]() {
+    auto filter = MakeFilter<Filter2D>(input, "unet2d_same");
+    filter->SetTileSize({ { 16, 12 } });
+    filter->SetTileOverlap(4);
+    return filter;
+  };
+  const auto oneShot = make();
+  ExpectStreamedEqualsOneShot<Filter2D>(oneShot, make);
+  ExpectProbabilitiesSumToOne<2>(oneShot->GetProbabilityOutput());
+}
+
+TEST(UNetSegmentationImageFilter, ValidUNetStreamedEqualsOneShot3D)
+{
+  const auto input = UNetTest::MakeRandomImage<Image3D>({ { 21, 17, 9 } }, 12);
+  const auto make = [&input]() {
+    auto filter = MakeFilter<Filter3D>(input, "unet3d_valid");
+    filter->SetTileSize({ { 8, 6, 4 } });
+    return filter;
+  };
+  const auto oneShot = make();
+  ExpectStreamedEqualsOneShot<Filter3D>(oneShot, make);
+  ExpectProbabilitiesSumToOne<3>(oneShot->GetProbabilityOutput());
+}
+
+TEST(UNetSegmentationImageFilter, BatchingDoesNotChangeTheResult)
+{
+  const auto input = UNetTest::MakeRandomImage<Image2D>({ { 60, 45 } }, 13);
+  const auto one = MakeFilter<Filter2D>(input, "unet2d_valid");
+  one->SetTileSize({ { 16, 16 } });
+  one->SetTilesPerBatch(1);
+  one->Update();
+  const auto many = MakeFilter<Filter2D>(input, "unet2d_valid");
+  many->SetTileSize({ { 16, 16 } });
+  many->SetTilesPerBatch(5);
+  many->Update();
+  ExpectSameProbabilities<2>(one->GetProbabilityOutput(), many->GetProbabilityOutput(), 1e-5);
+}
+
+TEST(UNetSegmentationImageFilter, StreamingRequestsOnlyWhatTheTilesRead)
+{
+  const auto input = UNetTest::MakeRandomImage<Image2D>({ { 200, 150 } }, 14);
+  const auto filter = MakeFilter<Filter2D>(input, "unet2d_valid");
+  filter->SetTileSize({ { 32, 32 } });
+  filter->UpdateOutputInformation();
+  Image2D::RegionType wanted({ { 3 + 40, 3 + 70 } }, { { 10, 5 } });
+  filter->GetOutput()->SetRequestedRegion(wanted);
+  filter->GetProbabilityOutput()->SetRequestedRegion(wanted);
+  filter->PropagateRequestedRegion(filter->GetOutput());
+  // Tiles [32, 64) x [64, 96) (relative to the image's first index) cover the request; with border 20 they read
+  // [12, 84) x [44, 116).
+  EXPECT_EQ(input->GetRequestedRegion(), Image2D::RegionType({ { 3 + 12, 3 + 44 } }, { { 72, 72 } }));
+  filter->UpdateLargestPossibleRegion();
+}
+
+TEST(UNetSegmentationImageFilter, ImageSmallerThanOneTile)
+{
+  const auto input = UNetTest::MakeRandomImage<Image2D>({ { 5, 3 } }, 15);
+  const auto filter = MakeFilter<Filter2D>(input, "unet2d_valid");
+  filter->Update();
+  EXPECT_EQ(filter->GetTileGrid().GetTileSize()[0], 8u); // smallest valid edge >= 5: 4 + 4k
+  EXPECT_EQ(filter->GetTileGrid().GetTileSize()[1], 4u);
+  ExpectProbabilitiesSumToOne<2>(filter->GetProbabilityOutput());
+  UNetTest::ExpectSameMetadata(input.GetPointer(), filter->GetOutput());
+}
+
+TEST(UNetSegmentationImageFilter, AutomaticTileSizeFollowsTheMemoryBudget)
+{
+  const auto input = UNetTest::MakeRandomImage<Image2D>({ { 300, 300 } }, 16);
+  const auto filter = MakeFilter<Filter2D>(input, "unet2d_valid");
+  filter->SetMemoryBudget(1.0);
+  filter->UpdateOutputInformation();
+  const auto   tile = filter->GetTileGrid().GetTileSize();
+  const double inputVoxels = (tile[0] + 40.0) * (tile[1] + 40.0);
+  EXPECT_LE(inputVoxels * filter->GetModel()->GetEstimatedBytesPerInputVoxel(), 1024.0 * 1024.0);
+  EXPECT_TRUE(filter->GetModel()->IsValidOutputSize(tile[0]));
+  EXPECT_GT(tile[0], 4u);
+  EXPECT_LT(tile[0], 300u);
+}
+
+TEST(UNetSegmentationImageFilter, ProgressAndAbort)
+{
+  const auto input = UNetTest::MakeRandomImage<Image2D>({ { 40, 40 } }, 17);
+  const auto filter = MakeFilter<Filter2D>(input, "mean2d");
+  filter->SetTileSize({ { 10, 10 } });
+  filter->SetTilesPerBatch(1);
+  std::vector<float> progress;
+  filter->AddObserver(itk::ProgressEvent(), [&](const itk::EventObject &) { progress.push_back(filter->GetProgress()); });
+  filter->Update();
+  // 16 tiles, one event each, then completion.
+  ASSERT_GE(progress.size(), 16u);
+  EXPECT_TRUE(std::is_sorted(progress.begin(), progress.end()));
+  EXPECT_FLOAT_EQ(progress.back(), 1.0f);
+
+  const auto aborting = MakeFilter<Filter2D>(input, "mean2d");
+  aborting->SetTileSize({ { 10, 10 } });
+  aborting->SetTilesPerBatch(1);
+  unsigned int events = 0;
+  aborting->AddObserver(itk::ProgressEvent(), [&](const itk::EventObject &) {
+    if (++events == 3)
+    {
+      aborting->AbortGenerateDataOn();
+    }
+  });
+  EXPECT_THROW(aborting->Update(), itk::ProcessAborted);
+  EXPECT_LT(events, 16u);
+}
+
+namespace
+{
+template <typename TFilter>
+void
+ExpectUpdateFails(TFilter * filter, const char * message)
+{
+  try
+  {
+    filter->Update();
+    ADD_FAILURE() << "Update() did not throw; expected: " << message;
+  }
+  catch (const itk::ExceptionObject & error)
+  {
+    EXPECT_NE(std::string(error.GetDescription()).find(message), std::string::npos) << error.GetDescription();
+  }
+}
+} // namespace
+
+TEST(UNetSegmentationImageFilter, BadInputsThrow)
+{
+  const auto input = UNetTest::MakeRandomImage<Image2D>({ { 20, 20 } }, 18);
+  ExpectUpdateFails(MakeFilter<Filter2D>(input, "does_not_exist").GetPointer(), "does not exist");
+  ExpectUpdateFails(MakeFilter<Filter2D>(input, "corrupt").GetPointer(), "Cannot load a TorchScript model");
+  ExpectUpdateFails(MakeFilter<Filter2D>(input, "classifier2d").GetPointer(), "takes 3 channel(s)");
+  ExpectUpdateFails(MakeFilter<Filter2D>(input, "mean3d").GetPointer(), "is 3-D");
+  ExpectUpdateFails(MakeFilter<Filter2D>(input, "tuple_output").GetPointer(), "not a tensor");
+
+  auto noModel = Filter2D::New();
+  noModel->SetInput(input);
+  ExpectUpdateFails(noModel.GetPointer(), "ModelFileName is not set");
+
+  auto badTile = MakeFilter<Filter2D>(input, "unet2d_valid");
+  badTile->SetTileSize({ { 10, 12 } });
+  ExpectUpdateFails(badTile.GetPointer(), "TileSize[0] = 10 is not valid");
+
+  auto badOverlap = MakeFilter<Filter2D>(input, "mean2d");
+  badOverlap->SetTileSize({ { 4, 4 } });
+  badOverlap->SetTileOverlap(4);
+  ExpectUpdateFails(badOverlap.GetPointer(), "overlap");
+
+  auto cuda = MakeFilter<Filter2D>(input, "mean2d");
+  cuda->SetDevice("cuda");
+  bool cudaAvailable = true;
+  try
+  {
+    cuda->Update();
+  }
+  catch (const itk::ExceptionObject & error)
+  {
+    cudaAvailable = false;
+    EXPECT_NE(std::string(error.GetDescription()).find("CUDA is not available"), std::string::npos);
+  }
+  if (cudaAvailable)
+  {
+    GTEST_LOG_(INFO) << "CUDA is available here; the CUDA run succeeded.";
+  }
+
+  auto badNormalization = MakeFilter<Filter2D>(input, "mean2d");
+  badNormalization->SetNormalizationStandardDeviation({ 0.0 });
+  ExpectUpdateFails(badNormalization.GetPointer(), "NormalizationStandardDeviation must be positive");
+
+  auto wrongCount = MakeFilter<Filter2D>(input, "mean2d");
+  wrongCount->SetNormalizationMean({ 1.0, 2.0 });
+  ExpectUpdateFails(wrongCount.GetPointer(), "give one value or one per channel");
+}
+
+TEST(UNetSegmentationImageFilter, NonFiniteInputThrows)
+{
+  for (const float bad : { std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity() })
+  {
+    const auto input = UNetTest::MakeRandomImage<Image2D>({ { 20, 20 } }, 19);
+    input->SetPixel({ { 3 + 7, 3 + 11 } }, bad);
+    ExpectUpdateFails(MakeFilter<Filter2D>(input, "mean2d").GetPointer(), "non-finite value");
+  }
+}
+
+TEST(UNetSegmentationImageFilter, OutputOfUnexpectedShapeThrows)
+{
+  // The model drops every tile of a batch but the first: caught when a batch holds two tiles.
+  const auto input = UNetTest::MakeRandomImage<Image2D>({ { 20, 20 } }, 20);
+  auto       filter = MakeFilter<Filter2D>(input, "first_sample_only");
+  filter->SetTileSize({ { 5, 5 } });
+  filter->SetTilesPerBatch(2);
+  ExpectUpdateFails(filter.GetPointer(), "expected [2, 1, 5, 5]");
+}
+
+TEST(UNetSegmentationImageFilter, PrintSelf)
+{
+  const auto filter = Filter2D::New();
+  filter->SetModelFileName(UNetTest::ModelPath("mean2d"));
+  filter->SetBoundaryConditionToZero();
+  std::ostringstream os;
+  filter->Print(os);
+  EXPECT_NE(os.str().find("BoundaryCondition: Constant"), std::string::npos) << os.str();
+  EXPECT_NE(os.str().find("mean2d.pt"), std::string::npos) << os.str();
+}
+
+TEST(UNetSegmentationImageFilter, RealIsbiSliceStreamedEqualsOneShot)
+{
+  using ByteImage = itk::Image<unsigned char, 2>;
+  using ByteFilter = itk::UNetSegmentationImageFilter<ByteImage>;
+  const auto image = itk::ReadImage<ByteImage>(std::string(UNET_ISBI_DIR) + "/image/0.png");
+  const auto make = [&image]() {
+    auto filter = ByteFilter::New();
+    filter->SetInput(image);
+    filter->SetModelFileName(UNetTest::ModelPath("unet2d_valid"));
+    filter->SetNormalizationShiftScale(-128.0, 1.0 / 64.0);
+    filter->SetTileSize({ { 96, 96 } });
+    return filter;
+  };
+  const auto oneShot = make();
+  ExpectStreamedEqualsOneShot<ByteFilter>(oneShot, make);
+  EXPECT_EQ(oneShot->GetOutput()->GetLargestPossibleRegion().GetSize(), image->GetLargestPossibleRegion().GetSize());
+}

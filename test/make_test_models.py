@@ -1,0 +1,111 @@
+"""Makes the TorchScript models the tests use, with Debian's torch, into the directory given as argv[1].
+
+Analytic models have fixed weights whose output the tests compute independently; U-Nets have seeded random
+weights. Nothing is downloaded.
+"""
+import os
+import sys
+
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+from unet_models import UNet  # noqa: E402
+
+
+def conv(dim, cin, cout, kernel):
+    layer = (nn.Conv2d if dim == 2 else nn.Conv3d)(cin, cout, kernel, bias=False)
+    layer.weight.requires_grad_(False)
+    return layer
+
+
+def mean_filter(dim):
+    """One channel in, one score out: the mean of the 3^dim neighbourhood (border 1)."""
+    layer = conv(dim, 1, 1, 3)
+    layer.weight.fill_(1.0 / 3 ** dim)
+    return layer
+
+
+def shift(dim, offset, border):
+    """One channel in, one score out: the input at `offset` (x, y[, z]) from each output voxel."""
+    layer = conv(dim, 1, 1, 2 * border + 1)
+    layer.weight.zero_()
+    index = [0, 0] + [border + o for o in reversed(offset)]
+    layer.weight[tuple(index)] = 1.0
+    return layer
+
+
+def channel_classifier(dim):
+    """Three channels in, three class scores out: score_k = sum_c W[k][c] * channel_c (border 0)."""
+    layer = conv(dim, 3, 3, 1)
+    weights = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.5, 0.5, 1.0]])
+    layer.weight.copy_(weights.reshape(layer.weight.shape))
+    return layer
+
+
+class TupleOutput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = mean_filter(2)
+
+    def forward(self, x):
+        return self.conv(x), x
+
+
+class FlatOutput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = mean_filter(2)
+
+    def forward(self, x):
+        return self.conv(x).flatten(1)
+
+
+class FirstSampleOnly(nn.Module):
+    """Runs like a mean filter on one tile but drops all but the first tile of a batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = mean_filter(2)
+
+    def forward(self, x):
+        return self.conv(x)[:1]
+
+
+def unet(seed, **kwargs):
+    torch.manual_seed(seed)
+    model = UNet(**kwargs)
+    # Random weights give nearly constant outputs after a few ReLU layers; rescaling the head keeps the classes
+    # competing, so that the label map has structure to compare.
+    with torch.no_grad():
+        model.head.weight.mul_(8.0)
+    return model
+
+
+def main(out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    models = {
+        "mean2d": mean_filter(2),
+        "mean3d": mean_filter(3),
+        "shift2d": shift(2, (2, -3), 3),
+        "shift3d": shift(3, (1, -2, 2), 2),
+        "classifier2d": channel_classifier(2),
+        "classifier3d": channel_classifier(3),
+        "tuple_output": TupleOutput(),
+        "flat_output": FlatOutput(),
+        "first_sample_only": FirstSampleOnly(),
+        "unet2d_valid": unet(1, dim=2, in_channels=1, classes=2, base=8, depth=2, valid=True),
+        "unet2d_same": unet(2, dim=2, in_channels=1, classes=3, base=8, depth=2, valid=False),
+        "unet3d_valid": unet(3, dim=3, in_channels=1, classes=2, base=4, depth=1, valid=True),
+        "unet2d_rgb": unet(4, dim=2, in_channels=3, classes=2, base=4, depth=1, valid=True),
+        "unet2d_paper": unet(5, dim=2, in_channels=1, classes=2, base=8, depth=4, valid=True),
+    }
+    for name, model in models.items():
+        model.eval()
+        torch.jit.save(torch.jit.script(model), os.path.join(out_dir, name + ".pt"))
+    with open(os.path.join(out_dir, "corrupt.pt"), "wb") as corrupt:
+        corrupt.write(b"PK\x03\x04 this is not a TorchScript archive" * 10)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
