@@ -1,0 +1,173 @@
+"""Python tests of the wrapped module: the filters from Python equal the C++ results and numpy references."""
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+
+import itk
+
+MODELS = os.environ["UNET_TEST_MODEL_DIR"]
+ISBI = os.environ["UNET_ISBI_DIR"]
+
+
+def model(name):
+    return os.path.join(MODELS, name + ".pt")
+
+
+def random_cells(shape, cells, seed, radius):
+    """Balls painted over one another (so that many touch), labelled 1..cells, as uint8."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, dtype=np.uint8)
+    grid = np.indices(shape).astype(np.float64)
+    for k in range(cells):
+        centre = rng.uniform(0, shape).reshape((-1,) + (1,) * len(shape))
+        r = rng.uniform(1.0, radius)
+        labels[((grid - centre) ** 2).sum(axis=0) <= r * r] = k + 1
+    return labels
+
+
+def brute_force_weights(labels, w0=10.0, sigma=5.0):
+    """The documented weight map, with distances from every voxel to every cell voxel."""
+    points = np.indices(labels.shape).reshape(labels.ndim, -1).T.astype(np.float64)
+    flat = labels.ravel()
+    distances = []
+    for cell in np.unique(flat[flat != 0]):
+        members = points[flat == cell]
+        d = np.sqrt(((points[:, None, :] - members[None, :, :]) ** 2).sum(axis=2)).min(axis=1)
+        distances.append(d)
+    background = flat == 0
+    n, n_cell = flat.size, np.count_nonzero(flat)
+    classes = (n_cell > 0) + (n_cell < n)
+    weights = np.where(background, n / (classes * max(n - n_cell, 1)), n / (classes * max(n_cell, 1)))
+    if len(distances) >= 2:
+        d = np.sort(np.stack(distances), axis=0)
+        weights = weights + np.where(background, w0 * np.exp(-((d[0] + d[1]) ** 2) / (2 * sigma ** 2)), 0.0)
+    return weights.reshape(labels.shape)
+
+
+class SegmentationFromPython(unittest.TestCase):
+    def setUp(self):
+        self.slice = itk.imread(os.path.join(ISBI, "image", "3.png"), itk.UC)
+
+    def test_new_with_keywords(self):
+        segmenter = itk.UNetSegmentationImageFilter.New(self.slice, ModelFileName=model("unet2d_valid"))
+        segmenter.SetNormalizationShiftScale(-128.0, 1.0 / 64.0)
+        segmenter.Update()
+        labels = itk.array_from_image(segmenter.GetOutput())
+        self.assertEqual(labels.shape, (512, 512))
+        self.assertEqual(set(np.unique(labels)) <= {0, 1}, True)
+        probabilities = itk.array_from_image(segmenter.GetProbabilityOutput())
+        self.assertEqual(probabilities.shape, (512, 512, 2))
+        np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-5)
+        np.testing.assert_array_equal(labels, probabilities.argmax(axis=-1))
+        self.assertEqual(segmenter.GetModel().GetBorder(), 20)
+
+    def test_equals_cpp(self):
+        """The C++ example (streamed in 4 pieces) and Python give the same label map."""
+        with tempfile.TemporaryDirectory() as directory:
+            output = os.path.join(directory, "labels.png")
+            subprocess.run([os.environ["UNET_SEGMENT_IMAGE"], model("unet2d_valid"),
+                            os.path.join(ISBI, "image", "3.png"), output], check=True, stdout=subprocess.DEVNULL)
+            cpp = itk.array_from_image(itk.imread(output, itk.UC))
+        labels = itk.u_net_segmentation_image_filter(self.slice, model_file_name=model("unet2d_valid"))
+        if isinstance(labels, tuple):
+            labels = labels[0]
+        np.testing.assert_array_equal(cpp, itk.array_from_image(labels) * 255)
+
+    def test_snake_case_and_numpy_round_trip(self):
+        array = np.random.default_rng(0).normal(size=(23, 31)).astype(np.float32)
+        image = itk.image_from_array(array)
+        image.SetSpacing([0.5, 2.0])
+        image.SetOrigin([4.0, -3.0])
+        result = itk.u_net_segmentation_image_filter(image, model_file_name=model("mean2d"), tile_size=[5, 7])
+        labels = result[0] if isinstance(result, tuple) else result
+        self.assertEqual(tuple(labels.GetSpacing()), (0.5, 2.0))
+        self.assertEqual(tuple(labels.GetOrigin()), (4.0, -3.0))
+        # mean2d: class 1 where the mirrored 3x3 mean is positive.
+        padded = np.pad(array.astype(np.float64), 1, mode="symmetric")
+        mean = sum(padded[dy:dy + 23, dx:dx + 31] for dy in range(3) for dx in range(3)) / 9.0
+        np.testing.assert_array_equal(itk.array_from_image(labels), (mean > 0).astype(np.uint8))
+
+    def test_progress_observer(self):
+        progress = []
+        segmenter = itk.UNetSegmentationImageFilter.New(self.slice, ModelFileName=model("mean2d"))
+        segmenter.SetTileSize([100, 100])
+        segmenter.SetTilesPerBatch(1)
+        segmenter.AddObserver(itk.ProgressEvent(), lambda: progress.append(segmenter.GetProgress()))
+        segmenter.Update()
+        self.assertGreaterEqual(len(progress), 36)
+        self.assertEqual(progress, sorted(progress))
+        self.assertAlmostEqual(progress[-1], 1.0)
+
+    def test_bad_input_raises(self):
+        segmenter = itk.UNetSegmentationImageFilter.New(self.slice, ModelFileName=model("does_not_exist"))
+        with self.assertRaises(RuntimeError) as raised:
+            segmenter.Update()
+        self.assertIn("does not exist", str(raised.exception))
+        segmenter = itk.UNetSegmentationImageFilter.New(self.slice, ModelFileName=model("classifier2d"))
+        with self.assertRaises(RuntimeError) as raised:
+            segmenter.Update()
+        self.assertIn("takes 3 channel(s)", str(raised.exception))
+        array = np.zeros((20, 20), dtype=np.float32)
+        array[4, 5] = np.nan
+        with self.assertRaises(RuntimeError) as raised:
+            itk.u_net_segmentation_image_filter(itk.image_from_array(array), model_file_name=model("mean2d"))
+        self.assertIn("non-finite", str(raised.exception))
+
+    def test_model_geometry(self):
+        unet = itk.UNetModel.New()
+        unet.SetFileName(model("unet2d_paper"))
+        unet.SetImageDimension(2)
+        unet.Load()
+        self.assertEqual((unet.GetBorder(), unet.GetSizeGranularity(), unet.GetMinimumInputSize()), (92, 16, 188))
+        self.assertTrue(unet.IsValidOutputSize(388))
+
+
+class TrainingCompanionsFromPython(unittest.TestCase):
+    def test_weight_map_equals_numpy_brute_force(self):
+        labels = random_cells((40, 33), 20, 1, 6.0)
+        weights = itk.u_net_weight_map_image_filter(itk.image_from_array(labels))
+        np.testing.assert_allclose(itk.array_from_image(weights), brute_force_weights(labels), rtol=1e-6, atol=2e-6)
+
+    def test_weight_map_3d(self):
+        labels = random_cells((9, 12, 10), 10, 2, 4.0)
+        weights = itk.UNetWeightMapImageFilter.New(itk.image_from_array(labels), W0=5.0, Sigma=3.0)
+        weights.Update()
+        np.testing.assert_allclose(itk.array_from_image(weights.GetOutput()),
+                                   brute_force_weights(labels, 5.0, 3.0), rtol=1e-6, atol=2e-6)
+
+    def test_bad_parameters_raise(self):
+        labels = itk.image_from_array(random_cells((10, 10), 3, 3, 3.0))
+        with self.assertRaises(RuntimeError) as raised:
+            itk.u_net_weight_map_image_filter(labels, sigma=0.0)
+        self.assertIn("Sigma must be positive", str(raised.exception))
+
+    def test_training_target(self):
+        labels = np.zeros((10, 20), dtype=np.uint8)
+        labels[2:8, 2:10] = 1
+        labels[2:8, 10:18] = 2
+        target = itk.array_from_image(itk.u_net_training_target_image_filter(itk.image_from_array(labels),
+                                                                             border_value=2))
+        self.assertTrue((target[2:8, 9:11] == 2).all())
+        self.assertTrue((target[2:8, 2:9] == 1).all())
+        self.assertTrue((target[labels == 0] == 0).all())
+
+
+class Examples(unittest.TestCase):
+    def test_python_examples_run(self):
+        examples = os.environ["UNET_EXAMPLES_DIR"]
+        with tempfile.TemporaryDirectory() as directory:
+            subprocess.run([sys.executable, os.path.join(examples, "segment_image.py"), model("unet2d_valid"),
+                            os.path.join(ISBI, "image", "5.png"), os.path.join(directory, "labels.png")], check=True)
+            subprocess.run([sys.executable, os.path.join(examples, "compute_weight_maps.py"),
+                            os.path.join(ISBI, "label", "5.png"), os.path.join(directory, "weights.nrrd"),
+                            os.path.join(directory, "target.png")], check=True)
+            self.assertTrue(os.path.exists(os.path.join(directory, "weights.nrrd")))
+            self.assertTrue(os.path.exists(os.path.join(directory, "target.png")))
+
+
+if __name__ == "__main__":
+    unittest.main()
