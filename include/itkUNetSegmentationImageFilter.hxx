@@ -171,7 +171,7 @@ void
 UNetSegmentationImageFilter<TInputImage, TOutputImage>::VerifyPreconditions() ITKv5_CONST
 {
   Superclass::VerifyPreconditions();
-  if (m_Model->GetFileName().empty())
+  if (std::string(m_Model->GetFileName()).empty())
   {
     itkExceptionMacro("ModelFileName is not set.");
   }

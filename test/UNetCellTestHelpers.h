@@ -30,6 +30,16 @@
 namespace UNetTest
 {
 
+inline itk::Vector<double, 3>
+Spacing3D(double x, double y, double z)
+{
+  itk::Vector<double, 3> spacing;
+  spacing[0] = x;
+  spacing[1] = y;
+  spacing[2] = z;
+  return spacing;
+}
+
 /** Balls of random centre and radius painted one over the other, so that many touch; label of ball k is
  * firstLabel + k * labelStep (not consecutive unless labelStep is 1). */
 template <typename TLabelImage>

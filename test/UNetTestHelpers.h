@@ -19,6 +19,7 @@
 #define UNetTestHelpers_h
 
 #include "itkImage.h"
+#include "itkImageRegionIterator.h"
 #include "itkImageRegionIteratorWithIndex.h"
 
 #include "gtest/gtest.h"

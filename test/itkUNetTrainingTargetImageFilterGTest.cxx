@@ -94,7 +94,7 @@ TEST(UNetTrainingTargetImageFilter, MatchesBruteForce3DWithSpacing)
 {
   auto labels = UNetTest::MakeCells<Labels3D>({ { 16, 13, 10 } }, 15, 2, 4.0);
   ExpectTargetMatchesBruteForce(labels.GetPointer(), 1.8, false, 2);
-  labels->SetSpacing(itk::MakeVector(0.5, 0.8, 2.0));
+  labels->SetSpacing(UNetTest::Spacing3D(0.5, 0.8, 2.0));
   ExpectTargetMatchesBruteForce(labels.GetPointer(), 1.2, true, 2);
 }
 

@@ -106,7 +106,7 @@ TEST(UNetWeightMapImageFilter, MatchesBruteForce3D)
 TEST(UNetWeightMapImageFilter, AnisotropicSpacing)
 {
   auto labels = UNetTest::MakeCells<Labels3D>({ { 15, 12, 9 } }, 12, 3, 4.0);
-  labels->SetSpacing(itk::MakeVector(0.4, 0.7, 2.5));
+  labels->SetSpacing(UNetTest::Spacing3D(0.4, 0.7, 2.5));
   ExpectWeightMapMatchesBruteForce(labels.GetPointer(), 10.0, 2.0, true);
   ExpectWeightMapMatchesBruteForce(labels.GetPointer(), 10.0, 5.0, false);
 }
