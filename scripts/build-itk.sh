@@ -32,6 +32,9 @@ itk_options=(
   -DModule_ITKIONRRD=ON
   -DModule_ITKPyBase=ON
   -DITK_WRAP_PYTHON=ON
+  # Wrapping costs far more than compiling: wrap only what Python users of this module need (the patch below adds
+  # this option); the other modules are built for C++ alone.
+  "-DITK_WRAP_ONLY_MODULES=ITKCommon;ITKImageFilterBase;ITKIOImageBase;ITKIOPNG;ITKIOMeta;ITKIONRRD;ITKConnectedComponents"
   -DITK_WRAP_DOC=OFF
   -DITK_USE_SYSTEM_SWIG=ON
   -DITK_USE_SYSTEM_CASTXML=ON
@@ -70,14 +73,23 @@ fi
 
 mkdir -p "$cache_dir"
 src_dir=$(find "$src_parent" -maxdepth 1 -type d -name 'insighttoolkit5-5.2.1*' 2>/dev/null | head -n1 || true)
-if [ -z "$src_dir" ] || [ ! -f "$src_dir/.unetsegmentation-patched" ]; then
+if [ -z "$src_dir" ]; then
   rm -rf "$src_parent"
   mkdir -p "$src_parent"
   (cd "$src_parent" && apt-get source -q insighttoolkit5 >&2)
   src_dir=$(find "$src_parent" -maxdepth 1 -type d -name 'insighttoolkit5-5.2.1*' | head -n1)
-  # numpy >= 1.24 removed the np.bool alias that ITK 5.2's Python support still uses.
-  sed -i 's/np\.bool\b/np.bool_/g' "$src_dir/Wrapping/Generators/Python/itk/support/types.py"
-  touch "$src_dir/.unetsegmentation-patched"
+fi
+
+# Patches, each idempotent.
+# numpy >= 1.24 removed the np.bool alias that ITK 5.2's Python support still uses.
+sed -i 's/np\.bool\b/np.bool_/g' "$src_dir/Wrapping/Generators/Python/itk/support/types.py"
+# ITK_WRAP_ONLY_MODULES: wrap only the listed modules. Wrapping already leaves out dependencies that are not wrapped
+# (INTERSECTION with WRAP_ITK_MODULES in itk_wrap_module), so a wrapped module whose base classes are all in the list
+# works without the others.
+wrap_modules=$src_dir/Wrapping/Modules/CMakeLists.txt
+if ! grep -q ITK_WRAP_ONLY_MODULES "$wrap_modules"; then
+  sed -i 's|    if(EXISTS "${${m}_SOURCE_DIR}/wrapping/CMakeLists.txt")|    if(EXISTS "${${m}_SOURCE_DIR}/wrapping/CMakeLists.txt" AND (NOT ITK_WRAP_ONLY_MODULES OR m IN_LIST ITK_WRAP_ONLY_MODULES))|' "$wrap_modules"
+  grep -q ITK_WRAP_ONLY_MODULES "$wrap_modules"
 fi
 
 cmake -S "$src_dir" -B "$build_dir" -G Ninja "${itk_options[@]}" >&2
