@@ -10,12 +10,14 @@ split by a background border.
 import sys
 
 import itk
+import numpy as np
 
 
 def main(mask_file, weights_file, target_file):
     mask = itk.imread(mask_file, itk.UC)
-    cells = itk.binary_threshold_image_filter(mask, lower_threshold=128, inside_value=1, outside_value=0)
-    instances = itk.connected_component_image_filter(cells)
+    cells = itk.image_from_array((itk.array_from_image(mask) >= 128).astype(np.uint8))
+    cells.CopyInformation(mask)
+    instances = itk.connected_component_image_filter(cells)  # unsigned long labels, 1..number of cells
     weights = itk.u_net_weight_map_image_filter(instances, w0=10.0, sigma=5.0)
     target = itk.u_net_training_target_image_filter(instances, foreground_value=255)
     itk.imwrite(weights, weights_file)
