@@ -1,5 +1,6 @@
-get_filename_component(MY_CURRENT_DIR "${CMAKE_CURRENT_LIST_FILE}" PATH)
-file(READ "${MY_CURRENT_DIR}/README.md" DOCUMENTATION)
+set(DOCUMENTATION "Overlap-tile U-Net segmentation of images of any size with a TorchScript network run by LibTorch,
+streamed through ITK's requested regions, and the U-Net's training inputs: touching-cell weight maps and separated
+training targets. See README.md.")
 
 # LibTorch is found in src/CMakeLists.txt and linked privately: it is no ITK module.
 itk_module(UNetSegmentation

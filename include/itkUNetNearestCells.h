@@ -20,7 +20,11 @@
 
 #include "itkImage.h"
 #include "itkMacro.h"
+#include "itkMultiThreaderBase.h"
+#include "itkUNetRegionLines.h"
 
+#include <algorithm>
+#include <cmath>
 #include <limits>
 #include <type_traits>
 #include <unordered_map>
@@ -85,6 +89,7 @@ public:
     std::vector<IndexType>                     boxLow;
     std::vector<IndexType>                     boxHigh;
     std::unordered_map<LabelType, std::size_t> cellOfLabel;
+    std::size_t                                lastCell = 0;
     m_NumberOfCellVoxels = 0;
     IndexType index = region.GetIndex();
     for (SizeValueType v = 0; v < voxels; ++v)
@@ -101,15 +106,19 @@ public:
       if (label != 0)
       {
         ++m_NumberOfCellVoxels;
-        const auto found = cellOfLabel.emplace(label, cellLabels.size());
-        if (found.second)
+        if (cellLabels.empty() || label != cellLabels[lastCell]) // cells come in runs along x: look up once a run
         {
-          cellLabels.push_back(label);
-          boxLow.push_back(index);
-          boxHigh.push_back(index);
+          const auto found = cellOfLabel.emplace(label, cellLabels.size());
+          if (found.second)
+          {
+            cellLabels.push_back(label);
+            boxLow.push_back(index);
+            boxHigh.push_back(index);
+          }
+          lastCell = found.first->second;
         }
-        IndexType & low = boxLow[found.first->second];
-        IndexType & high = boxHigh[found.first->second];
+        IndexType & low = boxLow[lastCell];
+        IndexType & high = boxHigh[lastCell];
         for (unsigned int axis = 0; axis < ImageDimension; ++axis)
         {
           low[axis] = std::min(low[axis], index[axis]);
@@ -127,43 +136,73 @@ public:
     }
     m_NumberOfCells = cellLabels.size();
 
-    const double maximumSquared = maximumDistance * maximumDistance;
-    const auto & strides = labels->GetOffsetTable();
-    std::vector<double> box;
+    // The work units own slabs of the image along its last axis, so that each voxel has one writer. A cell whose
+    // widened box crosses slabs is transformed by each of their work units, which offer only their own voxels.
+    std::vector<RegionType> cellBoxes(cellLabels.size());
     for (std::size_t cell = 0; cell < cellLabels.size(); ++cell)
     {
-      RegionType cellBox;
       for (unsigned int axis = 0; axis < ImageDimension; ++axis)
       {
         const auto margin = static_cast<IndexValueType>(std::floor(maximumDistance / spacing[axis]));
         const IndexValueType low = std::max(boxLow[cell][axis] - margin, region.GetIndex(axis));
         const IndexValueType high = std::min(boxHigh[cell][axis] + margin, region.GetUpperIndex()[axis]);
-        cellBox.SetIndex(axis, low);
-        cellBox.SetSize(axis, static_cast<SizeValueType>(high - low + 1));
+        cellBoxes[cell].SetIndex(axis, low);
+        cellBoxes[cell].SetSize(axis, static_cast<SizeValueType>(high - low + 1));
       }
-      this->SquaredDistanceInBox(buffer, strides, region, cellBox, cellLabels[cell], spacing, box);
-
-      // Offer each voxel of the box its distance to this cell.
-      SizeValueType boxVoxel = 0;
-      ForEachVoxel(cellBox, region, strides, [&](SizeValueType v) {
-        const double squared = box[boxVoxel++];
-        if (squared > maximumSquared)
-        {
-          return;
-        }
-        const auto value = static_cast<float>(squared);
-        if (value < m_NearestSquared[v])
-        {
-          m_SecondSquared[v] = m_NearestSquared[v];
-          m_NearestSquared[v] = value;
-          m_NearestLabel[v] = cellLabels[cell];
-        }
-        else if (value < m_SecondSquared[v])
-        {
-          m_SecondSquared[v] = value;
-        }
-      });
     }
+    constexpr unsigned int last = ImageDimension - 1;
+    const SizeValueType    slabs =
+      std::max<SizeValueType>(1, std::min<SizeValueType>(MultiThreaderBase::GetGlobalDefaultNumberOfThreads(),
+                                                         region.GetSize(last)));
+    const double maximumSquared = maximumDistance * maximumDistance;
+    const auto   transformSlab = [&](SizeValueType slabNumber) {
+      RegionType slab = region;
+      const SizeValueType first = region.GetSize(last) * slabNumber / slabs;
+      slab.SetIndex(last, region.GetIndex(last) + static_cast<IndexValueType>(first));
+      slab.SetSize(last, region.GetSize(last) * (slabNumber + 1) / slabs - first);
+      Scratch scratch;
+      for (std::size_t cell = 0; cell < cellLabels.size(); ++cell)
+      {
+        RegionType offered = cellBoxes[cell];
+        if (!offered.Crop(slab))
+        {
+          continue;
+        }
+        SquaredDistanceInBox(labels, cellBoxes[cell], cellLabels[cell], spacing, scratch);
+        const RegionType & box = cellBoxes[cell];
+        UNetForEachLine(offered, [&](const IndexType & lineStart) {
+          SizeValueType boxOffset = 0;
+          SizeValueType boxStride = 1;
+          for (unsigned int axis = 0; axis < ImageDimension; ++axis)
+          {
+            boxOffset += static_cast<SizeValueType>(lineStart[axis] - box.GetIndex(axis)) * boxStride;
+            boxStride *= box.GetSize(axis);
+          }
+          const SizeValueType imageOffset = static_cast<SizeValueType>(labels->ComputeOffset(lineStart));
+          for (SizeValueType i = 0; i < offered.GetSize(0); ++i)
+          {
+            const double squared = scratch.box[boxOffset + i];
+            if (squared > maximumSquared)
+            {
+              continue;
+            }
+            const auto          value = static_cast<float>(squared);
+            const SizeValueType v = imageOffset + i;
+            if (value < m_NearestSquared[v])
+            {
+              m_SecondSquared[v] = m_NearestSquared[v];
+              m_NearestSquared[v] = value;
+              m_NearestLabel[v] = cellLabels[cell];
+            }
+            else if (value < m_SecondSquared[v])
+            {
+              m_SecondSquared[v] = value;
+            }
+          }
+        });
+      }
+    };
+    MultiThreaderBase::New()->ParallelizeArray(0, slabs, transformSlab, nullptr);
   }
 
   /** Squared distance to the nearest cell, per voxel in buffer order (infinity beyond MaximumDistance). */
@@ -196,103 +235,91 @@ public:
   }
 
 private:
-  template <typename TOffsetTable, typename TVisitor>
-  static void
-  ForEachVoxel(const RegionType & box, const RegionType & region, const TOffsetTable & strides, TVisitor && visit)
+  /** One work unit's scratch space: a box of squared distances and one line's lower envelope. */
+  struct Scratch
   {
-    IndexType index = box.GetIndex();
-    for (SizeValueType n = 0; n < box.GetNumberOfPixels(); ++n)
-    {
-      SizeValueType offset = 0;
-      for (unsigned int axis = 0; axis < ImageDimension; ++axis)
-      {
-        offset += static_cast<SizeValueType>(index[axis] - region.GetIndex(axis)) * strides[axis];
-      }
-      visit(offset);
-      for (unsigned int axis = 0; axis < ImageDimension; ++axis)
-      {
-        if (++index[axis] < box.GetIndex(axis) + static_cast<IndexValueType>(box.GetSize(axis)))
-        {
-          break;
-        }
-        index[axis] = box.GetIndex(axis);
-      }
-    }
-  }
+    std::vector<double>        box;
+    std::vector<double>        line;
+    std::vector<SizeValueType> apex;
+    std::vector<double>        boundary;
+  };
 
-  /** Exact squared Euclidean distance to the voxels labelled `label`, for every voxel of `box`, box order. */
-  template <typename TOffsetTable>
-  void
-  SquaredDistanceInBox(const LabelType *     buffer,
-                       const TOffsetTable &  strides,
-                       const RegionType &    region,
-                       const RegionType &    box,
-                       LabelType             label,
-                       const double *        spacing,
-                       std::vector<double> & distances)
+  /** Exact squared Euclidean distance to the voxels labelled `label`, for every voxel of `box`, x fastest, into
+   * scratch.box: one lower envelope of parabolas per line (Felzenszwalb & Huttenlocher), axis after axis. */
+  static void
+  SquaredDistanceInBox(const LabelImageType * labels,
+                       const RegionType &     box,
+                       LabelType              label,
+                       const double *         spacing,
+                       Scratch &              scratch)
   {
     constexpr double infinity = std::numeric_limits<double>::infinity();
+    std::vector<double> & distances = scratch.box;
     distances.resize(box.GetNumberOfPixels());
-    SizeValueType boxVoxel = 0;
-    ForEachVoxel(box, region, strides, [&](SizeValueType v) {
-      distances[boxVoxel++] = buffer[v] == label ? 0.0 : infinity;
+    const LabelType * buffer = labels->GetBufferPointer();
+    double *          out = distances.data();
+    UNetForEachLine(box, [&](const IndexType & lineStart) {
+      const LabelType * in = buffer + labels->ComputeOffset(lineStart);
+      for (SizeValueType i = 0; i < box.GetSize(0); ++i)
+      {
+        *out++ = in[i] == label ? 0.0 : infinity;
+      }
     });
 
-    // One lower envelope of parabolas per line, axis after axis.
     SizeValueType stride = 1;
     for (unsigned int axis = 0; axis < ImageDimension; ++axis)
     {
       const SizeValueType length = box.GetSize(axis);
       const SizeValueType lines = box.GetNumberOfPixels() / length;
       const double        weight = spacing[axis] * spacing[axis];
-      m_Line.resize(length);
-      m_Apex.resize(length);
-      m_Boundary.resize(length + 1);
-      for (SizeValueType line = 0; line < lines; ++line)
+      std::vector<double> &        line = scratch.line;
+      std::vector<SizeValueType> & apex = scratch.apex;
+      std::vector<double> &        boundary = scratch.boundary;
+      line.resize(length);
+      apex.resize(length);
+      boundary.resize(length);
+      for (SizeValueType lineNumber = 0; lineNumber < lines; ++lineNumber)
       {
-        // The line's first voxel: `line` enumerates the other axes, those below `axis` fastest.
-        const SizeValueType first = (line / stride) * stride * length + line % stride;
-        for (SizeValueType i = 0; i < length; ++i)
-        {
-          m_Line[i] = distances[first + i * stride];
-        }
-        long k = -1;
+        // The line's first voxel: lineNumber enumerates the other axes, those below `axis` fastest.
+        double * first = distances.data() + (lineNumber / stride) * stride * length + lineNumber % stride;
+        long     k = -1;
         for (SizeValueType q = 0; q < length; ++q)
         {
-          if (m_Line[q] == infinity)
+          line[q] = first[q * stride];
+          if (line[q] == infinity)
           {
             continue;
           }
-          const double fq = m_Line[q] + weight * static_cast<double>(q) * static_cast<double>(q);
+          const double fq = line[q] + weight * static_cast<double>(q) * static_cast<double>(q);
           double       s = -infinity;
           while (k >= 0)
           {
-            const SizeValueType p = m_Apex[k];
-            s = (fq - (m_Line[p] + weight * static_cast<double>(p) * static_cast<double>(p))) /
+            const SizeValueType p = apex[k];
+            s = (fq - (line[p] + weight * static_cast<double>(p) * static_cast<double>(p))) /
                 (2.0 * weight * static_cast<double>(q - p));
-            if (s > m_Boundary[k])
+            if (s > boundary[k])
             {
               break;
             }
             --k;
           }
           ++k;
-          m_Apex[k] = q;
-          m_Boundary[k] = k == 0 ? -infinity : s;
+          apex[k] = q;
+          boundary[k] = k == 0 ? -infinity : s;
         }
         if (k < 0)
         {
-          continue;
+          continue; // no cell voxel on this line yet: it stays infinite
         }
         long j = 0;
         for (SizeValueType q = 0; q < length; ++q)
         {
-          while (j < k && m_Boundary[j + 1] < static_cast<double>(q))
+          while (j < k && boundary[j + 1] < static_cast<double>(q))
           {
             ++j;
           }
-          const double d = static_cast<double>(q) - static_cast<double>(m_Apex[j]);
-          distances[first + q * stride] = weight * d * d + m_Line[m_Apex[j]];
+          const double d = static_cast<double>(q) - static_cast<double>(apex[j]);
+          first[q * stride] = weight * d * d + line[apex[j]];
         }
       }
       stride *= length;
@@ -305,10 +332,6 @@ private:
   SizeValueType          m_NumberOfCells{ 0 };
   SizeValueType          m_NumberOfCellVoxels{ 0 };
 
-  // Scratch space of one line's lower envelope.
-  std::vector<double>        m_Line{};
-  std::vector<SizeValueType> m_Apex{};
-  std::vector<double>        m_Boundary{};
 };
 
 } // end namespace itk

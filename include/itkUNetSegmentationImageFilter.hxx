@@ -341,7 +341,7 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GatherInputTile(const In
 
   const SizeValueType lineLength = tileInput.GetSize(0);
   float *             lineOut = tileBuffer;
-  TileGridType::ForEachLine(tileInput, [&](const IndexType & lineStart) {
+  UNetForEachLine(tileInput, [&](const IndexType & lineStart) {
     IndexValueType lineOffset = 0;
     bool           lineIsConstant = false;
     for (unsigned int axis = 1; axis < ImageDimension; ++axis)
@@ -446,7 +446,7 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GenerateData()
       const float *      tileProbabilities = batchProbabilities.data() + b * classes * outputTileVoxels;
       RegionType         covered = tile;
       covered.Crop(outputRegion);
-      TileGridType::ForEachLine(covered, [&](const IndexType & lineStart) {
+      UNetForEachLine(covered, [&](const IndexType & lineStart) {
         SizeValueType tileOffset = 0;
         SizeValueType outputOffset = 0;
         SizeValueType tileStride = 1;

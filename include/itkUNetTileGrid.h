@@ -19,6 +19,7 @@
 #define itkUNetTileGrid_h
 
 #include "itkImageRegion.h"
+#include "itkUNetRegionLines.h"
 
 #include <algorithm>
 #include <cmath>
@@ -265,38 +266,6 @@ public:
       weights[voxel] = static_cast<float>(std::max(weight, 1e-6));
     }
     return weights;
-  }
-
-  /** Calls `visit(lineStart)` for every line of `region` along x (axis 0), in buffer order. */
-  template <typename TVisitor>
-  static void
-  ForEachLine(const RegionType & region, TVisitor && visit)
-  {
-    for (unsigned int axis = 1; axis < VDimension; ++axis)
-    {
-      if (region.GetSize(axis) == 0)
-      {
-        return;
-      }
-    }
-    IndexType lineStart = region.GetIndex();
-    while (true)
-    {
-      visit(static_cast<const IndexType &>(lineStart));
-      unsigned int axis = 1;
-      for (; axis < VDimension; ++axis)
-      {
-        if (++lineStart[axis] < region.GetIndex(axis) + static_cast<IndexValueType>(region.GetSize(axis)))
-        {
-          break;
-        }
-        lineStart[axis] = region.GetIndex(axis);
-      }
-      if (axis == VDimension)
-      {
-        return;
-      }
-    }
   }
 
 private:
