@@ -26,7 +26,7 @@
 #include <torch/script.h>
 
 #include <algorithm>
-#include <cstring>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -35,11 +35,23 @@ namespace itk
 
 namespace
 {
-// LibTorch errors carry a C++ backtrace after the first line; the first line is the message.
+// LibTorch's messages run on with backtraces. A TorchScript interpreter error says what failed on its last
+// "...Error: " line; other errors on their first line.
 std::string
 FirstLine(const std::string & text)
 {
-  return text.substr(0, text.find('\n'));
+  std::istringstream lines(text);
+  std::string        line;
+  std::string        raised;
+  while (std::getline(lines, line))
+  {
+    const auto colon = line.find("Error: ");
+    if (colon != std::string::npos && colon > 0 && line.find(' ') > colon)
+    {
+      raised = line;
+    }
+  }
+  return raised.empty() ? text.substr(0, text.find('\n')) : raised;
 }
 
 std::string
@@ -257,7 +269,7 @@ UNetModel::Load()
   // Find an edge the network runs on, doubling from 1.
   ProbeResult   running;
   SizeValueType runningEdge = 0;
-  std::string   lastError;
+  std::string   lastError; // for the likeliest channel count, the first candidate
   for (SizeValueType edge = 1; edge <= m_MaximumProbeSize && !running.ran; edge *= 2)
   {
     for (const int64_t channels : channelCandidates)
@@ -269,14 +281,18 @@ UNetModel::Load()
         runningEdge = edge;
         break;
       }
-      lastError = running.error;
+      if (channels == channelCandidates.front())
+      {
+        lastError = running.error;
+      }
     }
   }
   if (!running.ran)
   {
     itkExceptionMacro("The network in \"" << m_FileName << "\" ran on no " << impl.dimension
                                           << "-D input of 1 to 16 channels and edges 1 to " << m_MaximumProbeSize
-                                          << "; the last error was: " << lastError);
+                                          << "; with " << channelCandidates.front() << " channel(s) and edge "
+                                          << m_MaximumProbeSize << ": " << lastError);
   }
   impl.outputChannels = running.outputChannels;
 
@@ -485,20 +501,56 @@ UNetModel::PredictProbabilities(const float *        input,
                                                         << ShapeToString(expectedShape) << '.');
   }
 
-  torch::Tensor classProbabilities;
-  if (impl.outputChannels == 1)
+  // Scores to probabilities voxel by voxel, in double, here rather than with torch::softmax: LibTorch's vectorised
+  // kernels round a value differently depending on where it lies in the tensor, and a voxel's probability must not
+  // depend on its place in the tile, or tilings and stream divisions would disagree in the last bit.
+  const torch::Tensor scoresOnCpu = scores.to(torch::kCPU, torch::kFloat32).contiguous();
+  const float *       scoreData = scoresOnCpu.data_ptr<float>();
+  const auto          channelsOut = static_cast<SizeValueType>(impl.outputChannels);
+  const SizeValueType classes = this->GetNumberOfClasses();
+  SizeValueType       tileVoxels = 1;
+  for (const SizeValueType edge : outputTileSize)
   {
-    const torch::Tensor foreground = torch::sigmoid(scores.to(torch::kFloat32));
-    classProbabilities = torch::cat({ 1.0 - foreground, foreground }, 1);
+    tileVoxels *= edge;
   }
-  else
-  {
-    classProbabilities = torch::softmax(scores, 1, torch::kFloat32);
-  }
-  classProbabilities = classProbabilities.to(torch::kCPU).contiguous();
-  std::memcpy(probabilities,
-              classProbabilities.data_ptr<float>(),
-              static_cast<size_t>(classProbabilities.numel()) * sizeof(float));
+  const SizeValueType voxels = batchSize * tileVoxels;
+  const SizeValueType chunk = 1 << 14;
+  MultiThreaderBase::New()->ParallelizeArray(
+    0,
+    (voxels + chunk - 1) / chunk,
+    [&](SizeValueType chunkIndex) {
+      std::vector<double> exponentials(classes);
+      for (SizeValueType v = chunkIndex * chunk; v < std::min(voxels, (chunkIndex + 1) * chunk); ++v)
+      {
+        const SizeValueType tile = v / tileVoxels;
+        const SizeValueType voxel = v % tileVoxels;
+        const float *       score = scoreData + tile * channelsOut * tileVoxels + voxel;
+        float *             probability = probabilities + tile * classes * tileVoxels + voxel;
+        if (channelsOut == 1)
+        {
+          const double foreground = 1.0 / (1.0 + std::exp(-static_cast<double>(score[0])));
+          probability[0] = static_cast<float>(1.0 - foreground);
+          probability[tileVoxels] = static_cast<float>(foreground);
+          continue;
+        }
+        double largest = score[0];
+        for (SizeValueType k = 1; k < classes; ++k)
+        {
+          largest = std::max(largest, static_cast<double>(score[k * tileVoxels]));
+        }
+        double total = 0.0;
+        for (SizeValueType k = 0; k < classes; ++k)
+        {
+          exponentials[k] = std::exp(static_cast<double>(score[k * tileVoxels]) - largest);
+          total += exponentials[k];
+        }
+        for (SizeValueType k = 0; k < classes; ++k)
+        {
+          probability[k * tileVoxels] = static_cast<float>(exponentials[k] / total);
+        }
+      }
+    },
+    nullptr);
 }
 
 void

@@ -68,6 +68,7 @@ INSTANTIATE_TEST_SUITE_P(
   UNetModelGeometry,
   testing::Values(ExpectedGeometry{ "mean2d", 2, 1, 2, 1, 1, 3 },
                   ExpectedGeometry{ "mean3d", 3, 1, 2, 1, 1, 3 },
+                  ExpectedGeometry{ "sum2d", 2, 1, 2, 1, 1, 3 },
                   ExpectedGeometry{ "shift2d", 2, 1, 2, 3, 1, 7 },
                   ExpectedGeometry{ "classifier2d", 2, 3, 3, 0, 1, 1 },
                   // Depth 2, valid: out = in - 40, pooled edges even: in = 44 + 4k.

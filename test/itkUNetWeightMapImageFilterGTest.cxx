@@ -233,8 +233,8 @@ TEST(UNetNearestCells, DistancesMatchBruteForceUpToTheTruncation)
     {
       const double expectedNearest = reference.nearest[v] <= maximum ? reference.nearest[v] : INFINITY;
       const double expectedSecond = reference.second[v] <= maximum ? reference.second[v] : INFINITY;
-      ASSERT_EQ(std::sqrt(nearest.GetNearestSquaredDistances()[v]), expectedNearest) << "voxel " << v;
-      ASSERT_EQ(std::sqrt(nearest.GetSecondNearestSquaredDistances()[v]), expectedSecond) << "voxel " << v;
+      ASSERT_EQ(std::sqrt(static_cast<double>(nearest.GetNearestSquaredDistances()[v])), expectedNearest) << "voxel " << v;
+      ASSERT_EQ(std::sqrt(static_cast<double>(nearest.GetSecondNearestSquaredDistances()[v])), expectedSecond) << "voxel " << v;
     }
   }
 }

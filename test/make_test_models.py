@@ -74,12 +74,25 @@ class FirstSampleOnly(nn.Module):
 
 def unet(seed, **kwargs):
     torch.manual_seed(seed)
-    model = UNet(**kwargs)
-    # Random weights give nearly constant outputs after a few ReLU layers; rescaling the head keeps the classes
+    model = UNet(**kwargs).eval()
+    # Random weights give nearly constant scores; a larger head, centred on a random input, keeps the classes
     # competing, so that the label map has structure to compare.
     with torch.no_grad():
-        model.head.weight.mul_(8.0)
+        model.head.weight.mul_(30.0)
+        model.head.bias.zero_()
+        edge = 188 if kwargs.get("depth", 2) >= 4 else 64
+        probe = torch.rand([2, kwargs.get("in_channels", 1)] + [edge] * kwargs.get("dim", 2)) * 4.0 - 2.0
+        scores = model(probe)
+        model.head.bias.sub_(scores.transpose(0, 1).reshape(scores.shape[1], -1).mean(dim=1))
     return model
+
+
+def sum_filter(dim):
+    """One channel in, one score out: the 3^dim neighbourhood's sum / 8. Weights of 1/8 keep every sum of
+    integer-valued inputs exact in float, whatever order LibTorch adds in, so tilings can be compared bit for bit."""
+    layer = conv(dim, 1, 1, 3)
+    layer.weight.fill_(0.125)
+    return layer
 
 
 def main(out_dir):
@@ -87,6 +100,8 @@ def main(out_dir):
     models = {
         "mean2d": mean_filter(2),
         "mean3d": mean_filter(3),
+        "sum2d": sum_filter(2),
+        "sum3d": sum_filter(3),
         "shift2d": shift(2, (2, -3), 3),
         "shift3d": shift(3, (1, -2, 2), 2),
         "classifier2d": channel_classifier(2),
