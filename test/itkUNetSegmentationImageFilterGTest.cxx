@@ -331,6 +331,42 @@ TEST(UNetSegmentationImageFilter, MultiChannelInputAndNormalization)
   }
 }
 
+TEST(UNetSegmentationImageFilter, VectorPixelsEqualVectorImage)
+{
+  using VectorImage2D = itk::VectorImage<float, 2>;
+  using VectorPixelImage = itk::Image<itk::Vector<float, 3>, 2>;
+  auto vectorImage = VectorImage2D::New();
+  auto pixelImage = VectorPixelImage::New();
+  const VectorImage2D::RegionType region({ { 0, 0 } }, { { 9, 7 } });
+  vectorImage->SetRegions(region);
+  vectorImage->SetNumberOfComponentsPerPixel(3);
+  vectorImage->Allocate();
+  pixelImage->SetRegions(region);
+  pixelImage->Allocate();
+  std::mt19937                     generator(21);
+  std::uniform_real_distribution<> distribution(-3.0, 3.0);
+  for (itk::ImageRegionIteratorWithIndex<VectorPixelImage> it(pixelImage, region); !it.IsAtEnd(); ++it)
+  {
+    itk::Vector<float, 3>            value;
+    itk::VariableLengthVector<float> variable(3);
+    for (unsigned int c = 0; c < 3; ++c)
+    {
+      variable[c] = value[c] = static_cast<float>(distribution(generator));
+    }
+    it.Set(value);
+    vectorImage->SetPixel(it.GetIndex(), variable);
+  }
+  auto fromVectorImage = itk::UNetSegmentationImageFilter<VectorImage2D>::New();
+  fromVectorImage->SetInput(vectorImage);
+  fromVectorImage->SetModelFileName(UNetTest::ModelPath("classifier2d"));
+  fromVectorImage->Update();
+  auto fromPixels = itk::UNetSegmentationImageFilter<VectorPixelImage>::New();
+  fromPixels->SetInput(pixelImage);
+  fromPixels->SetModelFileName(UNetTest::ModelPath("classifier2d"));
+  fromPixels->Update();
+  ExpectSameProbabilities<2>(fromVectorImage->GetProbabilityOutput(), fromPixels->GetProbabilityOutput());
+}
+
 TEST(UNetSegmentationImageFilter, UnsignedCharInputWithShiftScale)
 {
   using ByteImage = itk::Image<unsigned char, 2>;
