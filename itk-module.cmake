@@ -7,6 +7,9 @@ itk_module(UNetSegmentation
   ENABLE_SHARED
   DEPENDS
     ITKCommon
+  COMPILE_DEPENDS
+    ITKConnectedComponents
+    ITKThresholding
   TEST_DEPENDS
     ITKImageFilterBase
     ITKImageGrid
@@ -14,8 +17,6 @@ itk_module(UNetSegmentation
     ITKIOImageBase
     ITKIOPNG
     ITKIOMeta
-    ITKConnectedComponents
-    ITKThresholding
   EXCLUDE_FROM_DEFAULT
   DESCRIPTION
     "${DOCUMENTATION}"

@@ -17,14 +17,14 @@
  *=========================================================================*/
 
 // From a binary cell mask (e.g. an ISBI 2012 ground truth, 255 = cell), makes the U-Net training inputs: instance
-// labels by connected components, the separated training target and the touching-cell weight map.
+// labels by connected components (UNetCellLabelImageFilter), the separated training target and the touching-cell
+// weight map.
 //
 //   UNetComputeWeightMap mask.png weights.nrrd target.png
 
-#include "itkBinaryThresholdImageFilter.h"
-#include "itkConnectedComponentImageFilter.h"
 #include "itkImageFileReader.h"
 #include "itkImageFileWriter.h"
+#include "itkUNetCellLabelImageFilter.h"
 #include "itkUNetTrainingTargetImageFilter.h"
 #include "itkUNetWeightMapImageFilter.h"
 
@@ -42,11 +42,9 @@ main(int argc, char * argv[])
   using LabelType = itk::Image<unsigned short, 2>;
   try
   {
-    auto threshold = itk::BinaryThresholdImageFilter<MaskType, MaskType>::New();
-    threshold->SetInput(itk::ReadImage<MaskType>(argv[1]));
-    threshold->SetLowerThreshold(128);
-    auto cells = itk::ConnectedComponentImageFilter<MaskType, LabelType>::New();
-    cells->SetInput(threshold->GetOutput());
+    auto cells = itk::UNetCellLabelImageFilter<MaskType, LabelType>::New();
+    cells->SetInput(itk::ReadImage<MaskType>(argv[1]));
+    cells->SetForegroundThreshold(128);
 
     auto weights = itk::UNetWeightMapImageFilter<LabelType>::New();
     weights->SetInput(cells->GetOutput());
@@ -56,7 +54,7 @@ main(int argc, char * argv[])
     target->SetInput(cells->GetOutput());
     target->SetForegroundValue(255);
     itk::WriteImage(target->GetOutput(), argv[3]);
-    std::cout << cells->GetObjectCount() << " cells; wrote " << argv[2] << " and " << argv[3] << std::endl;
+    std::cout << cells->GetNumberOfCells() << " cells; wrote " << argv[2] << " and " << argv[3] << std::endl;
   }
   catch (const itk::ExceptionObject & error)
   {

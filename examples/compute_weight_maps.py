@@ -3,21 +3,18 @@
 
     compute_weight_maps.py mask.png weights.nrrd target.png
 
-The mask (e.g. an ISBI 2012 ground truth, 255 = cell) becomes instance labels by connected components; from them
-come the touching-cell weight map (w0 = 10, sigma = 5 pixels) and the training target in which touching cells are
-split by a background border.
+The mask (e.g. an ISBI 2012 ground truth, 255 = cell) becomes instance labels by connected components
+(UNetCellLabelImageFilter); from them come the touching-cell weight map (w0 = 10, sigma = 5 pixels) and the training
+target in which touching cells are split by a background border.
 """
 import sys
 
 import itk
-import numpy as np
 
 
 def main(mask_file, weights_file, target_file):
     mask = itk.imread(mask_file, itk.UC)
-    cells = itk.image_from_array((itk.array_from_image(mask) >= 128).astype(np.uint8))
-    cells.CopyInformation(mask)
-    instances = itk.connected_component_image_filter(cells)  # unsigned long labels, 1..number of cells
+    instances = itk.u_net_cell_label_image_filter(mask, foreground_threshold=128)  # labels 1..number of cells
     weights = itk.u_net_weight_map_image_filter(instances, w0=10.0, sigma=5.0)
     target = itk.u_net_training_target_image_filter(instances, foreground_value=255)
     itk.imwrite(weights, weights_file)

@@ -34,7 +34,7 @@ itk_options=(
   -DITK_WRAP_PYTHON=ON
   # Wrapping costs far more than compiling: wrap only what Python users of this module need (the patch below adds
   # this option); the other modules are built for C++ alone.
-  "-DITK_WRAP_ONLY_MODULES=ITKCommon;ITKImageFilterBase;ITKIOImageBase;ITKIOPNG;ITKIOMeta;ITKIONRRD;ITKConnectedComponents"
+  "-DITK_WRAP_ONLY_MODULES=ITKCommon;ITKImageFilterBase;ITKIOImageBase;ITKIOPNG;ITKIOMeta;ITKIONRRD"
   -DITK_WRAP_DOC=OFF
   -DITK_USE_SYSTEM_SWIG=ON
   -DITK_USE_SYSTEM_CASTXML=ON
@@ -84,8 +84,8 @@ fi
 # numpy >= 1.24 removed the np.bool alias that ITK 5.2's Python support still uses.
 sed -i 's/np\.bool\b/np.bool_/g' "$src_dir/Wrapping/Generators/Python/itk/support/types.py"
 # ITK_WRAP_ONLY_MODULES: wrap only the listed modules. Wrapping already leaves out dependencies that are not wrapped
-# (INTERSECTION with WRAP_ITK_MODULES in itk_wrap_module), so a wrapped module whose base classes are all in the list
-# works without the others.
+# (INTERSECTION with WRAP_ITK_MODULES in itk_wrap_module), so a listed module works when its direct dependencies
+# are listed too (ITKConnectedComponents, say, does not: it reaches ITKCommon only through unwrapped modules).
 wrap_modules=$src_dir/Wrapping/Modules/CMakeLists.txt
 if ! grep -q ITK_WRAP_ONLY_MODULES "$wrap_modules"; then
   sed -i 's|    if(EXISTS "${${m}_SOURCE_DIR}/wrapping/CMakeLists.txt")|    if(EXISTS "${${m}_SOURCE_DIR}/wrapping/CMakeLists.txt" AND (NOT ITK_WRAP_ONLY_MODULES OR m IN_LIST ITK_WRAP_ONLY_MODULES))|' "$wrap_modules"

@@ -5,7 +5,8 @@ membrane (class 0) on slices 0-19 with flips and right-angle rotations, class-ba
 slices 20-23 are held out and their pixel accuracy is printed. Intensity normalisation, (value - 128) / 64, is part
 of the saved network, so that it takes the 8-bit slices as they are.
 
-Run with Debian's Python (it has torch): /usr/bin/python3 scripts/train_demo_model.py [minutes] [threads]
+Run with Debian's Python (it has torch): /usr/bin/python3 scripts/train_demo_model.py [minutes] [threads] [resume]
+("resume" continues from the weights of the saved model).
 Needs python3-pil to read the PNG slices. This is a development tool: the trained model is committed.
 """
 import os
@@ -57,6 +58,10 @@ def main():
     class_weights = torch.tensor([0.5 / (1.0 - foreground), 0.5 / foreground], dtype=torch.float32)
 
     model = Normalized(UNet(dim=2, in_channels=1, classes=2, base=16, depth=3, valid=True))
+    if len(sys.argv) > 3 and sys.argv[3] == "resume":
+        model.load_state_dict(torch.jit.load(OUT).state_dict())
+        torch.manual_seed(1)
+        rng = np.random.default_rng(1)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss(weight=class_weights)
     out_edge = INPUT_EDGE - 2 * BORDER

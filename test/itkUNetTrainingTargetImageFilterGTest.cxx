@@ -16,8 +16,10 @@
  *
  *=========================================================================*/
 #include "itkUNetTrainingTargetImageFilter.h"
+#include "itkUNetWeightMapImageFilter.h"
 
 #include "itkConnectedComponentImageFilter.h"
+#include "itkUNetCellLabelImageFilter.h"
 
 #include "UNetCellTestHelpers.h"
 #include "gtest/gtest.h"
@@ -140,4 +142,36 @@ TEST(UNetTrainingTargetImageFilter, PrintSelf)
   std::ostringstream os;
   filter->Print(os);
   EXPECT_NE(os.str().find("Gap: 1.5"), std::string::npos);
+}
+
+TEST(UNetCellLabelImageFilter, LabelsEachConnectedCell)
+{
+  // Three blobs in a mask with values 0, 100 and 200; threshold 150 keeps two of them.
+  using Mask = itk::Image<unsigned char, 2>;
+  auto mask = Mask::New();
+  mask->SetRegions(Mask::SizeType{ { 12, 6 } });
+  mask->Allocate(true);
+  for (itk::ImageRegionIteratorWithIndex<Mask> it(mask, mask->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
+  {
+    const auto i = it.GetIndex();
+    if (i[1] >= 1 && i[1] < 5)
+    {
+      it.Set(i[0] < 3 ? 200 : (i[0] >= 4 && i[0] < 7) ? 100 : i[0] >= 8 ? 255 : 0);
+    }
+  }
+  auto cells = itk::UNetCellLabelImageFilter<Mask>::New();
+  cells->SetInput(mask);
+  cells->SetForegroundThreshold(150);
+  cells->Update();
+  EXPECT_EQ(cells->GetNumberOfCells(), 2u);
+  EXPECT_EQ(cells->GetOutput()->GetPixel({ { 1, 2 } }), 1u);
+  EXPECT_EQ(cells->GetOutput()->GetPixel({ { 5, 2 } }), 0u);
+  EXPECT_EQ(cells->GetOutput()->GetPixel({ { 9, 2 } }), 2u);
+  EXPECT_EQ(cells->GetOutput()->GetPixel({ { 1, 0 } }), 0u);
+
+  // Straight into the weight map.
+  auto weights = itk::UNetWeightMapImageFilter<itk::Image<unsigned long, 2>>::New();
+  weights->SetInput(cells->GetOutput());
+  weights->Update();
+  EXPECT_GT(weights->GetOutput()->GetPixel({ { 7, 2 } }), weights->GetOutput()->GetPixel({ { 7, 0 } }));
 }

@@ -145,6 +145,14 @@ class TrainingCompanionsFromPython(unittest.TestCase):
             itk.u_net_weight_map_image_filter(labels, sigma=0.0)
         self.assertIn("Sigma must be positive", str(raised.exception))
 
+    def test_cell_labels_from_a_binary_mask(self):
+        mask = itk.imread(os.path.join(ISBI, "label", "5.png"), itk.UC)
+        instances = itk.u_net_cell_label_image_filter(mask, foreground_threshold=128)
+        labels = itk.array_from_image(instances)
+        self.assertEqual(labels.dtype, np.uint64)
+        self.assertEqual(int(labels.max()), 130)  # the slice's 130 face-connected cells
+        self.assertTrue(((labels > 0) == (itk.array_from_image(mask) >= 128)).all())
+
     def test_training_target(self):
         labels = np.zeros((10, 20), dtype=np.uint8)
         labels[2:8, 2:10] = 1
