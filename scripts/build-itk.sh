@@ -31,10 +31,11 @@ itk_options=(
   -DModule_ITKIOMeta=ON
   -DModule_ITKIONRRD=ON
   -DModule_ITKPyBase=ON
+  -DModule_ITKBridgeNumPy=ON
   -DITK_WRAP_PYTHON=ON
   # Wrapping costs far more than compiling: wrap only what Python users of this module need (the patch below adds
   # this option); the other modules are built for C++ alone.
-  "-DITK_WRAP_ONLY_MODULES=ITKCommon;ITKImageFilterBase;ITKIOImageBase;ITKIOPNG;ITKIOMeta;ITKIONRRD"
+  "-DITK_WRAP_ONLY_MODULES=ITKCommon;ITKImageFilterBase;ITKIOImageBase;ITKIOPNG;ITKIOMeta;ITKIONRRD;ITKBridgeNumPy"
   -DITK_WRAP_DOC=OFF
   -DITK_USE_SYSTEM_SWIG=ON
   -DITK_USE_SYSTEM_CASTXML=ON
