@@ -426,19 +426,32 @@ ExpectProbabilitiesSumToOne(const itk::VectorImage<float, VDimension> * probabil
     ASSERT_NEAR(total, 1.0, 1e-5) << "voxel " << v;
   }
 }
+/** A U-Net over `input` in tiles of `tile`: streamed in pieces it gives the one-shot result bit for bit, and its
+ * probabilities sum to 1. Returns the one-shot filter. */
+template <typename TFilter>
+typename TFilter::Pointer
+ExpectStreamingInvariance(const typename TFilter::InputImageType * input,
+                          const char *                             model,
+                          const typename TFilter::SizeType &       tile,
+                          itk::SizeValueType                       overlap = 0)
+{
+  const auto make = [&]() {
+    auto filter = MakeFilter<TFilter>(input, model);
+    filter->SetTileSize(tile);
+    filter->SetTileOverlap(overlap);
+    return filter;
+  };
+  const auto oneShot = make();
+  ExpectStreamedEqualsOneShot<TFilter>(oneShot, make);
+  ExpectProbabilitiesSumToOne<TFilter::ImageDimension>(oneShot->GetProbabilityOutput());
+  return oneShot;
+}
 } // namespace
 
 TEST(UNetSegmentationImageFilter, ValidUNetStreamedEqualsOneShot2D)
 {
   const auto input = UNetTest::MakeRandomImage<Image2D>({ { 75, 61 } }, 10);
-  const auto make = [&input]() {
-    auto filter = MakeFilter<Filter2D>(input, "unet2d_valid");
-    filter->SetTileSize({ { 16, 24 } });
-    return filter;
-  };
-  const auto oneShot = make();
-  ExpectStreamedEqualsOneShot<Filter2D>(oneShot, make);
-  ExpectProbabilitiesSumToOne<2>(oneShot->GetProbabilityOutput());
+  const auto oneShot = ExpectStreamingInvariance<Filter2D>(input, "unet2d_valid", { { 16, 24 } });
   // The random network is not trivial: both classes occur.
   std::set<unsigned char> labels;
   for (itk::ImageRegionConstIterator<Filter2D::OutputImageType> it(oneShot->GetOutput(), oneShot->GetOutput()->GetBufferedRegion());
@@ -453,15 +466,7 @@ TEST(UNetSegmentationImageFilter, ValidUNetStreamedEqualsOneShot2D)
 TEST(UNetSegmentationImageFilter, SameUNetWithBlendedOverlapStreamedEqualsOneShot)
 {
   const auto input = UNetTest::MakeRandomImage<Image2D>({ { 50, 37 } }, 11);
-  const auto make = [&input]() {
-    auto filter = MakeFilter<Filter2D>(input, "unet2d_same");
-    filter->SetTileSize({ { 16, 12 } });
-    filter->SetTileOverlap(4);
-    return filter;
-  };
-  const auto oneShot = make();
-  ExpectStreamedEqualsOneShot<Filter2D>(oneShot, make);
-  ExpectProbabilitiesSumToOne<2>(oneShot->GetProbabilityOutput());
+  ExpectStreamingInvariance<Filter2D>(input, "unet2d_same", { { 16, 12 } }, 4);
 }
 
 TEST(UNetSegmentationImageFilter, BlendedOverlapReducesSeamsOfSamePaddedNets)
@@ -497,14 +502,7 @@ TEST(UNetSegmentationImageFilter, BlendedOverlapReducesSeamsOfSamePaddedNets)
 TEST(UNetSegmentationImageFilter, ValidUNetStreamedEqualsOneShot3D)
 {
   const auto input = UNetTest::MakeRandomImage<Image3D>({ { 21, 17, 9 } }, 12);
-  const auto make = [&input]() {
-    auto filter = MakeFilter<Filter3D>(input, "unet3d_valid");
-    filter->SetTileSize({ { 8, 6, 4 } });
-    return filter;
-  };
-  const auto oneShot = make();
-  ExpectStreamedEqualsOneShot<Filter3D>(oneShot, make);
-  ExpectProbabilitiesSumToOne<3>(oneShot->GetProbabilityOutput());
+  ExpectStreamingInvariance<Filter3D>(input, "unet3d_valid", { { 8, 6, 4 } });
 }
 
 TEST(UNetSegmentationImageFilter, BatchingDoesNotChangeTheResult)
