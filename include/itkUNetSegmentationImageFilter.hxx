@@ -269,7 +269,7 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::ConfigureTiling()
   }
   m_BatchSize = m_TilesPerBatch > 0
                   ? m_TilesPerBatch
-                  : static_cast<unsigned int>(std::clamp(budgetVoxels / static_cast<double>(inputTileVoxels), 1.0, 64.0));
+                  : static_cast<unsigned int>(std::min(std::max(budgetVoxels / static_cast<double>(inputTileVoxels), 1.0), 64.0));
 }
 
 template <typename TInputImage, typename TOutputImage>

@@ -220,7 +220,7 @@ public:
       else if (low > high)
       {
         // Only constant context: read one voxel so that the region stays a valid, non-empty one.
-        low = high = std::clamp(spanBegin, imageBegin, imageEnd);
+        low = high = std::min(std::max(spanBegin, imageBegin), imageEnd);
       }
       required.SetIndex(axis, low);
       required.SetSize(axis, static_cast<SizeValueType>(high - low + 1));

@@ -66,7 +66,25 @@ src_parent=$cache_dir/itk-source
 build_dir=$cache_dir/itk-5.2.1-build
 stamp=$build_dir/.unetsegmentation-build-complete
 
+# A module wrapped by an earlier configuration leaves its index (.mdx) and Python configuration behind; external
+# modules pick up every index they find for their dependencies, and itk's lazy loader every configuration: remove
+# those of modules no longer wrapped.
+remove_stale_indexes() {
+  local wrapped file module
+  wrapped=$(printf '%s\n' "${itk_options[@]}" | sed -n 's/^-DITK_WRAP_ONLY_MODULES=//p' | tr ';' ' ')
+  for file in "$build_dir"/Wrapping/Typedefs/ITK*.mdx "$build_dir"/Wrapping/Generators/Python/itk/Configuration/ITK*Config.py; do
+    [ -e "$file" ] || continue
+    module=$(basename "$file" .mdx)
+    module=${module%Config.py}
+    case " $wrapped ITKPyBase ITKPyUtils " in
+      *" $module "*) ;;
+      *) rm -f "$file" ;;
+    esac
+  done
+}
+
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$stamp_id" ]; then
+  remove_stale_indexes
   echo "Reusing ITK build in $build_dir" >&2
   echo "$build_dir"
   exit 0
@@ -95,5 +113,6 @@ fi
 
 cmake -S "$src_dir" -B "$build_dir" -G Ninja "${itk_options[@]}" >&2
 cmake --build "$build_dir" -j "$jobs" >&2
+remove_stale_indexes
 echo "$stamp_id" > "$stamp"
 echo "$build_dir"
