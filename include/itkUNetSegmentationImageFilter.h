@@ -43,8 +43,8 @@ namespace itk
  * For same-padded networks (border 0) an overlap between neighbouring tiles, blended with Gaussian weights centred on
  * each tile, removes the seams those networks leave at tile edges.
  *
- * Outputs: output 0 is the label map (the most probable class; TOutputImage's pixel type must hold the class count),
- * output 1 (GetProbabilityOutput()) a VectorImage<float> with one probability per class.
+ * Outputs: the label map (output 0: the most probable class; TOutputImage's pixel type must hold the class count),
+ * and the named output "Probabilities" (GetProbabilityOutput()), a VectorImage<float> with one probability per class.
  *
  * The input is a scalar image or a multi-component one (VectorImage, Vector pixels) whose component count is the
  * network's channel count. An optional per-channel normalisation, (value - mean) / standard deviation, is applied
@@ -81,7 +81,7 @@ public:
   using SizeType = typename OutputImageType::SizeType;
   using IndexType = typename OutputImageType::IndexType;
   using TileGridType = UNetTileGrid<ImageDimension>;
-  using DataObjectPointerArraySizeType = typename Superclass::DataObjectPointerArraySizeType;
+  using DataObjectIdentifierType = typename Superclass::DataObjectIdentifierType;
 
   static_assert(ImageDimension == 2 || ImageDimension == 3, "UNetSegmentationImageFilter supports 2-D and 3-D images.");
   static_assert(std::is_integral<OutputPixelType>::value, "The label map's pixel type must be an integer type.");
@@ -179,7 +179,7 @@ public:
     return this->GetOutput(0);
   }
 
-  /** Output 1: per-class probabilities. */
+  /** The named output "Probabilities": per-class probabilities. */
   ProbabilityImageType *
   GetProbabilityOutput();
   const ProbabilityImageType *
@@ -205,9 +205,11 @@ protected:
   UNetSegmentationImageFilter();
   ~UNetSegmentationImageFilter() override = default;
 
+  /** The probabilities are a named output, "Probabilities": the indexed outputs of an ITK filter share one image
+   * type, and the Python functional interface returns them all. */
   using Superclass::MakeOutput;
   DataObject::Pointer
-  MakeOutput(DataObjectPointerArraySizeType idx) override;
+  MakeOutput(const DataObjectIdentifierType & name) override;
 
   void
   VerifyPreconditions() ITKv5_CONST override;

@@ -35,34 +35,32 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::UNetSegmentationImageFil
 {
   m_Model->SetImageDimension(ImageDimension);
   this->SetNumberOfRequiredInputs(1);
-  this->SetNumberOfRequiredOutputs(2);
-  this->SetNthOutput(0, this->MakeOutput(0));
-  this->SetNthOutput(1, this->MakeOutput(1));
+  this->ProcessObject::SetOutput("Probabilities", this->MakeOutput("Probabilities"));
 }
 
 template <typename TInputImage, typename TOutputImage>
 DataObject::Pointer
-UNetSegmentationImageFilter<TInputImage, TOutputImage>::MakeOutput(DataObjectPointerArraySizeType idx)
+UNetSegmentationImageFilter<TInputImage, TOutputImage>::MakeOutput(const DataObjectIdentifierType & name)
 {
-  if (idx == 1)
+  if (name == "Probabilities")
   {
     return ProbabilityImageType::New().GetPointer();
   }
-  return Superclass::MakeOutput(idx);
+  return Superclass::MakeOutput(name);
 }
 
 template <typename TInputImage, typename TOutputImage>
 auto
 UNetSegmentationImageFilter<TInputImage, TOutputImage>::GetProbabilityOutput() -> ProbabilityImageType *
 {
-  return itkDynamicCastInDebugMode<ProbabilityImageType *>(this->ProcessObject::GetOutput(1));
+  return itkDynamicCastInDebugMode<ProbabilityImageType *>(this->ProcessObject::GetOutput("Probabilities"));
 }
 
 template <typename TInputImage, typename TOutputImage>
 auto
 UNetSegmentationImageFilter<TInputImage, TOutputImage>::GetProbabilityOutput() const -> const ProbabilityImageType *
 {
-  return itkDynamicCastInDebugMode<const ProbabilityImageType *>(this->ProcessObject::GetOutput(1));
+  return itkDynamicCastInDebugMode<const ProbabilityImageType *>(this->ProcessObject::GetOutput("Probabilities"));
 }
 
 template <typename TInputImage, typename TOutputImage>

@@ -35,6 +35,12 @@ struct ExpectedGeometry
   itk::SizeValueType minimumInputSize;
 };
 
+void
+PrintTo(const ExpectedGeometry & geometry, std::ostream * os)
+{
+  *os << geometry.name;
+}
+
 class UNetModelGeometry : public testing::TestWithParam<ExpectedGeometry>
 {};
 
