@@ -10,8 +10,10 @@ data=$repo/../shared/data/isbi2012
 input=${1:-$data/image/23.png}
 output=${2:-$build_dir/demo/isbi2012-23-labels.png}
 mkdir -p "$(dirname "$output")"
-truth=()
+model=$repo/examples/models/unet_isbi2012.pt
 if [ -z "${1:-}" ]; then
-  truth=("$data/label/23.png")
+  # Four stream pieces; 132-pixel tiles (a valid edge for this model: 4 + 8k), so that the pieces share few tiles.
+  "$build_dir/examples/UNetSegmentImage" "$model" "$input" "$output" "$data/label/23.png" 4 132
+else
+  "$build_dir/examples/UNetSegmentImage" "$model" "$input" "$output"
 fi
-"$build_dir/examples/UNetSegmentImage" "$repo/examples/models/unet_isbi2012.pt" "$input" "$output" "${truth[@]}"
