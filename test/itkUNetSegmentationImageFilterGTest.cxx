@@ -197,19 +197,33 @@ TEST(UNetSegmentationImageFilter, TiledMatchesUntiledForRealValues)
 
 namespace
 {
-/** shift2d's output at p is the input at p + (2, -3), mirrored: check it against ReflectIntoRange. */
+/** shift2d's class-1 probability at p is sigmoid(input at p + (2, -3)) (make_test_models.py); `inputAt` says what the
+ * input at a possibly outside index is under the boundary condition being tested. */
+template <typename TInputAt>
+void
+ExpectShiftModelReads(const Image2D * input, const Filter2D * filter, TInputAt && inputAt)
+{
+  for (itk::ImageRegionConstIteratorWithIndex<Image2D> it(input, input->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
+  {
+    auto source = it.GetIndex();
+    source[0] += 2;
+    source[1] -= 3;
+    ASSERT_NEAR(Foreground(filter, it.GetIndex()), UNetTest::Sigmoid(inputAt(source)), 1e-6) << "at " << it.GetIndex();
+  }
+}
+
+/** The mirror reference: ReflectIntoRange, an algorithm independent of the filter's. */
 void
 ExpectShiftedMirror(const Image2D * input, const Filter2D * filter)
 {
   const auto region = input->GetLargestPossibleRegion();
-  for (itk::ImageRegionConstIteratorWithIndex<Image2D> it(input, region); !it.IsAtEnd(); ++it)
-  {
-    const auto     index = it.GetIndex();
-    Image2D::IndexType source;
-    source[0] = UNetTest::ReflectIntoRange(index[0] + 2, region.GetIndex(0), region.GetSize(0));
-    source[1] = UNetTest::ReflectIntoRange(index[1] - 3, region.GetIndex(1), region.GetSize(1));
-    ASSERT_NEAR(Foreground(filter, index), UNetTest::Sigmoid(input->GetPixel(source)), 1e-6) << "at " << index;
-  }
+  ExpectShiftModelReads(input, filter, [&](Image2D::IndexType source) {
+    for (unsigned int axis = 0; axis < 2; ++axis)
+    {
+      source[axis] = UNetTest::ReflectIntoRange(source[axis], region.GetIndex(axis), region.GetSize(axis));
+    }
+    return input->GetPixel(source);
+  });
 }
 } // namespace
 
@@ -241,15 +255,9 @@ TEST(UNetSegmentationImageFilter, MirrorMatchesMirrorPadImageFilter)
   pad->Update();
   const auto filter = MakeFilter<Filter2D>(input, "shift2d");
   filter->Update();
-  const auto region = input->GetLargestPossibleRegion();
-  for (itk::ImageRegionConstIteratorWithIndex<Image2D> it(input, region); !it.IsAtEnd(); ++it)
-  {
-    auto source = it.GetIndex();
-    source[0] += 2;
-    source[1] -= 3;
-    ASSERT_NEAR(Foreground(filter.GetPointer(), it.GetIndex()), UNetTest::Sigmoid(pad->GetOutput()->GetPixel(source)), 1e-6)
-      << "at " << it.GetIndex();
-  }
+  ExpectShiftModelReads(input, filter, [&pad](const Image2D::IndexType & source) {
+    return pad->GetOutput()->GetPixel(source);
+  });
 }
 
 TEST(UNetSegmentationImageFilter, ConstantAndZeroBoundaries)
@@ -268,15 +276,9 @@ TEST(UNetSegmentationImageFilter, ConstantAndZeroBoundaries)
     }
     filter->SetTileSize({ { 3, 4 } });
     filter->Update();
-    const auto region = input->GetLargestPossibleRegion();
-    for (itk::ImageRegionConstIteratorWithIndex<Image2D> it(input, region); !it.IsAtEnd(); ++it)
-    {
-      auto source = it.GetIndex();
-      source[0] += 2;
-      source[1] -= 3;
-      const double value = region.IsInside(source) ? input->GetPixel(source) : constant;
-      ASSERT_NEAR(Foreground(filter.GetPointer(), it.GetIndex()), UNetTest::Sigmoid(value), 1e-6);
-    }
+    ExpectShiftModelReads(input, filter, [&](const Image2D::IndexType & source) {
+      return input->GetLargestPossibleRegion().IsInside(source) ? input->GetPixel(source) : constant;
+    });
   }
 }
 
