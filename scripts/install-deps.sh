@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build dpkg-dev pkg-config
   libtorch-dev python3-torch
-  libvtk9-dev libgtest-dev libbenchmark-dev
+  libgtest-dev libbenchmark-dev
   castxml swig python3-dev python3-numpy
   libpng-dev zlib1g-dev libexpat1-dev libdouble-conversion-dev libeigen3-dev
 )
