@@ -70,13 +70,16 @@ main(int argc, char * argv[])
             << grid.GetTileSize()[0] << ", " << tilesPerBatch << " per batch, "
             << itk::MultiThreaderBase::GetGlobalDefaultNumberOfThreads() << " threads" << std::endl;
 
-  benchmark::RegisterBenchmark("filter end to end", [&](benchmark::State & state) {
-    for (auto _ : state)
-    {
-      filter->Modified();
-      filter->Update();
-    }
-  })->Unit(benchmark::kSecond)->Iterations(2);
+  benchmark::RegisterBenchmark("filter end to end",
+                               [&](benchmark::State & state) {
+                                 for (auto _ : state)
+                                 {
+                                   filter->Modified();
+                                   filter->Update();
+                                 }
+                               })
+    ->Unit(benchmark::kSecond)
+    ->Iterations(2);
 
   // The same network, threads and batches, on random tiles: what the filter cannot go below.
   torch::jit::Module module = torch::jit::load(modelFile);
@@ -87,17 +90,21 @@ main(int argc, char * argv[])
     const auto batch = static_cast<int64_t>(std::min<itk::SizeValueType>(tilesPerBatch, tiles - done));
     batches.push_back(torch::randn({ batch, 1, inputEdge, inputEdge }));
   }
-  benchmark::RegisterBenchmark("bare forward, same tiles", [&](benchmark::State & state) {
-    at::set_num_threads(static_cast<int>(itk::MultiThreaderBase::GetGlobalDefaultNumberOfThreads()));
-    c10::InferenceMode inferenceMode;
-    for (auto _ : state)
-    {
-      for (const torch::Tensor & input : batches)
-      {
-        benchmark::DoNotOptimize(module.forward({ input }).toTensor());
-      }
-    }
-  })->Unit(benchmark::kSecond)->Iterations(2);
+  benchmark::RegisterBenchmark("bare forward, same tiles",
+                               [&](benchmark::State & state) {
+                                 at::set_num_threads(
+                                   static_cast<int>(itk::MultiThreaderBase::GetGlobalDefaultNumberOfThreads()));
+                                 c10::InferenceMode inferenceMode;
+                                 for (auto _ : state)
+                                 {
+                                   for (const torch::Tensor & input : batches)
+                                   {
+                                     benchmark::DoNotOptimize(module.forward({ input }).toTensor());
+                                   }
+                                 }
+                               })
+    ->Unit(benchmark::kSecond)
+    ->Iterations(2);
 
   RecordingReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);

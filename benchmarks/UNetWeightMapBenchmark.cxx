@@ -46,8 +46,8 @@ MakeTouchingCells(itk::SizeValueType edge, unsigned int cells)
   auto labels = LabelImage::New();
   labels->SetRegions(LabelImage::SizeType{ { edge, edge } });
   labels->Allocate(true);
-  std::mt19937                     generator(3);
-  std::uniform_real_distribution<> position(0.0, static_cast<double>(edge));
+  std::mt19937                           generator(3);
+  std::uniform_real_distribution<>       position(0.0, static_cast<double>(edge));
   std::vector<std::pair<double, double>> seeds(cells);
   for (auto & seed : seeds)
   {
@@ -150,21 +150,27 @@ main(int argc, char * argv[])
 
   auto filter = itk::UNetWeightMapImageFilter<LabelImage, WeightImage>::New();
   filter->SetInput(labels);
-  benchmark::RegisterBenchmark("UNetWeightMapImageFilter", [&](benchmark::State & state) {
-    for (auto _ : state)
-    {
-      filter->Modified();
-      filter->Update();
-    }
-  })->Unit(benchmark::kMillisecond)->Iterations(5);
+  benchmark::RegisterBenchmark("UNetWeightMapImageFilter",
+                               [&](benchmark::State & state) {
+                                 for (auto _ : state)
+                                 {
+                                   filter->Modified();
+                                   filter->Update();
+                                 }
+                               })
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(5);
 
   std::vector<float> naive;
-  benchmark::RegisterBenchmark("one Maurer transform per cell", [&](benchmark::State & state) {
-    for (auto _ : state)
-    {
-      naive = NaiveWeightMap(labels, filter->GetW0(), filter->GetSigma());
-    }
-  })->Unit(benchmark::kMillisecond)->Iterations(1);
+  benchmark::RegisterBenchmark("one Maurer transform per cell",
+                               [&](benchmark::State & state) {
+                                 for (auto _ : state)
+                                 {
+                                   naive = NaiveWeightMap(labels, filter->GetW0(), filter->GetSigma());
+                                 }
+                               })
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(1);
 
   RecordingReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);

@@ -70,7 +70,8 @@ main(int argc, char * argv[])
 
     auto scale = itk::UnaryGeneratorImageFilter<ImageType, ImageType>::New();
     scale->SetInput(segmenter->GetOutput());
-    scale->SetFunctor([classes](unsigned char label) { return static_cast<unsigned char>(label * 255 / (classes - 1)); });
+    scale->SetFunctor(
+      [classes](unsigned char label) { return static_cast<unsigned char>(label * 255 / (classes - 1)); });
 
     // PNG cannot be written piecewise, so the streaming happens here: the segmenter computes one piece after the
     // other, reading only the input each piece's tiles need.
@@ -85,10 +86,10 @@ main(int argc, char * argv[])
       // The pieces were streamed; score the whole label map once.
       segmenter->GetOutput()->SetRequestedRegionToLargestPossibleRegion();
       segmenter->Update();
-      const auto truth = itk::ReadImage<ImageType>(argv[4]);
+      const auto                               truth = itk::ReadImage<ImageType>(argv[4]);
       itk::ImageRegionConstIterator<ImageType> t(truth, truth->GetLargestPossibleRegion());
       itk::ImageRegionConstIterator<ImageType> p(segmenter->GetOutput(), truth->GetLargestPossibleRegion());
-      double correct = 0, both = 0, predicted = 0, actual = 0, total = 0;
+      double                                   correct = 0, both = 0, predicted = 0, actual = 0, total = 0;
       for (; !t.IsAtEnd(); ++t, ++p)
       {
         const bool truthIsOne = t.Get() >= 128;

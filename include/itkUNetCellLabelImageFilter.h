@@ -18,7 +18,7 @@
 #ifndef itkUNetCellLabelImageFilter_h
 #define itkUNetCellLabelImageFilter_h
 
-#include "itkImageToImageFilter.h"
+#include "itkUNetWholeImageFilter.h"
 
 namespace itk
 {
@@ -35,18 +35,18 @@ namespace itk
  * \ingroup UNetSegmentation
  */
 template <typename TMaskImage, typename TLabelImage = Image<unsigned long, TMaskImage::ImageDimension>>
-class ITK_TEMPLATE_EXPORT UNetCellLabelImageFilter : public ImageToImageFilter<TMaskImage, TLabelImage>
+class ITK_TEMPLATE_EXPORT UNetCellLabelImageFilter : public UNetWholeImageFilter<TMaskImage, TLabelImage>
 {
 public:
   ITK_DISALLOW_COPY_AND_MOVE(UNetCellLabelImageFilter);
 
   using Self = UNetCellLabelImageFilter;
-  using Superclass = ImageToImageFilter<TMaskImage, TLabelImage>;
+  using Superclass = UNetWholeImageFilter<TMaskImage, TLabelImage>;
   using Pointer = SmartPointer<Self>;
   using ConstPointer = SmartPointer<const Self>;
 
   itkNewMacro(Self);
-  itkTypeMacro(UNetCellLabelImageFilter, ImageToImageFilter);
+  itkTypeMacro(UNetCellLabelImageFilter, UNetWholeImageFilter);
 
   using MaskImageType = TMaskImage;
   using MaskPixelType = typename MaskImageType::PixelType;
@@ -69,12 +69,6 @@ public:
 protected:
   UNetCellLabelImageFilter() = default;
   ~UNetCellLabelImageFilter() override = default;
-
-  void
-  GenerateInputRequestedRegion() override;
-
-  void
-  EnlargeOutputRequestedRegion(DataObject * output) override;
 
   void
   GenerateData() override;

@@ -28,25 +28,6 @@ namespace itk
 
 template <typename TMaskImage, typename TLabelImage>
 void
-UNetCellLabelImageFilter<TMaskImage, TLabelImage>::GenerateInputRequestedRegion()
-{
-  Superclass::GenerateInputRequestedRegion();
-  if (auto * input = const_cast<MaskImageType *>(this->GetInput()))
-  {
-    input->SetRequestedRegionToLargestPossibleRegion();
-  }
-}
-
-template <typename TMaskImage, typename TLabelImage>
-void
-UNetCellLabelImageFilter<TMaskImage, TLabelImage>::EnlargeOutputRequestedRegion(DataObject * output)
-{
-  Superclass::EnlargeOutputRequestedRegion(output);
-  output->SetRequestedRegionToLargestPossibleRegion();
-}
-
-template <typename TMaskImage, typename TLabelImage>
-void
 UNetCellLabelImageFilter<TMaskImage, TLabelImage>::GenerateData()
 {
   using BinaryImageType = Image<unsigned char, MaskImageType::ImageDimension>;
@@ -71,8 +52,9 @@ void
 UNetCellLabelImageFilter<TMaskImage, TLabelImage>::PrintSelf(std::ostream & os, Indent indent) const
 {
   Superclass::PrintSelf(os, indent);
-  os << indent << "ForegroundThreshold: "
-     << static_cast<typename NumericTraits<MaskPixelType>::PrintType>(m_ForegroundThreshold) << std::endl;
+  os << indent
+     << "ForegroundThreshold: " << static_cast<typename NumericTraits<MaskPixelType>::PrintType>(m_ForegroundThreshold)
+     << std::endl;
   os << indent << "FullyConnected: " << (m_FullyConnected ? "On" : "Off") << std::endl;
   os << indent << "NumberOfCells: " << m_NumberOfCells << std::endl;
 }

@@ -140,10 +140,8 @@ public:
    * `probabilities` receives batchSize x classes x output voxels floats in the same order.
    * Throws an ExceptionObject when the network fails or its output does not have the probed shape. */
   void
-  PredictProbabilities(const float *        input,
-                       unsigned int         batchSize,
-                       const TileSizeType & inputTileSize,
-                       float *              probabilities) const;
+  PredictProbabilities(const float * input, unsigned int batchSize, const TileSizeType & inputTileSize,
+                       float * probabilities) const;
 
 protected:
   UNetModel();

@@ -143,7 +143,7 @@ public:
     {
       for (unsigned int axis = 0; axis < ImageDimension; ++axis)
       {
-        const auto margin = static_cast<IndexValueType>(std::floor(maximumDistance / spacing[axis]));
+        const auto           margin = static_cast<IndexValueType>(std::floor(maximumDistance / spacing[axis]));
         const IndexValueType low = std::max(boxLow[cell][axis] - margin, region.GetIndex(axis));
         const IndexValueType high = std::min(boxHigh[cell][axis] + margin, region.GetUpperIndex()[axis]);
         cellBoxes[cell].SetIndex(axis, low);
@@ -151,12 +151,11 @@ public:
       }
     }
     constexpr unsigned int last = ImageDimension - 1;
-    const SizeValueType    slabs =
-      std::max<SizeValueType>(1, std::min<SizeValueType>(MultiThreaderBase::GetGlobalDefaultNumberOfThreads(),
-                                                         region.GetSize(last)));
+    const SizeValueType    slabs = std::max<SizeValueType>(
+      1, std::min<SizeValueType>(MultiThreaderBase::GetGlobalDefaultNumberOfThreads(), region.GetSize(last)));
     const double maximumSquared = maximumDistance * maximumDistance;
     const auto   transformSlab = [&](SizeValueType slabNumber) {
-      RegionType slab = region;
+      RegionType          slab = region;
       const SizeValueType first = region.GetSize(last) * slabNumber / slabs;
       slab.SetIndex(last, region.GetIndex(last) + static_cast<IndexValueType>(first));
       slab.SetSize(last, region.GetSize(last) * (slabNumber + 1) / slabs - first);
@@ -247,13 +246,10 @@ private:
   /** Exact squared Euclidean distance to the voxels labelled `label`, for every voxel of `box`, x fastest, into
    * scratch.box: one lower envelope of parabolas per line (Felzenszwalb & Huttenlocher), axis after axis. */
   static void
-  SquaredDistanceInBox(const LabelImageType * labels,
-                       const RegionType &     box,
-                       LabelType              label,
-                       const double *         spacing,
-                       Scratch &              scratch)
+  SquaredDistanceInBox(const LabelImageType * labels, const RegionType & box, LabelType label, const double * spacing,
+                       Scratch & scratch)
   {
-    constexpr double infinity = std::numeric_limits<double>::infinity();
+    constexpr double      infinity = std::numeric_limits<double>::infinity();
     std::vector<double> & distances = scratch.box;
     distances.resize(box.GetNumberOfPixels());
     const LabelType * buffer = labels->GetBufferPointer();
@@ -269,9 +265,9 @@ private:
     SizeValueType stride = 1;
     for (unsigned int axis = 0; axis < ImageDimension; ++axis)
     {
-      const SizeValueType length = box.GetSize(axis);
-      const SizeValueType lines = box.GetNumberOfPixels() / length;
-      const double        weight = spacing[axis] * spacing[axis];
+      const SizeValueType          length = box.GetSize(axis);
+      const SizeValueType          lines = box.GetNumberOfPixels() / length;
+      const double                 weight = spacing[axis] * spacing[axis];
       std::vector<double> &        line = scratch.line;
       std::vector<SizeValueType> & apex = scratch.apex;
       std::vector<double> &        boundary = scratch.boundary;
@@ -331,7 +327,6 @@ private:
   std::vector<LabelType> m_NearestLabel{};
   SizeValueType          m_NumberOfCells{ 0 };
   SizeValueType          m_NumberOfCellVoxels{ 0 };
-
 };
 
 } // end namespace itk

@@ -235,16 +235,16 @@ private:
   void
   GatherInputTile(const InputImageType * input, const RegionType & tile, float * tileBuffer) const;
 
-  UNetModel::Pointer  m_Model{};
-  SizeType            m_TileSize{ { 0 } };
-  SizeValueType       m_TileOverlap{ 0 };
-  bool                m_GaussianBlending{ true };
-  unsigned int        m_TilesPerBatch{ 0 };
-  double              m_MemoryBudget{ 1024.0 };
+  UNetModel::Pointer    m_Model{};
+  SizeType              m_TileSize{ { 0 } };
+  SizeValueType         m_TileOverlap{ 0 };
+  bool                  m_GaussianBlending{ true };
+  unsigned int          m_TilesPerBatch{ 0 };
+  double                m_MemoryBudget{ 1024.0 };
   BoundaryConditionEnum m_BoundaryCondition{ BoundaryConditionEnum::Mirror };
-  double              m_BoundaryConstant{ 0.0 };
-  std::vector<double> m_NormalizationMean{};
-  std::vector<double> m_NormalizationStandardDeviation{};
+  double                m_BoundaryConstant{ 0.0 };
+  std::vector<double>   m_NormalizationMean{};
+  std::vector<double>   m_NormalizationStandardDeviation{};
 
   TileGridType m_TileGrid{};
   unsigned int m_BatchSize{ 1 };

@@ -177,8 +177,8 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::VerifyPreconditions() IT
   {
     if (!(standardDeviation > 0.0) || !std::isfinite(standardDeviation))
     {
-      itkExceptionMacro("Every NormalizationStandardDeviation must be positive and finite; got "
-                        << standardDeviation << '.');
+      itkExceptionMacro("Every NormalizationStandardDeviation must be positive and finite; got " << standardDeviation
+                                                                                                 << '.');
     }
   }
   if (!(m_MemoryBudget > 0.0))
@@ -253,7 +253,8 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::ConfigureTiling()
       continue;
     }
     // The budget's edge, but no larger than the image needs, and larger than the overlap.
-    SizeValueType edge = budgetInputEdge > 2 * border ? m_Model->GetValidOutputSizeAtMost(budgetInputEdge - 2 * border) : 0;
+    SizeValueType edge =
+      budgetInputEdge > 2 * border ? m_Model->GetValidOutputSizeAtMost(budgetInputEdge - 2 * border) : 0;
     edge = std::max(edge, m_Model->GetMinimumOutputSize());
     edge = std::min(edge, m_Model->GetValidOutputSizeAtLeast(image.GetSize(axis)));
     tileSize[axis] = std::max(edge, m_Model->GetValidOutputSizeAtLeast(m_TileOverlap + 1));
@@ -265,9 +266,10 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::ConfigureTiling()
   {
     inputTileVoxels *= edge;
   }
-  m_BatchSize = m_TilesPerBatch > 0
-                  ? m_TilesPerBatch
-                  : static_cast<unsigned int>(std::min(std::max(budgetVoxels / static_cast<double>(inputTileVoxels), 1.0), 64.0));
+  m_BatchSize =
+    m_TilesPerBatch > 0
+      ? m_TilesPerBatch
+      : static_cast<unsigned int>(std::min(std::max(budgetVoxels / static_cast<double>(inputTileVoxels), 1.0), 64.0));
 }
 
 template <typename TInputImage, typename TOutputImage>
@@ -363,8 +365,8 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GatherInputTile(const In
             {
               IndexType where = lineStart;
               where[0] += static_cast<IndexValueType>(i);
-              itkExceptionMacro("The input holds a non-finite value (" << raw << ") at or mirrored from index "
-                                                                       << where << '.');
+              itkExceptionMacro("The input holds a non-finite value (" << raw << ") at or mirrored from index " << where
+                                                                       << '.');
             }
           }
           value = static_cast<double>(raw);
@@ -412,11 +414,11 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GenerateData()
   std::vector<float>       weightSums(outputRegion.GetNumberOfPixels(), 0.0f);
   const std::vector<float> tileWeights = m_TileGrid.MakeBlendingWeights(m_TileOverlap > 0 && m_GaussianBlending);
 
-  std::vector<float>           batchInput(static_cast<size_t>(batchSize) * channels * inputTileVoxels);
-  std::vector<float>           batchProbabilities(static_cast<size_t>(batchSize) * classes * outputTileVoxels);
-  std::vector<RegionType>      batchTiles;
+  std::vector<float>            batchInput(static_cast<size_t>(batchSize) * channels * inputTileVoxels);
+  std::vector<float>            batchProbabilities(static_cast<size_t>(batchSize) * classes * outputTileVoxels);
+  std::vector<RegionType>       batchTiles;
   const UNetModel::TileSizeType modelTileSize(inputTileSize.begin(), inputTileSize.end());
-  const auto &                 outputStrides = labels->GetOffsetTable();
+  const auto &                  outputStrides = labels->GetOffsetTable();
 
   SizeValueType tilesDone = 0;
   for (SizeValueType batchStart = 0; batchStart < numberOfTiles; batchStart += batchSize)
@@ -482,9 +484,9 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GenerateData()
   OutputPixelType * labelBuffer = labels->GetBufferPointer();
   for (SizeValueType v = 0; v < weightSums.size(); ++v)
   {
-    float *        voxel = probabilityBuffer + v * classes;
-    const float    weightSum = weightSums[v];
-    unsigned int   best = 0;
+    float *      voxel = probabilityBuffer + v * classes;
+    const float  weightSum = weightSums[v];
+    unsigned int best = 0;
     for (unsigned int k = 0; k < classes; ++k)
     {
       voxel[k] /= weightSum;

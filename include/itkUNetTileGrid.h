@@ -146,7 +146,7 @@ public:
     TileRangeType range;
     for (unsigned int axis = 0; axis < VDimension; ++axis)
     {
-      const auto stride = static_cast<IndexValueType>(m_Stride[axis]);
+      const auto           stride = static_cast<IndexValueType>(m_Stride[axis]);
       const IndexValueType first = region.GetIndex(axis) - m_Image.GetIndex(axis);
       const IndexValueType last = first + static_cast<IndexValueType>(region.GetSize(axis)) - 1;
       const IndexValueType firstTile =
@@ -178,7 +178,8 @@ public:
   /** The input region the tiles intersecting `outputRegion` read, given the boundary condition: with Mirror, the
    * image voxels their mirrored context maps to; with Constant, their context cropped to the image. */
   RegionType
-  GetRequiredInputRegion(const RegionType & outputRegion, UNetSegmentationImageFilterEnums::BoundaryCondition boundary) const
+  GetRequiredInputRegion(const RegionType &                                  outputRegion,
+                         UNetSegmentationImageFilterEnums::BoundaryCondition boundary) const
   {
     const TileRangeType tiles = this->GetTilesIntersecting(outputRegion);
     RegionType          required;
@@ -188,10 +189,12 @@ public:
       {
         return RegionType{};
       }
-      TileIndexType firstTile = tiles.GetIndex();
-      TileIndexType lastTile = tiles.GetUpperIndex();
-      const IndexValueType spanBegin = this->GetTileRegion(firstTile).GetIndex(axis) - static_cast<IndexValueType>(m_Border);
-      const IndexValueType spanEnd = this->GetTileRegion(lastTile).GetUpperIndex()[axis] + static_cast<IndexValueType>(m_Border);
+      TileIndexType        firstTile = tiles.GetIndex();
+      TileIndexType        lastTile = tiles.GetUpperIndex();
+      const IndexValueType spanBegin =
+        this->GetTileRegion(firstTile).GetIndex(axis) - static_cast<IndexValueType>(m_Border);
+      const IndexValueType spanEnd =
+        this->GetTileRegion(lastTile).GetUpperIndex()[axis] + static_cast<IndexValueType>(m_Border);
       const IndexValueType imageBegin = m_Image.GetIndex(axis);
       const IndexValueType imageEnd = imageBegin + static_cast<IndexValueType>(m_Image.GetSize(axis)) - 1;
       IndexValueType       low = std::max(spanBegin, imageBegin);

@@ -18,7 +18,7 @@
 #ifndef itkUNetTrainingTargetImageFilter_h
 #define itkUNetTrainingTargetImageFilter_h
 
-#include "itkImageToImageFilter.h"
+#include "itkUNetWholeImageFilter.h"
 #include "itkUNetNearestCells.h"
 
 namespace itk
@@ -41,18 +41,18 @@ namespace itk
  * \ingroup UNetSegmentation
  */
 template <typename TLabelImage, typename TOutputImage = Image<unsigned char, TLabelImage::ImageDimension>>
-class ITK_TEMPLATE_EXPORT UNetTrainingTargetImageFilter : public ImageToImageFilter<TLabelImage, TOutputImage>
+class ITK_TEMPLATE_EXPORT UNetTrainingTargetImageFilter : public UNetWholeImageFilter<TLabelImage, TOutputImage>
 {
 public:
   ITK_DISALLOW_COPY_AND_MOVE(UNetTrainingTargetImageFilter);
 
   using Self = UNetTrainingTargetImageFilter;
-  using Superclass = ImageToImageFilter<TLabelImage, TOutputImage>;
+  using Superclass = UNetWholeImageFilter<TLabelImage, TOutputImage>;
   using Pointer = SmartPointer<Self>;
   using ConstPointer = SmartPointer<const Self>;
 
   itkNewMacro(Self);
-  itkTypeMacro(UNetTrainingTargetImageFilter, ImageToImageFilter);
+  itkTypeMacro(UNetTrainingTargetImageFilter, UNetWholeImageFilter);
 
   using LabelImageType = TLabelImage;
   using LabelType = typename LabelImageType::PixelType;
@@ -83,12 +83,6 @@ protected:
 
   void
   VerifyPreconditions() ITKv5_CONST override;
-
-  void
-  GenerateInputRequestedRegion() override;
-
-  void
-  EnlargeOutputRequestedRegion(DataObject * output) override;
 
   void
   GenerateData() override;

@@ -38,25 +38,6 @@ UNetTrainingTargetImageFilter<TLabelImage, TOutputImage>::VerifyPreconditions() 
 
 template <typename TLabelImage, typename TOutputImage>
 void
-UNetTrainingTargetImageFilter<TLabelImage, TOutputImage>::GenerateInputRequestedRegion()
-{
-  Superclass::GenerateInputRequestedRegion();
-  if (auto * input = const_cast<LabelImageType *>(this->GetInput()))
-  {
-    input->SetRequestedRegionToLargestPossibleRegion();
-  }
-}
-
-template <typename TLabelImage, typename TOutputImage>
-void
-UNetTrainingTargetImageFilter<TLabelImage, TOutputImage>::EnlargeOutputRequestedRegion(DataObject * output)
-{
-  Superclass::EnlargeOutputRequestedRegion(output);
-  output->SetRequestedRegionToLargestPossibleRegion();
-}
-
-template <typename TLabelImage, typename TOutputImage>
-void
 UNetTrainingTargetImageFilter<TLabelImage, TOutputImage>::GenerateData()
 {
   this->AllocateOutputs();
@@ -94,9 +75,11 @@ UNetTrainingTargetImageFilter<TLabelImage, TOutputImage>::PrintSelf(std::ostream
   Superclass::PrintSelf(os, indent);
   os << indent << "Gap: " << m_Gap << std::endl;
   os << indent << "UseImageSpacing: " << (m_UseImageSpacing ? "On" : "Off") << std::endl;
-  os << indent << "BackgroundValue: " << static_cast<typename NumericTraits<OutputPixelType>::PrintType>(m_BackgroundValue)
+  os << indent
+     << "BackgroundValue: " << static_cast<typename NumericTraits<OutputPixelType>::PrintType>(m_BackgroundValue)
      << std::endl;
-  os << indent << "ForegroundValue: " << static_cast<typename NumericTraits<OutputPixelType>::PrintType>(m_ForegroundValue)
+  os << indent
+     << "ForegroundValue: " << static_cast<typename NumericTraits<OutputPixelType>::PrintType>(m_ForegroundValue)
      << std::endl;
   os << indent << "BorderValue: " << static_cast<typename NumericTraits<OutputPixelType>::PrintType>(m_BorderValue)
      << std::endl;

@@ -18,7 +18,7 @@
 #ifndef itkUNetWeightMapImageFilter_h
 #define itkUNetWeightMapImageFilter_h
 
-#include "itkImageToImageFilter.h"
+#include "itkUNetWholeImageFilter.h"
 #include "itkUNetNearestCells.h"
 
 namespace itk
@@ -54,18 +54,18 @@ namespace itk
  * \ingroup UNetSegmentation
  */
 template <typename TLabelImage, typename TWeightImage = Image<float, TLabelImage::ImageDimension>>
-class ITK_TEMPLATE_EXPORT UNetWeightMapImageFilter : public ImageToImageFilter<TLabelImage, TWeightImage>
+class ITK_TEMPLATE_EXPORT UNetWeightMapImageFilter : public UNetWholeImageFilter<TLabelImage, TWeightImage>
 {
 public:
   ITK_DISALLOW_COPY_AND_MOVE(UNetWeightMapImageFilter);
 
   using Self = UNetWeightMapImageFilter;
-  using Superclass = ImageToImageFilter<TLabelImage, TWeightImage>;
+  using Superclass = UNetWholeImageFilter<TLabelImage, TWeightImage>;
   using Pointer = SmartPointer<Self>;
   using ConstPointer = SmartPointer<const Self>;
 
   itkNewMacro(Self);
-  itkTypeMacro(UNetWeightMapImageFilter, ImageToImageFilter);
+  itkTypeMacro(UNetWeightMapImageFilter, UNetWholeImageFilter);
 
   using LabelImageType = TLabelImage;
   using LabelType = typename LabelImageType::PixelType;
@@ -111,12 +111,6 @@ protected:
 
   void
   VerifyPreconditions() ITKv5_CONST override;
-
-  void
-  GenerateInputRequestedRegion() override;
-
-  void
-  EnlargeOutputRequestedRegion(DataObject * output) override;
 
   void
   GenerateData() override;

@@ -59,25 +59,6 @@ UNetWeightMapImageFilter<TLabelImage, TWeightImage>::VerifyPreconditions() ITKv5
 
 template <typename TLabelImage, typename TWeightImage>
 void
-UNetWeightMapImageFilter<TLabelImage, TWeightImage>::GenerateInputRequestedRegion()
-{
-  Superclass::GenerateInputRequestedRegion();
-  if (auto * input = const_cast<LabelImageType *>(this->GetInput()))
-  {
-    input->SetRequestedRegionToLargestPossibleRegion();
-  }
-}
-
-template <typename TLabelImage, typename TWeightImage>
-void
-UNetWeightMapImageFilter<TLabelImage, TWeightImage>::EnlargeOutputRequestedRegion(DataObject * output)
-{
-  Superclass::EnlargeOutputRequestedRegion(output);
-  output->SetRequestedRegionToLargestPossibleRegion();
-}
-
-template <typename TLabelImage, typename TWeightImage>
-void
 UNetWeightMapImageFilter<TLabelImage, TWeightImage>::GenerateData()
 {
   this->AllocateOutputs();
@@ -116,7 +97,8 @@ UNetWeightMapImageFilter<TLabelImage, TWeightImage>::GenerateData()
     double separation = 0.0;
     if (std::isfinite(secondSquared[v]))
     {
-      const double sum = std::sqrt(static_cast<double>(nearestSquared[v])) + std::sqrt(static_cast<double>(secondSquared[v]));
+      const double sum =
+        std::sqrt(static_cast<double>(nearestSquared[v])) + std::sqrt(static_cast<double>(secondSquared[v]));
       separation = m_W0 * std::exp(-sum * sum / twoSigmaSquared);
     }
     weightBuffer[v] = static_cast<WeightType>(backgroundWeight + separation);

@@ -92,8 +92,8 @@ public:
   static void
   SetThreads(unsigned int numberOfThreads)
   {
-    const int wanted = static_cast<int>(numberOfThreads > 0 ? numberOfThreads
-                                                            : MultiThreaderBase::GetGlobalDefaultNumberOfThreads());
+    const int wanted =
+      static_cast<int>(numberOfThreads > 0 ? numberOfThreads : MultiThreaderBase::GetGlobalDefaultNumberOfThreads());
     if (at::get_num_threads() != wanted)
     {
       at::set_num_threads(wanted);
@@ -127,7 +127,7 @@ public:
   ProbeResult
   Probe(int64_t channels, SizeValueType edge)
   {
-    ProbeResult result;
+    ProbeResult   result;
     torch::Tensor output;
     try
     {
@@ -140,11 +140,11 @@ public:
     }
     if (output.dim() != static_cast<int64_t>(dimension) + 2 || output.size(0) != 1)
     {
-      itkGenericExceptionMacro("The network's output has shape " << ShapeToString(output.sizes())
-                                                                 << " for an input of shape "
-                                                                 << ShapeToString(TorchShape(1, channels, std::vector<SizeValueType>(dimension, edge)))
-                                                                 << "; expected [batch, classes, spatial axes...] with "
-                                                                 << dimension << " spatial axes.");
+      itkGenericExceptionMacro("The network's output has shape "
+                               << ShapeToString(output.sizes()) << " for an input of shape "
+                               << ShapeToString(TorchShape(1, channels, std::vector<SizeValueType>(dimension, edge)))
+                               << "; expected [batch, classes, spatial axes...] with " << dimension
+                               << " spatial axes.");
     }
     for (unsigned int axis = 1; axis < dimension; ++axis)
     {
@@ -233,10 +233,9 @@ UNetModel::Load()
       const auto networkDimension = static_cast<unsigned int>(parameter.dim() - 2);
       if (m_ImageDimension != 0 && networkDimension != m_ImageDimension)
       {
-        itkExceptionMacro("The network in \"" << m_FileName << "\" is " << networkDimension
-                                              << "-D (its first convolution weight has shape "
-                                              << ShapeToString(parameter.sizes()) << "), but the images are "
-                                              << m_ImageDimension << "-D.");
+        itkExceptionMacro("The network in \""
+                          << m_FileName << "\" is " << networkDimension << "-D (its first convolution weight has shape "
+                          << ShapeToString(parameter.sizes()) << "), but the images are " << m_ImageDimension << "-D.");
       }
       impl.dimension = networkDimension;
       channelCandidates.push_back(parameter.size(1));
@@ -298,9 +297,9 @@ UNetModel::Load()
 
   // Step up one voxel at a time until two edges with the smallest loss, edge - output edge, are found: those are
   // consecutive valid edges. Larger losses belong to edges whose pooling grid is misaligned.
-  const SizeValueType      scanLimit = runningEdge + 512;
+  const SizeValueType        scanLimit = runningEdge + 512;
   std::vector<SizeValueType> alignedEdges;
-  int64_t                  smallestLoss = std::numeric_limits<int64_t>::max();
+  int64_t                    smallestLoss = std::numeric_limits<int64_t>::max();
   for (SizeValueType edge = runningEdge; edge <= scanLimit && alignedEdges.size() < 2; ++edge)
   {
     const ProbeResult probe = edge == runningEdge ? running : impl.Probe(impl.inputChannels, edge);
@@ -457,10 +456,8 @@ UNetModel::GetEstimatedBytesPerInputVoxel() const
 }
 
 void
-UNetModel::PredictProbabilities(const float *        input,
-                                unsigned int         batchSize,
-                                const TileSizeType & inputTileSize,
-                                float *              probabilities) const
+UNetModel::PredictProbabilities(const float * input, unsigned int batchSize, const TileSizeType & inputTileSize,
+                                float * probabilities) const
 {
   this->VerifyLoaded("PredictProbabilities");
   Implementation & impl = *m_Implementation;
@@ -481,7 +478,7 @@ UNetModel::PredictProbabilities(const float *        input,
   }
 
   Implementation::SetThreads(m_NumberOfThreads);
-  c10::InferenceMode inferenceMode;
+  c10::InferenceMode         inferenceMode;
   const std::vector<int64_t> inputShape = impl.TorchShape(batchSize, impl.inputChannels, inputTileSize);
   const std::vector<int64_t> expectedShape = impl.TorchShape(batchSize, impl.outputChannels, outputTileSize);
   torch::Tensor              scores;

@@ -44,15 +44,11 @@ Spacing3D(double x, double y, double z)
  * firstLabel + k * labelStep (not consecutive unless labelStep is 1). */
 template <typename TLabelImage>
 typename TLabelImage::Pointer
-MakeCells(const typename TLabelImage::SizeType & size,
-          unsigned int                           cells,
-          unsigned int                           seed,
-          double                                 maximumRadius,
-          int                                    firstLabel = 1,
-          int                                    labelStep = 1)
+MakeCells(const typename TLabelImage::SizeType & size, unsigned int cells, unsigned int seed, double maximumRadius,
+          int firstLabel = 1, int labelStep = 1)
 {
-  constexpr unsigned int D = TLabelImage::ImageDimension;
-  auto                   image = TLabelImage::New();
+  constexpr unsigned int          D = TLabelImage::ImageDimension;
+  auto                            image = TLabelImage::New();
   typename TLabelImage::IndexType start;
   start.Fill(-2);
   image->SetRegions(typename TLabelImage::RegionType(start, size));
@@ -63,11 +59,13 @@ MakeCells(const typename TLabelImage::SizeType & size,
     double centre[D];
     for (unsigned int axis = 0; axis < D; ++axis)
     {
-      centre[axis] = std::uniform_real_distribution<>(start[axis], start[axis] + static_cast<double>(size[axis]))(generator);
+      centre[axis] =
+        std::uniform_real_distribution<>(start[axis], start[axis] + static_cast<double>(size[axis]))(generator);
     }
     const double radius = std::uniform_real_distribution<>(1.0, maximumRadius)(generator);
     const auto   label = static_cast<typename TLabelImage::PixelType>(firstLabel + labelStep * static_cast<int>(cell));
-    for (itk::ImageRegionIteratorWithIndex<TLabelImage> it(image, image->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
+    for (itk::ImageRegionIteratorWithIndex<TLabelImage> it(image, image->GetLargestPossibleRegion()); !it.IsAtEnd();
+         ++it)
     {
       double squared = 0.0;
       for (unsigned int axis = 0; axis < D; ++axis)
@@ -88,17 +86,19 @@ MakeCells(const typename TLabelImage::SizeType & size,
 template <typename TLabelImage>
 struct BruteForceDistances
 {
-  std::vector<double> nearest;
-  std::vector<double> second;
+  std::vector<double>                          nearest;
+  std::vector<double>                          second;
   std::vector<typename TLabelImage::PixelType> label;
   std::vector<typename TLabelImage::IndexType> index;
-  unsigned int cells{ 0 };
+  unsigned int                                 cells{ 0 };
 
   BruteForceDistances(const TLabelImage * image, bool useSpacing)
   {
     constexpr unsigned int D = TLabelImage::ImageDimension;
     std::map<typename TLabelImage::PixelType, std::vector<typename TLabelImage::IndexType>> cellVoxels;
-    for (itk::ImageRegionConstIteratorWithIndex<TLabelImage> it(image, image->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
+    for (itk::ImageRegionConstIteratorWithIndex<TLabelImage> it(image, image->GetLargestPossibleRegion());
+         !it.IsAtEnd();
+         ++it)
     {
       index.push_back(it.GetIndex());
       label.push_back(it.Get());

@@ -41,7 +41,7 @@ template <typename TImage>
 typename TImage::Pointer
 MakeRandomImage(const typename TImage::SizeType & size, unsigned int seed, double low = -2.0, double high = 2.0)
 {
-  auto image = TImage::New();
+  auto                       image = TImage::New();
   typename TImage::IndexType start;
   start.Fill(3);
   image->SetRegions(typename TImage::RegionType(start, size));

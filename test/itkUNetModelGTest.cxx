@@ -70,12 +70,9 @@ TEST_P(UNetModelGeometry, ProbingFindsTheGeometry)
 }
 
 INSTANTIATE_TEST_SUITE_P(
-  Models,
-  UNetModelGeometry,
-  testing::Values(ExpectedGeometry{ "mean2d", 2, 1, 2, 1, 1, 3 },
-                  ExpectedGeometry{ "mean3d", 3, 1, 2, 1, 1, 3 },
-                  ExpectedGeometry{ "sum2d", 2, 1, 2, 1, 1, 3 },
-                  ExpectedGeometry{ "shift2d", 2, 1, 2, 3, 1, 7 },
+  Models, UNetModelGeometry,
+  testing::Values(ExpectedGeometry{ "mean2d", 2, 1, 2, 1, 1, 3 }, ExpectedGeometry{ "mean3d", 3, 1, 2, 1, 1, 3 },
+                  ExpectedGeometry{ "sum2d", 2, 1, 2, 1, 1, 3 }, ExpectedGeometry{ "shift2d", 2, 1, 2, 3, 1, 7 },
                   ExpectedGeometry{ "classifier2d", 2, 3, 3, 0, 1, 1 },
                   // Depth 2, valid: out = in - 40, pooled edges even: in = 44 + 4k.
                   ExpectedGeometry{ "unet2d_valid", 2, 1, 2, 20, 4, 44 },
@@ -199,7 +196,7 @@ TEST(UNetModel, GeometryNeedsLoad)
 
 TEST(UNetModel, PrintSelf)
 {
-  const auto        model = LoadModel("unet2d_valid", 2);
+  const auto         model = LoadModel("unet2d_valid", 2);
   std::ostringstream os;
   model->Print(os);
   EXPECT_NE(os.str().find("Border: 20"), std::string::npos) << os.str();

@@ -19,12 +19,14 @@
 
 #include "itkCommand.h"
 #include "itkImageFileReader.h"
+#include "itkImageFileWriter.h"
 #include "itkMirrorPadImageFilter.h"
 #include "itkStreamingImageFilter.h"
 #include "itkVectorImage.h"
 
 #include "UNetTestHelpers.h"
 
+#include <filesystem>
 #include <functional>
 #include <set>
 #include <sstream>
@@ -50,8 +52,7 @@ MakeFilter(const typename TFilter::InputImageType * input, const std::string & m
 template <unsigned int VDimension>
 void
 ExpectSameProbabilities(const itk::VectorImage<float, VDimension> * expected,
-                        const itk::VectorImage<float, VDimension> * actual,
-                        double                                      tolerance = 0.0)
+                        const itk::VectorImage<float, VDimension> * actual, double tolerance = 0.0)
 {
   ASSERT_EQ(expected->GetBufferedRegion(), actual->GetBufferedRegion());
   ASSERT_EQ(expected->GetNumberOfComponentsPerPixel(), actual->GetNumberOfComponentsPerPixel());
@@ -203,7 +204,8 @@ template <typename TInputAt>
 void
 ExpectShiftModelReads(const Image2D * input, const Filter2D * filter, TInputAt && inputAt)
 {
-  for (itk::ImageRegionConstIteratorWithIndex<Image2D> it(input, input->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
+  for (itk::ImageRegionConstIteratorWithIndex<Image2D> it(input, input->GetLargestPossibleRegion()); !it.IsAtEnd();
+       ++it)
   {
     auto source = it.GetIndex();
     source[0] += 2;
@@ -255,9 +257,8 @@ TEST(UNetSegmentationImageFilter, MirrorMatchesMirrorPadImageFilter)
   pad->Update();
   const auto filter = MakeFilter<Filter2D>(input, "shift2d");
   filter->Update();
-  ExpectShiftModelReads(input, filter, [&pad](const Image2D::IndexType & source) {
-    return pad->GetOutput()->GetPixel(source);
-  });
+  ExpectShiftModelReads(
+    input, filter, [&pad](const Image2D::IndexType & source) { return pad->GetOutput()->GetPixel(source); });
 }
 
 TEST(UNetSegmentationImageFilter, ConstantAndZeroBoundaries)
@@ -310,7 +311,8 @@ TEST(UNetSegmentationImageFilter, MultiChannelInputAndNormalization)
   filter->SetTileSize({ { 4, 3 } });
   filter->Update();
   EXPECT_EQ(filter->GetProbabilityOutput()->GetNumberOfComponentsPerPixel(), 3u);
-  for (itk::ImageRegionConstIteratorWithIndex<VectorImage2D> it(input, input->GetLargestPossibleRegion()); !it.IsAtEnd();
+  for (itk::ImageRegionConstIteratorWithIndex<VectorImage2D> it(input, input->GetLargestPossibleRegion());
+       !it.IsAtEnd();
        ++it)
   {
     double c[3];
@@ -337,8 +339,8 @@ TEST(UNetSegmentationImageFilter, VectorPixelsEqualVectorImage)
 {
   using VectorImage2D = itk::VectorImage<float, 2>;
   using VectorPixelImage = itk::Image<itk::Vector<float, 3>, 2>;
-  auto vectorImage = VectorImage2D::New();
-  auto pixelImage = VectorPixelImage::New();
+  auto                            vectorImage = VectorImage2D::New();
+  auto                            pixelImage = VectorPixelImage::New();
   const VectorImage2D::RegionType region({ { 0, 0 } }, { { 9, 7 } });
   vectorImage->SetRegions(region);
   vectorImage->SetNumberOfComponentsPerPixel(3);
@@ -377,7 +379,8 @@ TEST(UNetSegmentationImageFilter, UnsignedCharInputWithShiftScale)
   floats->CopyInformation(bytes);
   floats->SetRegions(bytes->GetLargestPossibleRegion());
   floats->Allocate();
-  for (itk::ImageRegionConstIteratorWithIndex<ByteImage> it(bytes, bytes->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
+  for (itk::ImageRegionConstIteratorWithIndex<ByteImage> it(bytes, bytes->GetLargestPossibleRegion()); !it.IsAtEnd();
+       ++it)
   {
     floats->SetPixel(it.GetIndex(), (it.Get() - 128.0f) / 64.0f);
   }
@@ -432,10 +435,8 @@ ExpectProbabilitiesSumToOne(const itk::VectorImage<float, VDimension> * probabil
  * probabilities sum to 1. Returns the one-shot filter. */
 template <typename TFilter>
 typename TFilter::Pointer
-ExpectStreamingInvariance(const typename TFilter::InputImageType * input,
-                          const char *                             model,
-                          const typename TFilter::SizeType &       tile,
-                          itk::SizeValueType                       overlap = 0)
+ExpectStreamingInvariance(const typename TFilter::InputImageType * input, const char * model,
+                          const typename TFilter::SizeType & tile, itk::SizeValueType overlap = 0)
 {
   const auto make = [&]() {
     auto filter = MakeFilter<TFilter>(input, model);
@@ -456,7 +457,8 @@ TEST(UNetSegmentationImageFilter, ValidUNetStreamedEqualsOneShot2D)
   const auto oneShot = ExpectStreamingInvariance<Filter2D>(input, "unet2d_valid", { { 16, 24 } });
   // The random network is not trivial: both classes occur.
   std::set<unsigned char> labels;
-  for (itk::ImageRegionConstIterator<Filter2D::OutputImageType> it(oneShot->GetOutput(), oneShot->GetOutput()->GetBufferedRegion());
+  for (itk::ImageRegionConstIterator<Filter2D::OutputImageType> it(oneShot->GetOutput(),
+                                                                   oneShot->GetOutput()->GetBufferedRegion());
        !it.IsAtEnd();
        ++it)
   {
@@ -498,7 +500,8 @@ TEST(UNetSegmentationImageFilter, BlendedOverlapReducesSeamsOfSamePaddedNets)
   const double blended = meanDifference(run(24, 8));
   EXPECT_GT(edgeToEdge, 0.0);
   EXPECT_LT(blended, 0.75 * edgeToEdge) << "edge to edge " << edgeToEdge << ", blended " << blended;
-  std::cout << "mean |difference| to a whole-image pass: edge to edge " << edgeToEdge << ", blended " << blended << std::endl;
+  std::cout << "mean |difference| to a whole-image pass: edge to edge " << edgeToEdge << ", blended " << blended
+            << std::endl;
 }
 
 TEST(UNetSegmentationImageFilter, ValidUNetStreamedEqualsOneShot3D)
@@ -569,7 +572,8 @@ TEST(UNetSegmentationImageFilter, ProgressAndAbort)
   filter->SetTileSize({ { 10, 10 } });
   filter->SetTilesPerBatch(1);
   std::vector<float> progress;
-  filter->AddObserver(itk::ProgressEvent(), [&](const itk::EventObject &) { progress.push_back(filter->GetProgress()); });
+  filter->AddObserver(itk::ProgressEvent(),
+                      [&](const itk::EventObject &) { progress.push_back(filter->GetProgress()); });
   filter->Update();
   // 16 tiles, one event each, then completion.
   ASSERT_GE(progress.size(), 16u);
@@ -703,4 +707,45 @@ TEST(UNetSegmentationImageFilter, RealIsbiSliceStreamedEqualsOneShot)
   const auto oneShot = make();
   ExpectStreamedEqualsOneShot<ByteFilter>(oneShot, make);
   EXPECT_EQ(oneShot->GetOutput()->GetLargestPossibleRegion().GetSize(), image->GetLargestPossibleRegion().GetSize());
+}
+
+TEST(UNetSegmentationImageFilter, ImageFileWriterStreamsTheLabelMap)
+{
+  // MetaImage writes piece by piece: the filter runs once per piece and the file equals the one-shot label map.
+  const auto input = UNetTest::MakeRandomImage<Image2D>({ { 70, 53 } }, 23);
+  const auto make = [&input]() {
+    auto filter = MakeFilter<Filter2D>(input, "unet2d_valid");
+    filter->SetTileSize({ { 16, 8 } });
+    return filter;
+  };
+  const auto oneShot = make();
+  oneShot->Update();
+
+  const auto   streamed = make();
+  unsigned int pieces = 0;
+  streamed->AddObserver(itk::StartEvent(), [&pieces](const itk::EventObject &) { ++pieces; });
+  std::filesystem::create_directories(UNET_TEST_OUTPUT_DIR);
+  const std::string fileName = std::string(UNET_TEST_OUTPUT_DIR) + "/streamed-labels.mha";
+  auto              writer = itk::ImageFileWriter<Filter2D::OutputImageType>::New();
+  writer->SetInput(streamed->GetOutput());
+  writer->SetFileName(fileName);
+  writer->SetNumberOfStreamDivisions(5);
+  writer->Update();
+  EXPECT_EQ(pieces, 5u);
+
+  const auto written = itk::ReadImage<Filter2D::OutputImageType>(fileName);
+  ASSERT_EQ(written->GetLargestPossibleRegion().GetSize(), oneShot->GetOutput()->GetLargestPossibleRegion().GetSize());
+  itk::ImageRegionConstIterator<Filter2D::OutputImageType> expected(oneShot->GetOutput(),
+                                                                    oneShot->GetOutput()->GetBufferedRegion());
+  itk::ImageRegionConstIterator<Filter2D::OutputImageType> actual(written, written->GetBufferedRegion());
+  for (; !expected.IsAtEnd(); ++expected, ++actual)
+  {
+    ASSERT_EQ(expected.Get(), actual.Get()) << "at " << expected.GetIndex();
+  }
+  // The file starts at index 0, so its origin is the physical point of the image's first voxel.
+  itk::Point<double, 2> firstVoxel;
+  input->TransformIndexToPhysicalPoint(input->GetLargestPossibleRegion().GetIndex(), firstVoxel);
+  EXPECT_EQ(written->GetOrigin(), firstVoxel);
+  EXPECT_EQ(written->GetSpacing(), input->GetSpacing());
+  EXPECT_EQ(written->GetDirection(), input->GetDirection());
 }

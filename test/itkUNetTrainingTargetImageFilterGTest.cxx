@@ -47,7 +47,9 @@ ExpectTargetMatchesBruteForce(const TLabelImage * labels, double gap, bool useSp
 
   std::vector<typename TLabelImage::IndexType> index;
   std::vector<typename TLabelImage::PixelType> label;
-  for (itk::ImageRegionConstIteratorWithIndex<TLabelImage> it(labels, labels->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
+  for (itk::ImageRegionConstIteratorWithIndex<TLabelImage> it(labels, labels->GetLargestPossibleRegion());
+       !it.IsAtEnd();
+       ++it)
   {
     index.push_back(it.GetIndex());
     label.push_back(it.Get());

@@ -36,13 +36,13 @@ std::vector<double>
 ReferenceWeights(const TLabelImage * labels, double w0, double sigma, bool useSpacing)
 {
   const UNetTest::BruteForceDistances<TLabelImage> distances(labels, useSpacing);
-  const double voxels = static_cast<double>(distances.label.size());
-  double       cellVoxels = 0.0;
+  const double                                     voxels = static_cast<double>(distances.label.size());
+  double                                           cellVoxels = 0.0;
   for (const auto label : distances.label)
   {
     cellVoxels += label != 0 ? 1.0 : 0.0;
   }
-  const double classes = (cellVoxels > 0 ? 1.0 : 0.0) + (cellVoxels < voxels ? 1.0 : 0.0);
+  const double        classes = (cellVoxels > 0 ? 1.0 : 0.0) + (cellVoxels < voxels ? 1.0 : 0.0);
   std::vector<double> weights;
   for (size_t v = 0; v < distances.label.size(); ++v)
   {
@@ -222,7 +222,7 @@ TEST(UNetWeightMapImageFilter, NegativeLabelsThrow)
 
 TEST(UNetNearestCells, DistancesMatchBruteForceUpToTheTruncation)
 {
-  const auto labels = UNetTest::MakeCells<Labels2D>({ { 45, 40 } }, 30, 10, 5.0);
+  const auto                                    labels = UNetTest::MakeCells<Labels2D>({ { 45, 40 } }, 30, 10, 5.0);
   const UNetTest::BruteForceDistances<Labels2D> reference(labels, false);
   for (const double maximum : { 0.0, 1.0, 4.5, 1000.0 })
   {
@@ -233,8 +233,10 @@ TEST(UNetNearestCells, DistancesMatchBruteForceUpToTheTruncation)
     {
       const double expectedNearest = reference.nearest[v] <= maximum ? reference.nearest[v] : INFINITY;
       const double expectedSecond = reference.second[v] <= maximum ? reference.second[v] : INFINITY;
-      ASSERT_EQ(std::sqrt(static_cast<double>(nearest.GetNearestSquaredDistances()[v])), expectedNearest) << "voxel " << v;
-      ASSERT_EQ(std::sqrt(static_cast<double>(nearest.GetSecondNearestSquaredDistances()[v])), expectedSecond) << "voxel " << v;
+      ASSERT_EQ(std::sqrt(static_cast<double>(nearest.GetNearestSquaredDistances()[v])), expectedNearest)
+        << "voxel " << v;
+      ASSERT_EQ(std::sqrt(static_cast<double>(nearest.GetSecondNearestSquaredDistances()[v])), expectedSecond)
+        << "voxel " << v;
     }
   }
 }
