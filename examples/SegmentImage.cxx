@@ -57,9 +57,12 @@ main(int argc, char * argv[])
       tile.Fill(std::stoul(argv[6]));
       segmenter->SetTileSize(tile);
     }
-    segmenter->AddObserver(itk::ProgressEvent(), [&segmenter](const itk::EventObject &) {
-      std::cout << "\rsegmenting: " << std::setw(3) << static_cast<int>(100 * segmenter->GetProgress()) << " %"
-                << std::flush;
+    const unsigned int pieces = argc > 5 ? std::stoul(argv[5]) : 4;
+    unsigned int       piece = 0; // The segmenter runs once per stream piece, its progress going 0 to 1 each time.
+    segmenter->AddObserver(itk::StartEvent(), [&piece](const itk::EventObject &) { ++piece; });
+    segmenter->AddObserver(itk::ProgressEvent(), [&](const itk::EventObject &) {
+      std::cout << "\rsegmenting: piece " << piece << " of " << pieces << ", " << std::setw(3)
+                << static_cast<int>(100 * segmenter->GetProgress()) << " %" << std::flush;
     });
     segmenter->UpdateOutputInformation();
     const unsigned int classes = segmenter->GetModel()->GetNumberOfClasses();
@@ -77,23 +80,22 @@ main(int argc, char * argv[])
     // other, reading only the input each piece's tiles need.
     auto streamer = itk::StreamingImageFilter<ImageType, ImageType>::New();
     streamer->SetInput(scale->GetOutput());
-    streamer->SetNumberOfStreamDivisions(argc > 5 ? std::stoul(argv[5]) : 4);
+    streamer->SetNumberOfStreamDivisions(pieces);
     itk::WriteImage(streamer->GetOutput(), argv[3]);
     std::cout << "\nwrote " << argv[3] << std::endl;
 
     if (argc > 4)
     {
-      // The pieces were streamed; score the whole label map once.
-      segmenter->GetOutput()->SetRequestedRegionToLargestPossibleRegion();
-      segmenter->Update();
+      // The streamer holds the whole (scaled) label map, assembled from the pieces.
+      const unsigned char                      classOne = 255 / (classes - 1);
       const auto                               truth = itk::ReadImage<ImageType>(argv[4]);
       itk::ImageRegionConstIterator<ImageType> t(truth, truth->GetLargestPossibleRegion());
-      itk::ImageRegionConstIterator<ImageType> p(segmenter->GetOutput(), truth->GetLargestPossibleRegion());
+      itk::ImageRegionConstIterator<ImageType> p(streamer->GetOutput(), truth->GetLargestPossibleRegion());
       double                                   correct = 0, both = 0, predicted = 0, actual = 0, total = 0;
       for (; !t.IsAtEnd(); ++t, ++p)
       {
         const bool truthIsOne = t.Get() >= 128;
-        const bool predictedOne = p.Get() == 1;
+        const bool predictedOne = p.Get() == classOne;
         correct += truthIsOne == predictedOne;
         both += truthIsOne && predictedOne;
         predicted += predictedOne;
