@@ -20,10 +20,13 @@
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <map>
 #include <string>
+#include <vector>
 
-/** Prints as usual and keeps each benchmark's real time per iteration (seconds), to compare them after the run. */
+/** Prints as usual and keeps every repetition's real time per iteration (seconds) under the benchmark's function
+ * name, so that the benchmarks can be compared by their medians after the run. */
 class RecordingReporter : public benchmark::ConsoleReporter
 {
 public:
@@ -35,12 +38,47 @@ public:
     {
       if (run.run_type == Run::RT_Iteration && run.iterations > 0)
       {
-        seconds[run.benchmark_name()] = run.real_accumulated_time / static_cast<double>(run.iterations);
+        m_Seconds[run.run_name.function_name].push_back(run.real_accumulated_time /
+                                                        static_cast<double>(run.iterations));
       }
     }
   }
 
-  std::map<std::string, double> seconds;
+  /** The median over the repetitions of `name`; 0 if it did not run. */
+  double
+  MedianSeconds(const std::string & name) const
+  {
+    const auto found = m_Seconds.find(name);
+    if (found == m_Seconds.end() || found->second.empty())
+    {
+      return 0.0;
+    }
+    std::vector<double> samples = found->second;
+    std::sort(samples.begin(), samples.end());
+    const size_t middle = samples.size() / 2;
+    return samples.size() % 2 == 1 ? samples[middle] : 0.5 * (samples[middle - 1] + samples[middle]);
+  }
+
+private:
+  std::map<std::string, std::vector<double>> m_Seconds;
 };
+
+/** Google Benchmark's arguments with random interleaving of the repetitions switched on unless the user chose:
+ * alternating the benchmarks that are compared spreads the machine's slow phases over both. */
+inline std::vector<char *>
+ArgumentsWithInterleaving(int argc, char * argv[])
+{
+  static char         interleave[] = "--benchmark_enable_random_interleaving=true";
+  std::vector<char *> arguments(argv, argv + argc);
+  const bool          chosen = std::any_of(arguments.begin(), arguments.end(), [](const char * argument) {
+    return std::string(argument).rfind("--benchmark_enable_random_interleaving", 0) == 0;
+  });
+  if (!chosen)
+  {
+    arguments.push_back(interleave);
+  }
+  arguments.push_back(nullptr);
+  return arguments;
+}
 
 #endif

@@ -511,43 +511,48 @@ UNetModel::PredictProbabilities(const float * input, unsigned int batchSize, con
     tileVoxels *= edge;
   }
   const SizeValueType voxels = batchSize * tileVoxels;
-  const SizeValueType chunk = 1 << 14;
-  MultiThreaderBase::New()->ParallelizeArray(
-    0,
-    (voxels + chunk - 1) / chunk,
-    [&](SizeValueType chunkIndex) {
-      std::vector<double> exponentials(classes);
-      for (SizeValueType v = chunkIndex * chunk; v < std::min(voxels, (chunkIndex + 1) * chunk); ++v)
+  // On LibTorch's threads, which have just run the network, rather than on a second pool (ITK's) competing with them
+  // for the cores while they spin down.
+  at::parallel_for(0, static_cast<int64_t>(voxels), int64_t{ 1 } << 14, [&](int64_t begin, int64_t end) {
+    std::vector<double> exponentials(classes);
+    for (auto v = static_cast<SizeValueType>(begin); v < static_cast<SizeValueType>(end); ++v)
+    {
+      const SizeValueType tile = v / tileVoxels;
+      const SizeValueType voxel = v % tileVoxels;
+      const float *       score = scoreData + tile * channelsOut * tileVoxels + voxel;
+      float *             probability = probabilities + tile * classes * tileVoxels + voxel;
+      if (channelsOut == 1)
       {
-        const SizeValueType tile = v / tileVoxels;
-        const SizeValueType voxel = v % tileVoxels;
-        const float *       score = scoreData + tile * channelsOut * tileVoxels + voxel;
-        float *             probability = probabilities + tile * classes * tileVoxels + voxel;
-        if (channelsOut == 1)
-        {
-          const double foreground = 1.0 / (1.0 + std::exp(-static_cast<double>(score[0])));
-          probability[0] = static_cast<float>(1.0 - foreground);
-          probability[tileVoxels] = static_cast<float>(foreground);
-          continue;
-        }
-        double largest = score[0];
-        for (SizeValueType k = 1; k < classes; ++k)
-        {
-          largest = std::max(largest, static_cast<double>(score[k * tileVoxels]));
-        }
-        double total = 0.0;
-        for (SizeValueType k = 0; k < classes; ++k)
-        {
-          exponentials[k] = std::exp(static_cast<double>(score[k * tileVoxels]) - largest);
-          total += exponentials[k];
-        }
-        for (SizeValueType k = 0; k < classes; ++k)
-        {
-          probability[k * tileVoxels] = static_cast<float>(exponentials[k] / total);
-        }
+        const double foreground = 1.0 / (1.0 + std::exp(-static_cast<double>(score[0])));
+        probability[0] = static_cast<float>(1.0 - foreground);
+        probability[tileVoxels] = static_cast<float>(foreground);
+        continue;
       }
-    },
-    nullptr);
+      if (classes == 2)
+      {
+        // The two-class softmax is a sigmoid of the score difference: one exponential rather than two.
+        const double second = 1.0 / (1.0 + std::exp(static_cast<double>(score[0]) - score[tileVoxels]));
+        probability[0] = static_cast<float>(1.0 - second);
+        probability[tileVoxels] = static_cast<float>(second);
+        continue;
+      }
+      double largest = score[0];
+      for (SizeValueType k = 1; k < classes; ++k)
+      {
+        largest = std::max(largest, static_cast<double>(score[k * tileVoxels]));
+      }
+      double total = 0.0;
+      for (SizeValueType k = 0; k < classes; ++k)
+      {
+        exponentials[k] = std::exp(static_cast<double>(score[k * tileVoxels]) - largest);
+        total += exponentials[k];
+      }
+      for (SizeValueType k = 0; k < classes; ++k)
+      {
+        probability[k * tileVoxels] = static_cast<float>(exponentials[k] / total);
+      }
+    }
+  });
 }
 
 void

@@ -132,6 +132,24 @@ TEST(UNetModel, PredictGivesProbabilities)
   }
 }
 
+TEST(UNetModel, PredictGivesTwoClassProbabilities)
+{
+  // Two classes take a shortcut (a sigmoid of the score difference); it must still be the softmax.
+  const auto               model = LoadModel("two_class2d", 2);
+  const std::vector<float> input{ -30.0f, -1.5f, -0.25f, 0.0f, 0.75f, 3.0f, 40.0f };
+  std::vector<float>       output(2 * input.size());
+  model->PredictProbabilities(input.data(), 1, { input.size(), 1 }, output.data());
+  for (size_t voxel = 0; voxel < input.size(); ++voxel)
+  {
+    const double scores[] = { input[voxel], -2.0 * input[voxel] };
+    const double total = std::exp(scores[0]) + std::exp(scores[1]);
+    for (unsigned int k = 0; k < 2; ++k)
+    {
+      EXPECT_NEAR(output[k * input.size() + voxel], std::exp(scores[k]) / total, 1e-7) << "voxel " << voxel;
+    }
+  }
+}
+
 namespace
 {
 void

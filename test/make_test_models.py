@@ -43,6 +43,13 @@ def channel_classifier(dim):
     return layer
 
 
+def two_class_scorer(dim):
+    """One channel in, two class scores out: (x, -2x) (border 0), for the two-class softmax."""
+    layer = conv(dim, 1, 2, 1)
+    layer.weight.copy_(torch.tensor([1.0, -2.0]).reshape(layer.weight.shape))
+    return layer
+
+
 class TupleOutput(nn.Module):
     def __init__(self):
         super().__init__()
@@ -106,6 +113,7 @@ def main(out_dir):
         "shift3d": shift(3, (1, -2, 2), 2),
         "classifier2d": channel_classifier(2),
         "classifier3d": channel_classifier(3),
+        "two_class2d": two_class_scorer(2),
         "tuple_output": TupleOutput(),
         "flat_output": FlatOutput(),
         "first_sample_only": FirstSampleOnly(),
