@@ -468,10 +468,10 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GenerateData()
           weightSums[outputOffset + i] += weight;
         }
       });
+      ++tilesDone;
+      this->UpdateProgress(static_cast<float>(tilesDone) / static_cast<float>(numberOfTiles + 1));
     }
 
-    tilesDone += batchTiles.size();
-    this->UpdateProgress(static_cast<float>(tilesDone) / static_cast<float>(numberOfTiles + 1));
     if (this->GetAbortGenerateData())
     {
       ProcessAborted aborted(__FILE__, __LINE__);
