@@ -32,6 +32,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <functional>
 #include <iostream>
 #include <random>
@@ -73,7 +74,8 @@ main(int argc, char * argv[])
   const auto   inputEdge = static_cast<int64_t>(grid.GetInputTileSize()[0]);
   std::cout << "image " << edge << " x " << edge << ", " << tiles << " tiles of " << inputEdge << " -> "
             << grid.GetTileSize()[0] << ", " << tilesPerBatch << " per batch, "
-            << itk::MultiThreaderBase::GetGlobalDefaultNumberOfThreads() << " threads" << std::endl;
+            << itk::MultiThreaderBase::GetGlobalDefaultNumberOfThreads() << " threads, GLIBC_TUNABLES="
+            << (std::getenv("GLIBC_TUNABLES") ? std::getenv("GLIBC_TUNABLES") : "(unset)") << std::endl;
 
   // The same network, threads and batches, on random tiles: what the filter cannot go below.
   torch::jit::Module module = torch::jit::load(modelFile);
