@@ -407,12 +407,19 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GenerateData()
   }
   const unsigned int batchSize = static_cast<unsigned int>(std::min<SizeValueType>(m_BatchSize, numberOfTiles));
 
-  // Every output voxel accumulates weight * probability over the tiles covering it, then is divided by the summed
-  // weight; with edge-to-edge tiles the one weight is 1 and the division exact.
-  float * probabilityBuffer = probabilities->GetBufferPointer();
-  std::fill_n(probabilityBuffer, outputRegion.GetNumberOfPixels() * classes, 0.0f);
-  std::vector<float>       weightSums(outputRegion.GetNumberOfPixels(), 0.0f);
-  const std::vector<float> tileWeights = m_TileGrid.MakeBlendingWeights(m_TileOverlap > 0 && m_GaussianBlending);
+  // With overlapping tiles every output voxel accumulates weight * probability over the tiles covering it, then is
+  // divided by the summed weight. Edge-to-edge tiles cover each voxel once: the probabilities are copied.
+  const bool          blend = m_TileOverlap > 0;
+  const SizeValueType outputVoxels = outputRegion.GetNumberOfPixels();
+  float *             probabilityBuffer = probabilities->GetBufferPointer();
+  std::vector<float>  weightSums;
+  std::vector<float>  tileWeights;
+  if (blend)
+  {
+    std::fill_n(probabilityBuffer, outputVoxels * classes, 0.0f);
+    weightSums.assign(outputVoxels, 0.0f);
+    tileWeights = m_TileGrid.MakeBlendingWeights(m_GaussianBlending);
+  }
 
   std::vector<float>            batchInput(static_cast<size_t>(batchSize) * channels * inputTileVoxels);
   std::vector<float>            batchProbabilities(static_cast<size_t>(batchSize) * classes * outputTileVoxels);
@@ -459,8 +466,16 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GenerateData()
         }
         for (SizeValueType i = 0; i < covered.GetSize(0); ++i)
         {
+          float * voxel = probabilityBuffer + (outputOffset + i) * classes;
+          if (!blend)
+          {
+            for (unsigned int k = 0; k < classes; ++k)
+            {
+              voxel[k] = tileProbabilities[k * outputTileVoxels + tileOffset + i];
+            }
+            continue;
+          }
           const float weight = tileWeights[tileOffset + i];
-          float *     voxel = probabilityBuffer + (outputOffset + i) * classes;
           for (unsigned int k = 0; k < classes; ++k)
           {
             voxel[k] += weight * tileProbabilities[k * outputTileVoxels + tileOffset + i];
@@ -482,14 +497,16 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GenerateData()
   }
 
   OutputPixelType * labelBuffer = labels->GetBufferPointer();
-  for (SizeValueType v = 0; v < weightSums.size(); ++v)
+  for (SizeValueType v = 0; v < outputVoxels; ++v)
   {
     float *      voxel = probabilityBuffer + v * classes;
-    const float  weightSum = weightSums[v];
     unsigned int best = 0;
     for (unsigned int k = 0; k < classes; ++k)
     {
-      voxel[k] /= weightSum;
+      if (blend)
+      {
+        voxel[k] /= weightSums[v];
+      }
       best = voxel[k] > voxel[best] ? k : best;
     }
     labelBuffer[v] = static_cast<OutputPixelType>(best);
