@@ -25,6 +25,19 @@
 #include <string>
 #include <vector>
 
+/** The median of `values`; 0 for none. */
+inline double
+Median(std::vector<double> values)
+{
+  if (values.empty())
+  {
+    return 0.0;
+  }
+  std::sort(values.begin(), values.end());
+  const size_t middle = values.size() / 2;
+  return values.size() % 2 == 1 ? values[middle] : 0.5 * (values[middle - 1] + values[middle]);
+}
+
 /** Prints as usual and keeps every repetition's real time per iteration (seconds) under the benchmark's function
  * name, so that the benchmarks can be compared by their medians after the run. */
 class RecordingReporter : public benchmark::ConsoleReporter
@@ -49,14 +62,7 @@ public:
   MedianSeconds(const std::string & name) const
   {
     const auto found = m_Seconds.find(name);
-    if (found == m_Seconds.end() || found->second.empty())
-    {
-      return 0.0;
-    }
-    std::vector<double> samples = found->second;
-    std::sort(samples.begin(), samples.end());
-    const size_t middle = samples.size() / 2;
-    return samples.size() % 2 == 1 ? samples[middle] : 0.5 * (samples[middle - 1] + samples[middle]);
+    return found == m_Seconds.end() ? 0.0 : Median(found->second);
   }
 
 private:

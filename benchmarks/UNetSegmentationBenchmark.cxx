@@ -24,7 +24,7 @@
 
 #include "itkUNetSegmentationImageFilter.h"
 
-#include <benchmark/benchmark.h>
+#include "BenchmarkReporter.h"
 
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
@@ -129,14 +129,9 @@ main(int argc, char * argv[])
   benchmark::RunSpecifiedBenchmarks();
   if (!ratios.empty())
   {
-    const auto median = [](std::vector<double> values) {
-      std::sort(values.begin(), values.end());
-      const size_t middle = values.size() / 2;
-      return values.size() % 2 == 1 ? values[middle] : 0.5 * (values[middle - 1] + values[middle]);
-    };
-    std::cout << "medians over " << ratios.size() << " pairs: filter end to end " << median(filterSeconds)
-              << " s, bare forward " << median(bareSeconds) << " s\n"
-              << "bare forward / filter end to end, median of the pairs = " << median(ratios) << " (range "
+    std::cout << "medians over " << ratios.size() << " pairs: filter end to end " << Median(filterSeconds)
+              << " s, bare forward " << Median(bareSeconds) << " s\n"
+              << "bare forward / filter end to end, median of the pairs = " << Median(ratios) << " (range "
               << *std::min_element(ratios.begin(), ratios.end()) << " to "
               << *std::max_element(ratios.begin(), ratios.end()) << "; target >= 0.95)" << std::endl;
   }
