@@ -73,8 +73,10 @@ main(int argc, char * argv[])
 
     auto scale = itk::UnaryGeneratorImageFilter<ImageType, ImageType>::New();
     scale->SetInput(segmenter->GetOutput());
-    scale->SetFunctor(
-      [classes](unsigned char label) { return static_cast<unsigned char>(label * 255 / (classes - 1)); });
+    const auto toGrey = [classes](unsigned char label) {
+      return static_cast<unsigned char>(label * 255 / (classes - 1));
+    };
+    scale->SetFunctor(toGrey);
 
     // PNG cannot be written piecewise, so the streaming happens here: the segmenter computes one piece after the
     // other, reading only the input each piece's tiles need.
@@ -87,7 +89,7 @@ main(int argc, char * argv[])
     if (argc > 4)
     {
       // The streamer holds the whole (scaled) label map, assembled from the pieces.
-      const unsigned char                      classOne = 255 / (classes - 1);
+      const unsigned char                      classOne = toGrey(1);
       const auto                               truth = itk::ReadImage<ImageType>(argv[4]);
       itk::ImageRegionConstIterator<ImageType> t(truth, truth->GetLargestPossibleRegion());
       itk::ImageRegionConstIterator<ImageType> p(streamer->GetOutput(), truth->GetLargestPossibleRegion());
