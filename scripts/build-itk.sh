@@ -30,16 +30,21 @@ itk_options=(
   -DModule_ITKIOPNG=ON
   -DModule_ITKIOMeta=ON
   -DModule_ITKIONRRD=ON
+  -DModule_ITKIONIFTI=ON
+  -DModule_ITKIOTIFF=ON
+  # SlicerExecutionModel (the Slicer command-line module) parses its XML descriptions with ITKIOXML.
+  -DModule_ITKIOXML=ON
   -DModule_ITKPyBase=ON
   -DModule_ITKBridgeNumPy=ON
   -DITK_WRAP_PYTHON=ON
   # Wrapping costs far more than compiling: wrap only what Python users of this module need (the patch below adds
   # this option); the other modules are built for C++ alone.
-  "-DITK_WRAP_ONLY_MODULES=ITKCommon;ITKImageFilterBase;ITKIOImageBase;ITKIOPNG;ITKIOMeta;ITKIONRRD;ITKBridgeNumPy"
+  "-DITK_WRAP_ONLY_MODULES=ITKCommon;ITKImageFilterBase;ITKIOImageBase;ITKIOPNG;ITKIOMeta;ITKIONRRD;ITKIONIFTI;ITKIOTIFF;ITKBridgeNumPy"
   -DITK_WRAP_DOC=OFF
   -DITK_USE_SYSTEM_SWIG=ON
   -DITK_USE_SYSTEM_CASTXML=ON
   -DITK_USE_SYSTEM_PNG=ON
+  -DITK_USE_SYSTEM_TIFF=ON
   -DITK_USE_SYSTEM_ZLIB=ON
   -DITK_USE_SYSTEM_EXPAT=ON
   -DITK_USE_SYSTEM_DOUBLECONVERSION=ON

@@ -8,7 +8,9 @@ packages=(
   libtorch-dev python3-torch
   libgtest-dev libbenchmark-dev
   castxml swig python3-dev python3-numpy
-  libpng-dev zlib1g-dev libexpat1-dev libdouble-conversion-dev libeigen3-dev
+  libpng-dev zlib1g-dev libexpat1-dev libdouble-conversion-dev libeigen3-dev libtiff-dev
+  libvtk9-dev python3-vtk9 xvfb xauth
+  python3-scipy python3-skimage python3-matplotlib python3-dask python3-distributed python3-zarr
 )
 
 missing=()
