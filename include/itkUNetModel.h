@@ -75,8 +75,8 @@ public:
   itkSetStringMacro(FileName);
   itkGetStringMacro(FileName);
 
-  /** Spatial dimension of the images the network takes (2 or 3). 0, the default, takes it from the rank of the
-   * network's first convolution weight. */
+  /** Spatial dimension of the images the network is to take (2 or 3): Load() throws when the network's first
+   * convolution says otherwise. 0, the default, accepts either (GetNetworkDimension() then says which). */
   itkSetMacro(ImageDimension, unsigned int);
   itkGetConstMacro(ImageDimension, unsigned int);
 
@@ -120,7 +120,10 @@ public:
   bool
   IsFrozen() const;
 
-  /** The geometry; valid after Load(). */
+  /** The geometry; valid after Load(). The network's spatial dimension, from its first convolution weight or, for a
+   * network without one, ImageDimension. */
+  unsigned int
+  GetNetworkDimension() const;
   unsigned int
   GetNumberOfInputChannels() const;
   unsigned int

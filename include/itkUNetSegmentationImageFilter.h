@@ -24,12 +24,41 @@
 #include "itkUNetTileFlips.h"
 #include "itkUNetTileGrid.h"
 #include "itkVectorImage.h"
+#include "UNetSegmentationExport.h"
 
 #include <algorithm>
 #include <map>
 #include <string>
 #include <type_traits>
 #include <vector>
+
+namespace itk
+{
+
+/** \class UNetSegmentationImageFilterEnums
+ * \brief Enums of UNetSegmentationImageFilter, in a class of their own as ITK's wrapping expects.
+ * \ingroup UNetSegmentation */
+class UNetSegmentationImageFilterEnums
+{
+public:
+  /** What fills a tile's context outside the image (see UNetBoundaryCondition). */
+  enum class BoundaryCondition : uint8_t
+  {
+    /** Mirror the image at its edges, repeating the edge voxel (... 1 0 | 0 1 ... n-1 | n-1 n-2 ...), again and
+     * again when the context is wider than the image; the convention of ITK's MirrorPadImageFilter. */
+    Mirror,
+    /** A constant value (0: zero padding). */
+    Constant
+  };
+};
+
+/** Prints "Mirror" or "Constant". */
+extern UNetSegmentation_EXPORT std::ostream &
+operator<<(std::ostream & out, const UNetSegmentationImageFilterEnums::BoundaryCondition value);
+
+} // end namespace itk
+
+#include "itkUNetBoundaryCondition.h"
 
 namespace itk
 {

@@ -601,7 +601,11 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GenerateInputRequestedRe
     tiles.SetIndex(first);
     tiles.SetUpperIndex(last);
   }
-  input->SetRequestedRegion(m_TileGrid.GetRequiredInputRegionOfTiles(tiles, m_BoundaryCondition));
+  if (tiles.GetNumberOfPixels() > 0)
+  {
+    const UNetBoundaryCondition<ImageDimension> boundary(m_BoundaryCondition, m_TileGrid.GetImageRegion());
+    input->SetRequestedRegion(boundary.GetInputRequestedRegion(m_TileGrid.GetInputSpanOfTiles(tiles)));
+  }
 }
 
 template <typename TInputImage, typename TOutputImage>
@@ -613,9 +617,9 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GatherInputTile(const In
   const unsigned int channels = input->GetNumberOfComponentsPerPixel();
   const auto *       source = reinterpret_cast<const InputValueType *>(input->GetBufferPointer());
   const RegionType & buffered = input->GetBufferedRegion();
-  const RegionType & image = m_TileGrid.GetImageRegion();
   const auto &       bufferStrides = input->GetOffsetTable();
   const auto         border = static_cast<IndexValueType>(m_TileGrid.GetBorder());
+  const UNetBoundaryCondition<ImageDimension> boundary(m_BoundaryCondition, m_TileGrid.GetImageRegion());
 
   RegionType tileInput = tile;
   tileInput.PadByRadius(border);
@@ -627,14 +631,12 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GatherInputTile(const In
   {
     for (SizeValueType j = 0; j < tileInput.GetSize(axis); ++j)
     {
-      IndexValueType x = tileInput.GetIndex(axis) + static_cast<IndexValueType>(j);
-      const bool     outside = x < image.GetIndex(axis) || x > image.GetUpperIndex()[axis];
-      if (outside && m_BoundaryCondition == BoundaryConditionEnum::Constant)
+      IndexValueType x = 0;
+      if (!boundary.MapIndex(axis, tileInput.GetIndex(axis) + static_cast<IndexValueType>(j), x))
       {
         readOffsets[axis].push_back(-1);
         continue;
       }
-      x = m_TileGrid.MirrorIndex(axis, x);
       if (x < buffered.GetIndex(axis) || x > buffered.GetUpperIndex()[axis])
       {
         itkExceptionMacro("Input index " << x << " along axis " << axis << " is outside the buffered region "

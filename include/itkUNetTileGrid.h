@@ -29,29 +29,6 @@
 namespace itk
 {
 
-/** \class UNetSegmentationImageFilterEnums
- * \brief Enums of UNetSegmentationImageFilter, in a class of their own as ITK's wrapping expects.
- * \ingroup UNetSegmentation */
-class UNetSegmentationImageFilterEnums
-{
-public:
-  /** What fills a tile's context outside the image. */
-  enum class BoundaryCondition : uint8_t
-  {
-    /** Mirror the image at its edges, repeating the edge voxel (... 1 0 | 0 1 ... n-1 | n-1 n-2 ...), again and
-     * again when the context is wider than the image; the convention of ITK's MirrorPadImageFilter. */
-    Mirror,
-    /** A constant value (0: zero padding). */
-    Constant
-  };
-};
-
-inline std::ostream &
-operator<<(std::ostream & os, UNetSegmentationImageFilterEnums::BoundaryCondition value)
-{
-  return os << (value == UNetSegmentationImageFilterEnums::BoundaryCondition::Mirror ? "Mirror" : "Constant");
-}
-
 /** \class UNetTileGrid
  * \brief The overlap-tile layout: output tiles on a grid anchored at the image's first index, each read with a
  * border of context.
@@ -211,83 +188,15 @@ public:
     return !(*this == other);
   }
 
-  /** The image index that input index `x` (possibly outside the image) mirrors to along `axis`. */
-  IndexValueType
-  MirrorIndex(unsigned int axis, IndexValueType x) const
-  {
-    return MirrorIndex(x, m_Image.GetIndex(axis), m_Image.GetSize(axis));
-  }
-
-  /** Maps `x` into [start, start + size) by mirroring with the edge voxel repeated, periodically (period 2 size). */
-  static IndexValueType
-  MirrorIndex(IndexValueType x, IndexValueType start, SizeValueType size)
-  {
-    const auto           period = static_cast<IndexValueType>(2 * size);
-    const IndexValueType phase = ((x - start) % period + period) % period;
-    return start + (phase < static_cast<IndexValueType>(size) ? phase : period - 1 - phase);
-  }
-
-  /** The input region the tiles intersecting `outputRegion` read, given the boundary condition: with Mirror, the
-   * image voxels their mirrored context maps to; with Constant, their context cropped to the image. */
+  /** The input region, reaching past the image where the tiles do, that the tiles in `tiles` read: their output
+   * regions grown by the border. */
   RegionType
-  GetRequiredInputRegion(const RegionType &                                  outputRegion,
-                         UNetSegmentationImageFilterEnums::BoundaryCondition boundary) const
+  GetInputSpanOfTiles(const TileRangeType & tiles) const
   {
-    return this->GetRequiredInputRegionOfTiles(this->GetTilesIntersecting(outputRegion), boundary);
-  }
-
-  /** The input region that the tiles in `tiles` read, given the boundary condition. */
-  RegionType
-  GetRequiredInputRegionOfTiles(const TileRangeType &                               tiles,
-                                UNetSegmentationImageFilterEnums::BoundaryCondition boundary) const
-  {
-    RegionType required;
-    for (unsigned int axis = 0; axis < VDimension; ++axis)
-    {
-      if (tiles.GetSize(axis) == 0)
-      {
-        return RegionType{};
-      }
-      TileIndexType        firstTile = tiles.GetIndex();
-      TileIndexType        lastTile = tiles.GetUpperIndex();
-      const IndexValueType spanBegin =
-        this->GetTileRegion(firstTile).GetIndex(axis) - static_cast<IndexValueType>(m_Border);
-      const IndexValueType spanEnd =
-        this->GetTileRegion(lastTile).GetUpperIndex()[axis] + static_cast<IndexValueType>(m_Border);
-      const IndexValueType imageBegin = m_Image.GetIndex(axis);
-      const IndexValueType imageEnd = imageBegin + static_cast<IndexValueType>(m_Image.GetSize(axis)) - 1;
-      IndexValueType       low = std::max(spanBegin, imageBegin);
-      IndexValueType       high = std::min(spanEnd, imageEnd);
-      if (boundary == UNetSegmentationImageFilterEnums::BoundaryCondition::Mirror)
-      {
-        // The span can lie wholly outside the image on one side; its mirror images decide then.
-        if (low > high)
-        {
-          low = imageEnd;
-          high = imageBegin;
-        }
-        for (IndexValueType x = spanBegin; x < imageBegin && x <= spanEnd; ++x)
-        {
-          const IndexValueType mirrored = this->MirrorIndex(axis, x);
-          low = std::min(low, mirrored);
-          high = std::max(high, mirrored);
-        }
-        for (IndexValueType x = std::max(spanBegin, imageEnd + 1); x <= spanEnd; ++x)
-        {
-          const IndexValueType mirrored = this->MirrorIndex(axis, x);
-          low = std::min(low, mirrored);
-          high = std::max(high, mirrored);
-        }
-      }
-      else if (low > high)
-      {
-        // Only constant context: read one voxel so that the region stays a valid, non-empty one.
-        low = high = std::min(std::max(spanBegin, imageBegin), imageEnd);
-      }
-      required.SetIndex(axis, low);
-      required.SetSize(axis, static_cast<SizeValueType>(high - low + 1));
-    }
-    return required;
+    RegionType span = this->GetTileRegion(tiles.GetIndex());
+    span.SetUpperIndex(this->GetTileRegion(tiles.GetUpperIndex()).GetUpperIndex());
+    span.PadByRadius(static_cast<IndexValueType>(m_Border));
+    return span;
   }
 
 private:

@@ -208,6 +208,223 @@ public:
     result.outputEdge = output.size(2);
     return result;
   }
+
+  /** Parses the device, loads the TorchScript file onto it, and sets the network to evaluation mode. */
+  void
+  Open(const std::string & fileName, const std::string & deviceName)
+  {
+    try
+    {
+      device = torch::Device(deviceName);
+    }
+    catch (const std::exception & error)
+    {
+      itkGenericExceptionMacro("\"" << deviceName << "\" is not a device LibTorch knows: " << FirstLine(error.what()));
+    }
+    if (device.is_cuda() && !torch::cuda::is_available())
+    {
+      itkGenericExceptionMacro("Device \"" << deviceName
+                                           << "\" was asked for, but CUDA is not available to LibTorch here (no CUDA "
+                                              "build or no visible GPU). Use device \"cpu\".");
+    }
+    if (!device.is_cpu() && !device.is_cuda())
+    {
+      itkGenericExceptionMacro("Device \"" << deviceName << "\" is not supported; use \"cpu\" or \"cuda[:N]\".");
+    }
+    try
+    {
+      module = torch::jit::load(fileName, device);
+    }
+    catch (const std::exception & error)
+    {
+      itkGenericExceptionMacro("Cannot load a TorchScript model from \"" << fileName
+                                                                         << "\": " << FirstLine(error.what()));
+    }
+    module.eval();
+  }
+
+  /** Sets the dimension from the first convolution weight (the first parameter of rank 3 or more: [out, in,
+   * kernel...]), or from `requestedDimension` when there is none, and returns the channel counts to probe, likeliest
+   * first: the weight's input channels, then 1 to 16. */
+  std::vector<int64_t>
+  ReadFirstConvolution(const std::string & fileName, unsigned int requestedDimension)
+  {
+    std::vector<int64_t> channelCandidates;
+    for (const torch::Tensor & parameter : module.parameters())
+    {
+      if (parameter.dim() >= 3)
+      {
+        const auto networkDimension = static_cast<unsigned int>(parameter.dim() - 2);
+        if (requestedDimension != 0 && networkDimension != requestedDimension)
+        {
+          itkGenericExceptionMacro("The network in \"" << fileName << "\" is " << networkDimension
+                                                       << "-D (its first convolution weight has shape "
+                                                       << ShapeToString(parameter.sizes()) << "), but the images are "
+                                                       << requestedDimension << "-D.");
+        }
+        dimension = networkDimension;
+        channelCandidates.push_back(parameter.size(1));
+        break;
+      }
+    }
+    if (dimension == 0)
+    {
+      dimension = requestedDimension;
+    }
+    if (dimension != 2 && dimension != 3)
+    {
+      itkGenericExceptionMacro("Cannot tell which image dimension the network in \""
+                               << fileName << "\" takes (found " << dimension
+                               << "); it has no convolution weight, so set ImageDimension to 2 or 3.");
+    }
+    // A network without a convolution weight (an analytic one, say) is tried with each channel count in turn.
+    for (int64_t channels = 1; channels <= 16; ++channels)
+    {
+      if (std::find(channelCandidates.begin(), channelCandidates.end(), channels) == channelCandidates.end())
+      {
+        channelCandidates.push_back(channels);
+      }
+    }
+    return channelCandidates;
+  }
+
+  /** Finds the input channels, the classes, the border, the size granularity and the smallest valid input edge by
+   * running the network on cubic zero inputs. */
+  void
+  ProbeGeometry(const std::string & fileName, const std::vector<int64_t> & channelCandidates,
+                SizeValueType maximumProbeSize)
+  {
+    // Find an edge the network runs on, doubling from 1.
+    ProbeResult   running;
+    SizeValueType runningEdge = 0;
+    std::string   lastError; // for the likeliest channel count, the first candidate
+    for (SizeValueType edge = 1; edge <= maximumProbeSize && !running.ran; edge *= 2)
+    {
+      for (const int64_t channels : channelCandidates)
+      {
+        running = Probe(channels, edge);
+        if (running.ran)
+        {
+          inputChannels = static_cast<unsigned int>(channels);
+          runningEdge = edge;
+          break;
+        }
+        if (channels == channelCandidates.front())
+        {
+          lastError = running.error;
+        }
+      }
+    }
+    if (!running.ran)
+    {
+      itkGenericExceptionMacro("The network in \"" << fileName << "\" ran on no " << dimension
+                                                   << "-D input of 1 to 16 channels and edges 1 to " << maximumProbeSize
+                                                   << "; with " << channelCandidates.front() << " channel(s) and edge "
+                                                   << maximumProbeSize << ": " << lastError);
+    }
+    outputChannels = running.outputChannels;
+
+    // Step up one voxel at a time until two edges with the smallest loss, edge - output edge, are found: those are
+    // consecutive valid edges. Larger losses belong to edges whose pooling grid is misaligned.
+    const SizeValueType        scanLimit = runningEdge + 512;
+    std::vector<SizeValueType> alignedEdges;
+    int64_t                    smallestLoss = std::numeric_limits<int64_t>::max();
+    for (SizeValueType edge = runningEdge; edge <= scanLimit && alignedEdges.size() < 2; ++edge)
+    {
+      const ProbeResult probe = edge == runningEdge ? running : Probe(inputChannels, edge);
+      if (!probe.ran)
+      {
+        continue;
+      }
+      if (probe.outputChannels != outputChannels)
+      {
+        itkGenericExceptionMacro("The network's number of output channels changes with the input size ("
+                                 << outputChannels << " and " << probe.outputChannels << ").");
+      }
+      const int64_t loss = static_cast<int64_t>(edge) - probe.outputEdge;
+      if (loss < smallestLoss)
+      {
+        smallestLoss = loss;
+        alignedEdges.assign(1, edge);
+      }
+      else if (loss == smallestLoss)
+      {
+        alignedEdges.push_back(edge);
+      }
+    }
+    if (alignedEdges.size() < 2)
+    {
+      itkGenericExceptionMacro("Found no two valid input edges between "
+                               << runningEdge << " and " << scanLimit << " for the network in \"" << fileName << "\".");
+    }
+    if (smallestLoss < 0 || smallestLoss % 2 != 0)
+    {
+      itkGenericExceptionMacro("The network in \"" << fileName << "\" changes a tile's edge by " << -smallestLoss
+                                                   << "; only networks that lose the same border on both sides (or "
+                                                      "none) are supported.");
+    }
+    border = static_cast<SizeValueType>(smallestLoss / 2);
+    granularity = alignedEdges[1] - alignedEdges[0];
+
+    // Walk down to the smallest edge that still gives an output, then confirm it runs.
+    SizeValueType edge = alignedEdges[0];
+    while (edge > granularity && edge - granularity > 2 * border)
+    {
+      edge -= granularity;
+    }
+    for (; edge < alignedEdges[0]; edge += granularity)
+    {
+      const ProbeResult probe = Probe(inputChannels, edge);
+      if (probe.ran && probe.outputEdge == static_cast<int64_t>(edge - 2 * border))
+      {
+        break;
+      }
+    }
+    minimumInputSize = edge;
+  }
+
+  /** Freezes the network and optimises it for inference; returns why not, or nothing. Freezing works on a copy, so a
+   * failure leaves the network as loaded. */
+  std::string
+  Freeze()
+  {
+    try
+    {
+      torch::jit::Module frozenModule = torch::jit::freeze(module);
+      module = torch::jit::optimize_for_inference(frozenModule);
+      frozen = true;
+      return {};
+    }
+    catch (const std::exception & error)
+    {
+      return FirstLine(error.what());
+    }
+  }
+
+  /** Forward-pass memory, measured on the smallest tile and on one of about 2^18 voxels (enough for the linear term
+   * to dominate, small enough to probe quickly), then extrapolated linearly in the input voxels. */
+  void
+  MeasureForwardMemory()
+  {
+    const auto    probeEdge = static_cast<SizeValueType>(std::pow(double{ 1 << 18 }, 1.0 / dimension));
+    SizeValueType largeEdge = minimumInputSize + granularity;
+    while (largeEdge + granularity <= probeEdge)
+    {
+      largeEdge += granularity;
+    }
+    double measured[2];
+    double voxels[2];
+    for (const int i : { 0, 1 })
+    {
+      const SizeValueType probe = i == 0 ? minimumInputSize : largeEdge;
+      const torch::Tensor input =
+        torch::zeros(TorchShape(1, inputChannels, std::vector<SizeValueType>(dimension, probe)));
+      measured[i] = MeasureForwardBytes(input);
+      voxels[i] = std::pow(static_cast<double>(probe), dimension);
+    }
+    forwardBytesPerInputVoxel = std::max(0.0, (measured[1] - measured[0]) / (voxels[1] - voxels[0]));
+    forwardBytesFixed = std::max(0.0, measured[1] - forwardBytesPerInputVoxel * voxels[1]);
+  }
 };
 
 UNetModel::UNetModel()
@@ -239,7 +456,6 @@ UNetModel::Load()
   }
   Implementation & impl = *m_Implementation;
   impl = Implementation{};
-
   if (m_FileName.empty())
   {
     itkExceptionMacro("No model file name is set.");
@@ -249,212 +465,37 @@ UNetModel::Load()
     itkExceptionMacro("The model file \"" << m_FileName << "\" does not exist or cannot be read.");
   }
 
-  try
-  {
-    impl.device = torch::Device(m_Device);
-  }
-  catch (const std::exception & error)
-  {
-    itkExceptionMacro("\"" << m_Device << "\" is not a device LibTorch knows: " << FirstLine(error.what()));
-  }
-  if (impl.device.is_cuda() && !torch::cuda::is_available())
-  {
-    itkExceptionMacro("Device \"" << m_Device
-                                  << "\" was asked for, but CUDA is not available to LibTorch here (no CUDA build or "
-                                     "no visible GPU). Use device \"cpu\".");
-  }
-  if (!impl.device.is_cpu() && !impl.device.is_cuda())
-  {
-    itkExceptionMacro("Device \"" << m_Device << "\" is not supported; use \"cpu\" or \"cuda[:N]\".");
-  }
-
-  try
-  {
-    impl.module = torch::jit::load(m_FileName, impl.device);
-  }
-  catch (const std::exception & error)
-  {
-    itkExceptionMacro("Cannot load a TorchScript model from \"" << m_FileName << "\": " << FirstLine(error.what()));
-  }
-  impl.module.eval();
-
-  // The first weight of rank 3 or more is the first convolution's: [out, in, kernel...].
-  std::vector<int64_t> channelCandidates;
-  for (const torch::Tensor & parameter : impl.module.parameters())
-  {
-    if (parameter.dim() >= 3)
-    {
-      const auto networkDimension = static_cast<unsigned int>(parameter.dim() - 2);
-      if (m_ImageDimension != 0 && networkDimension != m_ImageDimension)
-      {
-        itkExceptionMacro("The network in \""
-                          << m_FileName << "\" is " << networkDimension << "-D (its first convolution weight has shape "
-                          << ShapeToString(parameter.sizes()) << "), but the images are " << m_ImageDimension << "-D.");
-      }
-      impl.dimension = networkDimension;
-      channelCandidates.push_back(parameter.size(1));
-      break;
-    }
-  }
-  if (impl.dimension == 0)
-  {
-    impl.dimension = m_ImageDimension;
-  }
-  if (impl.dimension != 2 && impl.dimension != 3)
-  {
-    itkExceptionMacro("Cannot tell which image dimension the network in \""
-                      << m_FileName << "\" takes (found " << impl.dimension
-                      << "); it has no convolution weight, so set ImageDimension to 2 or 3.");
-  }
-  // A network without a convolution weight (an analytic one, say) is tried with each channel count in turn.
-  for (int64_t channels = 1; channels <= 16; ++channels)
-  {
-    if (std::find(channelCandidates.begin(), channelCandidates.end(), channels) == channelCandidates.end())
-    {
-      channelCandidates.push_back(channels);
-    }
-  }
-
+  impl.Open(m_FileName, m_Device);
+  const std::vector<int64_t> channelCandidates = impl.ReadFirstConvolution(m_FileName, m_ImageDimension);
   Implementation::SetThreads(m_NumberOfThreads);
   c10::InferenceMode inferenceMode;
-
-  // Find an edge the network runs on, doubling from 1.
-  ProbeResult   running;
-  SizeValueType runningEdge = 0;
-  std::string   lastError; // for the likeliest channel count, the first candidate
-  for (SizeValueType edge = 1; edge <= m_MaximumProbeSize && !running.ran; edge *= 2)
-  {
-    for (const int64_t channels : channelCandidates)
-    {
-      running = impl.Probe(channels, edge);
-      if (running.ran)
-      {
-        impl.inputChannels = static_cast<unsigned int>(channels);
-        runningEdge = edge;
-        break;
-      }
-      if (channels == channelCandidates.front())
-      {
-        lastError = running.error;
-      }
-    }
-  }
-  if (!running.ran)
-  {
-    itkExceptionMacro("The network in \"" << m_FileName << "\" ran on no " << impl.dimension
-                                          << "-D input of 1 to 16 channels and edges 1 to " << m_MaximumProbeSize
-                                          << "; with " << channelCandidates.front() << " channel(s) and edge "
-                                          << m_MaximumProbeSize << ": " << lastError);
-  }
-  impl.outputChannels = running.outputChannels;
-
-  // Step up one voxel at a time until two edges with the smallest loss, edge - output edge, are found: those are
-  // consecutive valid edges. Larger losses belong to edges whose pooling grid is misaligned.
-  const SizeValueType        scanLimit = runningEdge + 512;
-  std::vector<SizeValueType> alignedEdges;
-  int64_t                    smallestLoss = std::numeric_limits<int64_t>::max();
-  for (SizeValueType edge = runningEdge; edge <= scanLimit && alignedEdges.size() < 2; ++edge)
-  {
-    const ProbeResult probe = edge == runningEdge ? running : impl.Probe(impl.inputChannels, edge);
-    if (!probe.ran)
-    {
-      continue;
-    }
-    if (probe.outputChannels != impl.outputChannels)
-    {
-      itkExceptionMacro("The network's number of output channels changes with the input size ("
-                        << impl.outputChannels << " and " << probe.outputChannels << ").");
-    }
-    const int64_t loss = static_cast<int64_t>(edge) - probe.outputEdge;
-    if (loss < smallestLoss)
-    {
-      smallestLoss = loss;
-      alignedEdges.assign(1, edge);
-    }
-    else if (loss == smallestLoss)
-    {
-      alignedEdges.push_back(edge);
-    }
-  }
-  if (alignedEdges.size() < 2)
-  {
-    itkExceptionMacro("Found no two valid input edges between " << runningEdge << " and " << scanLimit
-                                                                << " for the network in \"" << m_FileName << "\".");
-  }
-  if (smallestLoss < 0 || smallestLoss % 2 != 0)
-  {
-    itkExceptionMacro("The network in \"" << m_FileName << "\" changes a tile's edge by " << -smallestLoss
-                                          << "; only networks that lose the same border on both sides (or none) "
-                                             "are supported.");
-  }
-  impl.border = static_cast<SizeValueType>(smallestLoss / 2);
-  impl.granularity = alignedEdges[1] - alignedEdges[0];
-
-  // Walk down to the smallest edge that still gives an output, then confirm it runs.
-  SizeValueType edge = alignedEdges[0];
-  while (edge > impl.granularity && edge - impl.granularity > 2 * impl.border)
-  {
-    edge -= impl.granularity;
-  }
-  for (; edge < alignedEdges[0]; edge += impl.granularity)
-  {
-    const ProbeResult probe = impl.Probe(impl.inputChannels, edge);
-    if (probe.ran && probe.outputEdge == static_cast<int64_t>(edge - 2 * impl.border))
-    {
-      break;
-    }
-  }
-  impl.minimumInputSize = edge;
-
+  impl.ProbeGeometry(m_FileName, channelCandidates, m_MaximumProbeSize);
   // Frozen and optimised only once probed, with inputs of the probed channels and valid edges alone: with Debian's
   // LibTorch 1.13 a frozen network can crash the process, rather than throw, on an input it cannot take, which
-  // probing tries on purpose. Freezing works on a copy, so a failure leaves the network as loaded.
+  // probing tries on purpose.
   if (m_Freeze)
   {
-    try
+    const std::string failure = impl.Freeze();
+    if (!failure.empty())
     {
-      torch::jit::Module frozen = torch::jit::freeze(impl.module);
-      impl.module = torch::jit::optimize_for_inference(frozen);
-      impl.frozen = true;
-    }
-    catch (const std::exception & error)
-    {
-      itkWarningMacro("The network in \"" << m_FileName << "\" cannot be frozen (" << FirstLine(error.what())
+      itkWarningMacro("The network in \"" << m_FileName << "\" cannot be frozen (" << failure
                                           << "); it runs as saved.");
     }
   }
-
-  // Forward-pass memory, measured on the smallest tile and on one of about 2^18 voxels (enough for the linear term
-  // to dominate, small enough to probe quickly), then extrapolated linearly in the input voxels.
-  const auto    probeEdge = static_cast<SizeValueType>(std::pow(double{ 1 << 18 }, 1.0 / impl.dimension));
-  SizeValueType largeEdge = impl.minimumInputSize + impl.granularity;
-  while (largeEdge + impl.granularity <= probeEdge)
-  {
-    largeEdge += impl.granularity;
-  }
-  double measured[2];
-  double voxels[2];
-  for (const int i : { 0, 1 })
-  {
-    const SizeValueType probe = i == 0 ? impl.minimumInputSize : largeEdge;
-    const torch::Tensor input =
-      torch::zeros(impl.TorchShape(1, impl.inputChannels, std::vector<SizeValueType>(impl.dimension, probe)));
-    measured[i] = impl.MeasureForwardBytes(input);
-    voxels[i] = std::pow(static_cast<double>(probe), impl.dimension);
-  }
-  impl.forwardBytesPerInputVoxel = std::max(0.0, (measured[1] - measured[0]) / (voxels[1] - voxels[0]));
-  impl.forwardBytesFixed = std::max(0.0, measured[1] - impl.forwardBytesPerInputVoxel * voxels[1]);
+  impl.MeasureForwardMemory();
 
   impl.loaded = true;
   impl.loadedFreeze = m_Freeze;
   impl.loadedFileName = m_FileName;
   impl.loadedDevice = m_Device;
   impl.loadedRequestedDimension = m_ImageDimension;
-  if (m_ImageDimension == 0)
-  {
-    m_ImageDimension = impl.dimension;
-    impl.loadedRequestedDimension = impl.dimension;
-  }
+}
+
+unsigned int
+UNetModel::GetNetworkDimension() const
+{
+  this->VerifyLoaded("GetNetworkDimension");
+  return m_Implementation->dimension;
 }
 
 void
@@ -702,6 +743,7 @@ UNetModel::PrintSelf(std::ostream & os, Indent indent) const
   os << indent << "Loaded: " << (this->IsLoaded() ? "yes" : "no") << std::endl;
   if (this->IsLoaded())
   {
+    os << indent << "NetworkDimension: " << this->GetNetworkDimension() << std::endl;
     os << indent << "NumberOfInputChannels: " << this->GetNumberOfInputChannels() << std::endl;
     os << indent << "NumberOfClasses: " << this->GetNumberOfClasses() << std::endl;
     os << indent << "Border: " << this->GetBorder() << std::endl;

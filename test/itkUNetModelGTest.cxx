@@ -101,7 +101,9 @@ TEST(UNetModel, PaperTileSizes)
 TEST(UNetModel, DimensionFromTheFirstConvolution)
 {
   const auto model = LoadModel("unet3d_valid", 0);
-  EXPECT_EQ(model->GetImageDimension(), 3u);
+  EXPECT_EQ(model->GetNetworkDimension(), 3u);
+  EXPECT_EQ(model->GetImageDimension(), 0u); // the user's setting stays
+  EXPECT_TRUE(model->IsLoaded());
 }
 
 TEST(UNetModel, PredictRejectsInvalidTileEdges)

@@ -114,6 +114,25 @@ class SegmentationFromPython(unittest.TestCase):
             itk.u_net_segmentation_image_filter(itk.image_from_array(array), model_file_name=model("mean2d"))
         self.assertIn("non-finite", str(raised.exception))
 
+    def test_labels_only_flip_averaging_and_freezing(self):
+        """The switches of the C++ filter, by their ITK names: labels without probabilities, flip averaging,
+        freezing off."""
+        array = np.round(np.random.default_rng(1).uniform(-4, 4, size=(21, 26))).astype(np.float32)
+        image = itk.image_from_array(array)
+        plain = itk.UNetSegmentationImageFilter.New(image, ModelFileName=model("sum2d"), TileSize=[6, 5])
+        plain.Update()
+        labels_only = itk.UNetSegmentationImageFilter.New(image, ModelFileName=model("sum2d"), TileSize=[6, 5],
+                                                          GenerateProbabilities=False, FreezeModel=False,
+                                                          TestTimeFlipAxes=[True, True])
+        labels_only.Update()
+        self.assertIsNone(labels_only.GetProbabilityOutput())
+        self.assertFalse(labels_only.GetModel().IsFrozen())
+        self.assertTrue(plain.GetModel().IsFrozen())
+        # sum2d is symmetric and exact on integers: flipping changes nothing.
+        np.testing.assert_array_equal(itk.array_from_image(plain.GetOutput()),
+                                      itk.array_from_image(labels_only.GetOutput()))
+        self.assertGreater(labels_only.GetEstimatedWorkingMemory(), 0.0)
+
     def test_model_geometry(self):
         unet = itk.UNetModel.New()
         unet.SetFileName(model("unet2d_paper"))

@@ -1,0 +1,36 @@
+/*=========================================================================
+ *
+ *  Copyright NumFOCUS
+ *
+ *  Licensed under the Apache License, Version 2.0 (the "License");
+ *  you may not use this file except in compliance with the License.
+ *  You may obtain a copy of the License at
+ *
+ *         http://www.apache.org/licenses/LICENSE-2.0.txt
+ *
+ *  Unless required by applicable law or agreed to in writing, software
+ *  distributed under the License is distributed on an "AS IS" BASIS,
+ *  WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+ *  See the License for the specific language governing permissions and
+ *  limitations under the License.
+ *
+ *=========================================================================*/
+#include "itkUNetSegmentationImageFilter.h"
+
+namespace itk
+{
+
+std::ostream &
+operator<<(std::ostream & out, const UNetSegmentationImageFilterEnums::BoundaryCondition value)
+{
+  switch (value)
+  {
+    case UNetSegmentationImageFilterEnums::BoundaryCondition::Mirror:
+      return out << "Mirror";
+    case UNetSegmentationImageFilterEnums::BoundaryCondition::Constant:
+      return out << "Constant";
+  }
+  return out << "BoundaryCondition(" << static_cast<int>(value) << ')';
+}
+
+} // end namespace itk
