@@ -57,6 +57,36 @@ UNetForEachLine(const ImageRegion<VDimension> & region, TVisitor && visit)
   }
 }
 
+/** The starts of the lines of `region` along `axis`: the region with size 1 on that axis, to be walked with
+ * ImageRegionIndexRange (in buffer order). The module's inner loops run along such lines.
+ * \ingroup UNetSegmentation */
+template <unsigned int VDimension>
+ImageRegion<VDimension>
+UNetLineStarts(ImageRegion<VDimension> region, unsigned int axis = 0)
+{
+  if (region.GetSize(axis) > 0)
+  {
+    region.SetSize(axis, 1);
+  }
+  return region;
+}
+
+/** The offset of `index` in a buffer laid out over `region`, x fastest (as in an image buffered over `region`).
+ * \ingroup UNetSegmentation */
+template <unsigned int VDimension>
+SizeValueType
+UNetOffsetInRegion(const ImageRegion<VDimension> & region, const Index<VDimension> & index)
+{
+  SizeValueType offset = 0;
+  SizeValueType stride = 1;
+  for (unsigned int axis = 0; axis < VDimension; ++axis)
+  {
+    offset += static_cast<SizeValueType>(index[axis] - region.GetIndex(axis)) * stride;
+    stride *= region.GetSize(axis);
+  }
+  return offset;
+}
+
 } // end namespace itk
 
 #endif // itkUNetRegionLines_h
