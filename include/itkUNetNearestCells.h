@@ -383,8 +383,9 @@ private:
 
   /** The exact squared distance to `cell`, into scratch.box, for the voxels of `wanted` (part of the cell's widened
    * box), computed by separable passes axis after axis as over the whole widened box, but only along the lines
-   * those voxels need: before the pass along an axis, the finite values along it lie in the cell's bounding box.
-   * Returns the region scratch.box is laid out over. */
+   * those voxels need: before the pass along an axis, the finite values along it lie in the cell's bounding box, so
+   * each pass reads that range of its lines and writes the wanted range, over the wanted range of the axes passed
+   * and the box's range of the others. Returns the region scratch.box is laid out over. */
   static RegionType
   SquaredDistanceToCell(const LabelImageType * labels, const Cell & cell, const RegionType & widened,
                         const RegionType & wanted, const double * spacingSquared, Scratch & scratch)
@@ -410,19 +411,27 @@ private:
       }
     }
 
-    RegionType    lines = cell.box; // axes already passed span `wanted`, the others the cell's box
-    SizeValueType stride = 1;
-    for (unsigned int axis = 0; axis < ImageDimension; ++axis)
+    SizeValueType strides[ImageDimension];
+    strides[0] = 1;
+    for (unsigned int axis = 1; axis < ImageDimension; ++axis)
     {
+      strides[axis] = strides[axis - 1] * computed.GetSize(axis - 1);
+    }
+    // The last axis first: the pieces of the image are slabs along it (ITK's splitter cuts the slowest axis), so the
+    // voxels a piece wants are cut on that axis first and the later passes run only over the piece's own lines.
+    RegionType lines = cell.box; // axes already passed span `wanted`, the others the cell's box
+    for (unsigned int pass = 0; pass < ImageDimension; ++pass)
+    {
+      const unsigned int   axis = ImageDimension - 1 - pass;
       const IndexValueType start = computed.GetIndex(axis);
       for (const IndexType & lineStart : ImageRegionIndexRange<ImageDimension>(UNetLineStarts(lines, axis)))
       {
         IndexType first = lineStart;
         first[axis] = start;
-        // Positions along the line count from the widened box's first index, as a transform of the whole widened
-        // box would: the same arithmetic whatever the piece.
+        // Positions along the line count from the widened box's first index, whatever the piece: the same
+        // arithmetic for every split.
         LowerEnvelope(box + UNetOffsetInRegion(computed, first),
-                      stride,
+                      strides[axis],
                       start - widened.GetIndex(axis),
                       static_cast<SizeValueType>(cell.box.GetIndex(axis) - start),
                       static_cast<SizeValueType>(cell.box.GetUpperIndex()[axis] + 1 - start),
@@ -433,7 +442,6 @@ private:
       }
       lines.SetIndex(axis, wanted.GetIndex(axis));
       lines.SetSize(axis, wanted.GetSize(axis));
-      stride *= computed.GetSize(axis);
     }
     return computed;
   }
