@@ -29,7 +29,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <optional>
+#include <memory>
 #include <type_traits>
 #include <unordered_map>
 #include <vector>
@@ -130,11 +130,7 @@ public:
     this->FindCells(labels);
     const float boxesEnd = m_NearestEverywhere ? 0.7f : 1.0f;
     {
-      std::optional<ProgressTransformer> boxesProgress;
-      if (progress)
-      {
-        boxesProgress.emplace(0.0f, boxesEnd, progress);
-      }
+      const auto boxesProgress = SubProgress(progress, 0.0f, boxesEnd);
       this->OfferDistancesInBoxes(
         labels, threader, filter, boxesProgress ? boxesProgress->GetProcessObject() : nullptr);
     }
@@ -355,17 +351,20 @@ private:
           LowerEnvelope(distances + first, stride, 0, 0, length, 0, length, m_SpacingSquared[axis], scratch);
         }
       };
-      const float                        passStart = progressStart + (1.0f - progressStart) * axis / ImageDimension;
-      const float                        passEnd = progressStart + (1.0f - progressStart) * (axis + 1) / ImageDimension;
-      std::optional<ProgressTransformer> passProgress;
-      if (progress)
-      {
-        passProgress.emplace(passStart, passEnd, progress);
-      }
+      const float passStart = progressStart + (1.0f - progressStart) * axis / ImageDimension;
+      const float passEnd = progressStart + (1.0f - progressStart) * (axis + 1) / ImageDimension;
+      const auto  passProgress = SubProgress(progress, passStart, passEnd);
       threader->template ParallelizeImageRegionRestrictDirection<ImageDimension>(
         axis, region, passOverPiece, passProgress ? passProgress->GetProcessObject() : nullptr);
       ThrowIfAborted(filter);
     }
+  }
+
+  /** Progress from `start` to `end` of `progress` (none without it), for a stage that reports from 0 to 1. */
+  static std::unique_ptr<ProgressTransformer>
+  SubProgress(ProcessObject * progress, float start, float end)
+  {
+    return std::unique_ptr<ProgressTransformer>(progress ? new ProgressTransformer(start, end, progress) : nullptr);
   }
 
   /** Stops with ProcessAborted when `filter` has been told to abort (its pieces stop early: what they left is not
