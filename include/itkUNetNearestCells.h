@@ -19,7 +19,6 @@
 #define itkUNetNearestCells_h
 
 #include "itkImage.h"
-#include "itkIndexRange.h"
 #include "itkMacro.h"
 #include "itkMultiThreaderBase.h"
 #include "itkProcessObject.h"
@@ -204,7 +203,7 @@ private:
     m_Cells.clear();
     m_NumberOfCellVoxels = 0;
     m_NumberOfIgnoredVoxels = 0;
-    for (const IndexType & lineStart : ImageRegionIndexRange<ImageDimension>(UNetLineStarts(region)))
+    for (const IndexType & lineStart : UNetLineStarts(region))
     {
       const LabelType * line = buffer + labels->ComputeOffset(lineStart);
       for (SizeValueType x = 0; x < region.GetSize(0); ++x)
@@ -289,7 +288,7 @@ private:
         }
         const RegionType computed =
           SquaredDistanceToCell(labels, m_Cells[cell], widened[cell], wanted, m_SpacingSquared, scratch);
-        for (const IndexType & lineStart : ImageRegionIndexRange<ImageDimension>(UNetLineStarts(wanted)))
+        for (const IndexType & lineStart : UNetLineStarts(wanted))
         {
           const double *      line = scratch.box.data() + UNetOffsetInRegion(computed, lineStart);
           const SizeValueType imageOffset = static_cast<SizeValueType>(labels->ComputeOffset(lineStart));
@@ -338,7 +337,7 @@ private:
           return;
         }
         Scratch scratch;
-        for (const IndexType & lineStart : ImageRegionIndexRange<ImageDimension>(UNetLineStarts(piece, axis)))
+        for (const IndexType & lineStart : UNetLineStarts(piece, axis))
         {
           const SizeValueType first = static_cast<SizeValueType>(labels->ComputeOffset(lineStart));
           if (axis == 0) // the first pass starts from the cells themselves
@@ -400,7 +399,7 @@ private:
     scratch.box.resize(computed.GetNumberOfPixels());
     double *          box = scratch.box.data();
     const LabelType * buffer = labels->GetBufferPointer();
-    for (const IndexType & lineStart : ImageRegionIndexRange<ImageDimension>(UNetLineStarts(cell.box)))
+    for (const IndexType & lineStart : UNetLineStarts(cell.box))
     {
       const LabelType * in = buffer + labels->ComputeOffset(lineStart);
       double *          out = box + UNetOffsetInRegion(computed, lineStart);
@@ -423,7 +422,7 @@ private:
     {
       const unsigned int   axis = ImageDimension - 1 - pass;
       const IndexValueType start = computed.GetIndex(axis);
-      for (const IndexType & lineStart : ImageRegionIndexRange<ImageDimension>(UNetLineStarts(lines, axis)))
+      for (const IndexType & lineStart : UNetLineStarts(lines, axis))
       {
         IndexType first = lineStart;
         first[axis] = start;

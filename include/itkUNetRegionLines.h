@@ -19,6 +19,7 @@
 #define itkUNetRegionLines_h
 
 #include "itkImageRegion.h"
+#include "itkIndexRange.h"
 
 namespace itk
 {
@@ -57,21 +58,21 @@ UNetForEachLine(const ImageRegion<VDimension> & region, TVisitor && visit)
   }
 }
 
-/** The starts of the lines of `region` along `axis`: the region with size 1 on that axis, to be walked with
- * ImageRegionIndexRange (in buffer order). The module's inner loops run along such lines.
+/** The first index of every line of `region` along `axis` (default x, axis 0), in buffer order: a range over the
+ * region with its extent on that axis reduced to one voxel (empty when the region is).
  * \ingroup UNetSegmentation */
 template <unsigned int VDimension>
-ImageRegion<VDimension>
+ImageRegionIndexRange<VDimension>
 UNetLineStarts(ImageRegion<VDimension> region, unsigned int axis = 0)
 {
   if (region.GetSize(axis) > 0)
   {
     region.SetSize(axis, 1);
   }
-  return region;
+  return ImageRegionIndexRange<VDimension>(region);
 }
 
-/** The offset of `index` in a buffer laid out over `region`, x fastest (as in an image buffered over `region`).
+/** The offset of `index` in a buffer that holds `region`, x fastest.
  * \ingroup UNetSegmentation */
 template <unsigned int VDimension>
 SizeValueType

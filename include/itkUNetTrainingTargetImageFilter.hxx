@@ -20,7 +20,6 @@
 
 #include "itkUNetTrainingTargetImageFilter.h"
 
-#include "itkIndexRange.h"
 #include "itkMath.h"
 #include "itkProgressTransformer.h"
 
@@ -62,7 +61,7 @@ UNetTrainingTargetImageFilter<TLabelImage, TOutputImage>::GenerateData()
   const std::vector<float> & otherSquared = nearest.GetSecondNearestSquaredDistances();
   const double               gapSquared = m_Gap * m_Gap;
   const auto                 labelPiece = [&](const RegionType & piece) {
-    for (const IndexType & lineStart : ImageRegionIndexRange<ImageDimension>(UNetLineStarts(piece)))
+    for (const IndexType & lineStart : UNetLineStarts(piece))
     {
       const auto first = static_cast<SizeValueType>(labels->ComputeOffset(lineStart));
       for (SizeValueType v = first; v < first + piece.GetSize(0); ++v)

@@ -20,7 +20,6 @@
 
 #include "itkUNetWeightMapImageFilter.h"
 
-#include "itkIndexRange.h"
 #include "itkProgressTransformer.h"
 
 #include <algorithm>
@@ -127,7 +126,7 @@ UNetWeightMapImageFilter<TLabelImage, TWeightImage>::GenerateData()
   const double twoSigmaSquared = 2.0 * m_Sigma * m_Sigma;
   const double twoClassWeightSigmaSquared = 2.0 * m_ClassWeightSigma * m_ClassWeightSigma;
   const auto   weighPiece = [&](const RegionType & piece) {
-    for (const IndexType & lineStart : ImageRegionIndexRange<ImageDimension>(UNetLineStarts(piece)))
+    for (const IndexType & lineStart : UNetLineStarts(piece))
     {
       const auto first = static_cast<SizeValueType>(labels->ComputeOffset(lineStart));
       for (SizeValueType v = first; v < first + piece.GetSize(0); ++v)

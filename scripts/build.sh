@@ -4,7 +4,8 @@
 # benchmarks. Prints the module's build directory on its last line.
 #
 # Environment: UNETSEG_BUILD_DIR (default: build/ in the repository), UNETSEG_CACHE_DIR (ITK's cache),
-# UNETSEG_JOBS (parallel jobs, default: all cores).
+# UNETSEG_JOBS (parallel jobs, default: all cores), UNETSEG_WRAP_PYTHON (default ON; OFF builds the C++ alone and
+# keeps it out of ITK's build tree, where a wrapped module's libraries and Python files go).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,6 +24,7 @@ cmake -S "$repo" -B "$build_dir" -G Ninja \
   -DCMAKE_BUILD_TYPE=Release \
   -DITK_DIR="$itk_dir" \
   -DPython3_EXECUTABLE="$python" \
-  -DBUILD_TESTING=ON >&2
+  -DBUILD_TESTING=ON \
+  -DUNetSegmentation_WRAP_PYTHON="${UNETSEG_WRAP_PYTHON:-ON}" >&2
 cmake --build "$build_dir" -j "$jobs" >&2
 echo "$build_dir"

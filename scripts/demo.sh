@@ -20,3 +20,13 @@ if [ -z "${1:-}" ]; then
 else
   "$build_dir/examples/UNetSegmentImage" "$model" "$input" "$output"
 fi
+# A picture of the result: the label map's outlines over the slice (UNetRenderLabels, VTK offscreen). Debian's VTK
+# renders through X only, so without a display it runs under a virtual X server (xvfb-run).
+picture=${output%.*}-contours.png
+render=("$build_dir/examples/UNetRenderLabels" "$output" "$picture" --image "$input")
+if [ -n "${DISPLAY:-}" ]; then
+  "${render[@]}" >/dev/null
+else
+  xvfb-run -a -s "-screen 0 1280x1024x24" "${render[@]}" >/dev/null
+fi
+echo "picture of the segmentation (outlines over the slice): $picture"
