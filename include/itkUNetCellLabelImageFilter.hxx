@@ -22,6 +22,7 @@
 
 #include "itkBinaryThresholdImageFilter.h"
 #include "itkConnectedComponentImageFilter.h"
+#include "itkProgressAccumulator.h"
 
 namespace itk
 {
@@ -41,6 +42,15 @@ UNetCellLabelImageFilter<TMaskImage, TLabelImage>::GenerateData()
   components->SetInput(threshold->GetOutput());
   components->SetFullyConnected(m_FullyConnected);
   components->SetBackgroundValue(0);
+
+  // The mini-pipeline runs on this filter's work units and reports its progress as this filter's.
+  threshold->SetNumberOfWorkUnits(this->GetNumberOfWorkUnits());
+  components->SetNumberOfWorkUnits(this->GetNumberOfWorkUnits());
+  auto progress = ProgressAccumulator::New();
+  progress->SetMiniPipelineFilter(this);
+  progress->RegisterInternalFilter(threshold, 0.2f);
+  progress->RegisterInternalFilter(components, 0.8f);
+
   components->GraftOutput(this->GetOutput());
   components->Update();
   this->GraftOutput(components->GetOutput());

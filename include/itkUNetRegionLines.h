@@ -58,16 +58,16 @@ UNetForEachLine(const ImageRegion<VDimension> & region, TVisitor && visit)
   }
 }
 
-/** The first index of every line of `region` along x (axis 0), in buffer order: a range over the region with its
- * x extent reduced to one voxel (empty when the region is).
+/** The first index of every line of `region` along `axis` (default x, axis 0), in buffer order: a range over the
+ * region with its extent on that axis reduced to one voxel (empty when the region is).
  * \ingroup UNetSegmentation */
 template <unsigned int VDimension>
 ImageRegionIndexRange<VDimension>
-UNetLineStarts(ImageRegion<VDimension> region)
+UNetLineStarts(ImageRegion<VDimension> region, unsigned int axis = 0)
 {
-  if (region.GetSize(0) > 0)
+  if (region.GetSize(axis) > 0)
   {
-    region.SetSize(0, 1);
+    region.SetSize(axis, 1);
   }
   return ImageRegionIndexRange<VDimension>(region);
 }

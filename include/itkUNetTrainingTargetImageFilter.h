@@ -34,9 +34,14 @@ namespace itk
  * as BorderValue, which is the BackgroundValue unless set (set it to a third value, 2 say, for a three-class
  * target); other cell voxels as ForegroundValue, background as BackgroundValue.
  *
+ * Voxels with the IgnoreLabel (default 0: none) are unannotated: they are written as IgnoreValue
+ * (default: the output type's largest value, 255 for unsigned char, the value a loss is told to ignore, e.g.
+ * PyTorch's CrossEntropyLoss(ignore_index=255)), and are no cell for the Gap test.
+ * *
  * For users with binary masks: ConnectedComponentImageFilter makes the instance label image this filter takes.
  *
- * The filter needs the whole image and produces the largest possible region.
+ * The filter needs the whole image and produces the largest possible region. It runs on its multithreader's
+ * NumberOfWorkUnits pieces of the image and reports progress as they finish.
  *
  * \ingroup UNetSegmentation
  */
@@ -58,6 +63,9 @@ public:
   using LabelType = typename LabelImageType::PixelType;
   using OutputImageType = TOutputImage;
   using OutputPixelType = typename OutputImageType::PixelType;
+  using RegionType = typename LabelImageType::RegionType;
+  using IndexType = typename LabelImageType::IndexType;
+  static constexpr unsigned int ImageDimension = LabelImageType::ImageDimension;
 
   static_assert(std::is_integral<LabelType>::value, "Instance labels must have an integer pixel type.");
 
@@ -76,6 +84,13 @@ public:
   itkGetConstMacro(ForegroundValue, OutputPixelType);
   itkSetMacro(BorderValue, OutputPixelType);
   itkGetConstMacro(BorderValue, OutputPixelType);
+
+  /** Voxels with this label are unannotated: written as IgnoreValue, and no cell (default 0: none, since 0 is the
+   * background). It may be negative. */
+  itkSetMacro(IgnoreLabel, LabelType);
+  itkGetConstMacro(IgnoreLabel, LabelType);
+  itkSetMacro(IgnoreValue, OutputPixelType);
+  itkGetConstMacro(IgnoreValue, OutputPixelType);
 
 protected:
   UNetTrainingTargetImageFilter() = default;
@@ -96,6 +111,8 @@ private:
   OutputPixelType m_BackgroundValue{ 0 };
   OutputPixelType m_ForegroundValue{ 1 };
   OutputPixelType m_BorderValue{ 0 };
+  LabelType       m_IgnoreLabel{ 0 };
+  OutputPixelType m_IgnoreValue{ NumericTraits<OutputPixelType>::max() };
 };
 
 } // end namespace itk

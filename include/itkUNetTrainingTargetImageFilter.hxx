@@ -21,6 +21,7 @@
 #include "itkUNetTrainingTargetImageFilter.h"
 
 #include "itkMath.h"
+#include "itkProgressTransformer.h"
 
 namespace itk
 {
@@ -41,31 +42,48 @@ void
 UNetTrainingTargetImageFilter<TLabelImage, TOutputImage>::GenerateData()
 {
   this->AllocateOutputs();
+  this->GetMultiThreader()->SetNumberOfWorkUnits(this->GetNumberOfWorkUnits());
   const LabelImageType * labels = this->GetInput();
   OutputImageType *      target = this->GetOutput();
 
   // For a cell voxel the nearest cell is its own (distance 0), so the second nearest is the nearest other cell.
   UNetNearestCells<LabelImageType> nearest;
-  nearest.Compute(labels, m_Gap, m_UseImageSpacing);
-  this->UpdateProgress(0.9f);
+  nearest.SetMaximumDistance(m_Gap);
+  nearest.SetUseImageSpacing(m_UseImageSpacing);
+  nearest.SetIgnoreLabel(m_IgnoreLabel);
+  {
+    ProgressTransformer progress(0.0f, 0.9f, this);
+    nearest.Compute(labels, this, progress.GetProcessObject());
+  }
 
   const LabelType *          labelBuffer = labels->GetBufferPointer();
   OutputPixelType *          targetBuffer = target->GetBufferPointer();
   const std::vector<float> & otherSquared = nearest.GetSecondNearestSquaredDistances();
   const double               gapSquared = m_Gap * m_Gap;
-  const SizeValueType        voxels = labels->GetBufferedRegion().GetNumberOfPixels();
-  for (SizeValueType v = 0; v < voxels; ++v)
-  {
-    if (labelBuffer[v] == 0)
+  const auto                 labelPiece = [&](const RegionType & piece) {
+    for (const IndexType & lineStart : UNetLineStarts(piece))
     {
-      targetBuffer[v] = m_BackgroundValue;
+      const auto first = static_cast<SizeValueType>(labels->ComputeOffset(lineStart));
+      for (SizeValueType v = first; v < first + piece.GetSize(0); ++v)
+      {
+        if (labelBuffer[v] == 0)
+        {
+          targetBuffer[v] = m_BackgroundValue;
+        }
+        else if (labelBuffer[v] == m_IgnoreLabel)
+        {
+          targetBuffer[v] = m_IgnoreValue;
+        }
+        else
+        {
+          targetBuffer[v] = static_cast<double>(otherSquared[v]) <= gapSquared ? m_BorderValue : m_ForegroundValue;
+        }
+      }
     }
-    else
-    {
-      targetBuffer[v] = static_cast<double>(otherSquared[v]) <= gapSquared ? m_BorderValue : m_ForegroundValue;
-    }
-  }
-  this->UpdateProgress(1.0f);
+  };
+  ProgressTransformer progress(0.9f, 1.0f, this);
+  this->GetMultiThreader()->template ParallelizeImageRegion<ImageDimension>(
+    target->GetBufferedRegion(), labelPiece, progress.GetProcessObject());
 }
 
 template <typename TLabelImage, typename TOutputImage>
@@ -82,6 +100,10 @@ UNetTrainingTargetImageFilter<TLabelImage, TOutputImage>::PrintSelf(std::ostream
      << "ForegroundValue: " << static_cast<typename NumericTraits<OutputPixelType>::PrintType>(m_ForegroundValue)
      << std::endl;
   os << indent << "BorderValue: " << static_cast<typename NumericTraits<OutputPixelType>::PrintType>(m_BorderValue)
+     << std::endl;
+  os << indent << "IgnoreLabel: " << static_cast<typename NumericTraits<LabelType>::PrintType>(m_IgnoreLabel)
+     << std::endl;
+  os << indent << "IgnoreValue: " << static_cast<typename NumericTraits<OutputPixelType>::PrintType>(m_IgnoreValue)
      << std::endl;
 }
 

@@ -26,30 +26,49 @@ namespace itk
 
 /** \class UNetWeightMapImageFilter
  * \brief The U-Net paper's pixel-wise loss weights, which make a network learn the thin background between touching
- * cells.
+ * cells, with the options of the U-Net authors' own tool (Falk et al. 2019).
  *
  * Input: an instance label image (0 = background, each cell its own positive label; labels need not be
- * consecutive). Output:
+ * consecutive; optionally an IgnoreLabel for unannotated voxels). Output:
  *
  *   w(x) = w_c(x) + w0 * exp(-(d1(x) + d2(x))^2 / (2 sigma^2))   on background voxels,
  *   w(x) = w_c(x)                                                on cell voxels,
+ *   w(x) = 0                                                     on ignored voxels,
  *
  * d1 and d2 being the distances to the nearest and the second-nearest cell (Ronneberger et al. 2015, eq. 2). The
  * separation term applies to background voxels only, as in the paper: it marks the gaps between cells, and a cell
  * voxel lies in no gap. Where fewer than two cells exist, d2 is undefined and the separation term is 0: there is
  * nothing to separate.
  *
- * Distances are in voxels, or in physical units along the image axes with UseImageSpacing (sigma then in the same
- * units). w_c balances the class frequencies: with BalanceClasses (default) w_c = N / (K N_c), N voxels of which N_c
- * are of x's class (background or cell) and K the number of classes present (1 or 2), so that each present class
- * weighs N / K in total (an image of one class gets 1 everywhere). Without BalanceClasses, w_c is BackgroundWeight or
- * ForegroundWeight.
+ * w_c is the class weight: with BalanceClasses (default) w_c = N / (K N_c), N annotated (not ignored) voxels of which
+ * N_c are of x's class (background or cell) and K the number of classes present (1 or 2), so that each present
+ * class weighs N / K in total (an image of one class gets 1 everywhere). Without BalanceClasses, w_c is
+ * BackgroundWeight or ForegroundWeight (Falk et al.'s foregroundBackgroundRatio is BackgroundWeight with
+ * ForegroundWeight 1). With ClassWeightSigma > 0, the background's class weight rises smoothly to the foreground's
+ * towards the cells, as in Falk et al.:
  *
- * Distances beyond sigma * sqrt(2 ln(w0 / Tolerance)) are not computed (see UNetNearestCells): the separation term
- * they would give is below Tolerance (default 1e-6), which bounds the error of the output.
+ *   w_c(x) = w_b + (w_f - w_b) * exp(-d1(x)^2 / (2 ClassWeightSigma^2))   on background voxels.
+ *
+ * With Gap > 0 (default 0), a cell voxel within Gap of another cell is background here, as
+ * UNetTrainingTargetImageFilter with the same Gap and BorderValue = BackgroundValue writes it: the voxels that split
+ * touching cells get the background's weights, separation term included (d1 = 0, d2 the distance to the other
+ * cell), and count as background for the class balancing, as in Falk et al.'s tool, which turns the pixels where
+ * two instances touch into background.
+ *
+ * Voxels with the IgnoreLabel (default 0: none) are unannotated: they get weight 0, take no part in
+ * the class balancing, and are neither cell nor background for the distances. Partially annotated images can be
+ * used this way.
+ *
+ * Distances are in voxels, or in physical units along the image axes with UseImageSpacing (Sigma,
+ * ClassWeightSigma and Gap then in the same units: micrometres for a microscope image with its spacing in micrometres).
+ *
+ * Distances beyond sigma * sqrt(2 ln(w0 / Tolerance)) are not computed for the separation term (see
+ * UNetNearestCells): the term they would give is below Tolerance (default 1e-6), which bounds the error of the
+ * output. d1 in the class-weight transition is exact everywhere.
  *
  * The filter needs the whole image (cells anywhere can be nearest, and w_c counts every voxel), so it requests and
- * produces the largest possible region.
+ * produces the largest possible region. It runs on its multithreader's NumberOfWorkUnits pieces of the image and
+ * reports progress as they finish.
  *
  * \ingroup UNetSegmentation
  */
@@ -71,6 +90,9 @@ public:
   using LabelType = typename LabelImageType::PixelType;
   using WeightImageType = TWeightImage;
   using WeightType = typename WeightImageType::PixelType;
+  using RegionType = typename LabelImageType::RegionType;
+  using IndexType = typename LabelImageType::IndexType;
+  static constexpr unsigned int ImageDimension = LabelImageType::ImageDimension;
 
   static_assert(std::is_integral<LabelType>::value, "Instance labels must have an integer pixel type.");
   static_assert(std::is_floating_point<WeightType>::value, "Weights must have a floating-point pixel type.");
@@ -88,7 +110,7 @@ public:
   itkGetConstMacro(UseImageSpacing, bool);
   itkBooleanMacro(UseImageSpacing);
 
-  /** w_c from the class frequencies (default on), or from BackgroundWeight and ForegroundWeight. */
+  /** w_c from the class frequencies (default on), or from BackgroundWeight and ForegroundWeight (default 1 each). */
   itkSetMacro(BalanceClasses, bool);
   itkGetConstMacro(BalanceClasses, bool);
   itkBooleanMacro(BalanceClasses);
@@ -96,6 +118,21 @@ public:
   itkGetConstMacro(BackgroundWeight, double);
   itkSetMacro(ForegroundWeight, double);
   itkGetConstMacro(ForegroundWeight, double);
+
+  /** Width of the background class weight's smooth rise to the foreground's towards the cells (Falk et al.'s
+   * sigma1; default 0: no transition, the background class weight everywhere on the background). */
+  itkSetMacro(ClassWeightSigma, double);
+  itkGetConstMacro(ClassWeightSigma, double);
+
+  /** Cell voxels within this distance of another cell are background, as in UNetTrainingTargetImageFilter's target
+   * with the same Gap (default 0: none; 1.5 is the target filter's default). */
+  itkSetMacro(Gap, double);
+  itkGetConstMacro(Gap, double);
+
+  /** Voxels with this label are unannotated: weight 0, no part in the class balancing or the distances (default 0:
+   * none, since 0 is the background). It may be negative. */
+  itkSetMacro(IgnoreLabel, LabelType);
+  itkGetConstMacro(IgnoreLabel, LabelType);
 
   /** Largest error the distance truncation may put on the separation term (default 1e-6). */
   itkSetMacro(Tolerance, double);
@@ -119,13 +156,16 @@ protected:
   PrintSelf(std::ostream & os, Indent indent) const override;
 
 private:
-  double m_W0{ 10.0 };
-  double m_Sigma{ 5.0 };
-  bool   m_UseImageSpacing{ false };
-  bool   m_BalanceClasses{ true };
-  double m_BackgroundWeight{ 1.0 };
-  double m_ForegroundWeight{ 1.0 };
-  double m_Tolerance{ 1e-6 };
+  double    m_W0{ 10.0 };
+  double    m_Sigma{ 5.0 };
+  bool      m_UseImageSpacing{ false };
+  bool      m_BalanceClasses{ true };
+  double    m_BackgroundWeight{ 1.0 };
+  double    m_ForegroundWeight{ 1.0 };
+  double    m_ClassWeightSigma{ 0.0 };
+  double    m_Gap{ 0.0 };
+  LabelType m_IgnoreLabel{ 0 };
+  double    m_Tolerance{ 1e-6 };
 };
 
 } // end namespace itk

@@ -20,6 +20,9 @@
 
 #include "itkUNetWeightMapImageFilter.h"
 
+#include "itkProgressTransformer.h"
+
+#include <algorithm>
 #include <cmath>
 
 namespace itk
@@ -46,6 +49,15 @@ UNetWeightMapImageFilter<TLabelImage, TWeightImage>::VerifyPreconditions() ITKv5
   {
     itkExceptionMacro("W0 must be non-negative and finite; got " << m_W0 << '.');
   }
+  if (!(m_ClassWeightSigma >= 0.0) || !std::isfinite(m_ClassWeightSigma))
+  {
+    itkExceptionMacro("ClassWeightSigma must be non-negative and finite (0: no transition); got " << m_ClassWeightSigma
+                                                                                                  << '.');
+  }
+  if (!(m_Gap >= 0.0) || !std::isfinite(m_Gap))
+  {
+    itkExceptionMacro("Gap must be non-negative and finite; got " << m_Gap << '.');
+  }
   if (!(m_Tolerance > 0.0))
   {
     itkExceptionMacro("Tolerance must be positive; got " << m_Tolerance << '.');
@@ -62,48 +74,92 @@ void
 UNetWeightMapImageFilter<TLabelImage, TWeightImage>::GenerateData()
 {
   this->AllocateOutputs();
+  this->GetMultiThreader()->SetNumberOfWorkUnits(this->GetNumberOfWorkUnits());
   const LabelImageType * labels = this->GetInput();
   WeightImageType *      weights = this->GetOutput();
 
+  const bool                       transition = m_ClassWeightSigma > 0.0;
   UNetNearestCells<LabelImageType> nearest;
-  nearest.Compute(labels, m_W0 > 0.0 ? this->GetTruncationDistance() : 0.0, m_UseImageSpacing);
-  this->UpdateProgress(0.8f);
-
-  const SizeValueType voxels = labels->GetBufferedRegion().GetNumberOfPixels();
-  const SizeValueType cellVoxels = nearest.GetNumberOfCellVoxels();
-  const SizeValueType backgroundVoxels = voxels - cellVoxels;
-  double              backgroundWeight = m_BackgroundWeight;
-  double              foregroundWeight = m_ForegroundWeight;
-  if (m_BalanceClasses)
+  nearest.SetMaximumDistance(std::max(m_W0 > 0.0 ? this->GetTruncationDistance() : 0.0, m_Gap));
+  nearest.SetUseImageSpacing(m_UseImageSpacing);
+  nearest.SetNearestEverywhere(transition);
+  nearest.SetIgnoreLabel(m_IgnoreLabel);
   {
-    // w_c = N / (K N_c), K the number of classes present: each present class weighs N / K in total.
-    const double presentClasses = (backgroundVoxels > 0 ? 1.0 : 0.0) + (cellVoxels > 0 ? 1.0 : 0.0);
-    backgroundWeight = backgroundVoxels > 0 ? voxels / (presentClasses * backgroundVoxels) : 1.0;
-    foregroundWeight = cellVoxels > 0 ? voxels / (presentClasses * cellVoxels) : 1.0;
+    ProgressTransformer progress(0.0f, 0.9f, this);
+    nearest.Compute(labels, this, progress.GetProcessObject());
   }
 
   const LabelType *          labelBuffer = labels->GetBufferPointer();
   WeightType *               weightBuffer = weights->GetBufferPointer();
   const std::vector<float> & nearestSquared = nearest.GetNearestSquaredDistances();
   const std::vector<float> & secondSquared = nearest.GetSecondNearestSquaredDistances();
-  const double               twoSigmaSquared = 2.0 * m_Sigma * m_Sigma;
-  for (SizeValueType v = 0; v < voxels; ++v)
+  const double               gapSquared = m_Gap * m_Gap;
+  // A cell voxel splits touching cells when another cell lies within Gap: for a cell voxel the nearest cell is its
+  // own, so the second nearest is the nearest other cell.
+  const auto splitsCells = [&](SizeValueType v) {
+    return m_Gap > 0.0 && static_cast<double>(secondSquared[v]) <= gapSquared;
+  };
+  SizeValueType splittingVoxels = 0;
+  if (m_Gap > 0.0)
   {
-    if (labelBuffer[v] != 0)
+    for (SizeValueType v = 0; v < secondSquared.size(); ++v)
     {
-      weightBuffer[v] = static_cast<WeightType>(foregroundWeight);
-      continue;
+      splittingVoxels += labelBuffer[v] != 0 && labelBuffer[v] != m_IgnoreLabel && splitsCells(v);
     }
-    double separation = 0.0;
-    if (std::isfinite(secondSquared[v]))
-    {
-      const double sum =
-        std::sqrt(static_cast<double>(nearestSquared[v])) + std::sqrt(static_cast<double>(secondSquared[v]));
-      separation = m_W0 * std::exp(-sum * sum / twoSigmaSquared);
-    }
-    weightBuffer[v] = static_cast<WeightType>(backgroundWeight + separation);
   }
-  this->UpdateProgress(1.0f);
+
+  // Ignored voxels take no part in the class balancing; voxels that split cells count as background.
+  const SizeValueType annotatedVoxels =
+    labels->GetBufferedRegion().GetNumberOfPixels() - nearest.GetNumberOfIgnoredVoxels();
+  const SizeValueType cellVoxels = nearest.GetNumberOfCellVoxels() - splittingVoxels;
+  const SizeValueType backgroundVoxels = annotatedVoxels - cellVoxels;
+  double              backgroundWeight = m_BackgroundWeight;
+  double              foregroundWeight = m_ForegroundWeight;
+  if (m_BalanceClasses)
+  {
+    // w_c = N / (K N_c), K the number of classes present: each present class weighs N / K in total.
+    const double presentClasses = (backgroundVoxels > 0 ? 1.0 : 0.0) + (cellVoxels > 0 ? 1.0 : 0.0);
+    backgroundWeight = backgroundVoxels > 0 ? annotatedVoxels / (presentClasses * backgroundVoxels) : 1.0;
+    foregroundWeight = cellVoxels > 0 ? annotatedVoxels / (presentClasses * cellVoxels) : 1.0;
+  }
+
+  const double twoSigmaSquared = 2.0 * m_Sigma * m_Sigma;
+  const double twoClassWeightSigmaSquared = 2.0 * m_ClassWeightSigma * m_ClassWeightSigma;
+  const auto   weighPiece = [&](const RegionType & piece) {
+    for (const IndexType & lineStart : UNetLineStarts(piece))
+    {
+      const auto first = static_cast<SizeValueType>(labels->ComputeOffset(lineStart));
+      for (SizeValueType v = first; v < first + piece.GetSize(0); ++v)
+      {
+        if (labelBuffer[v] != 0 && labelBuffer[v] == m_IgnoreLabel)
+        {
+          weightBuffer[v] = 0;
+          continue;
+        }
+        if (labelBuffer[v] != 0 && !splitsCells(v))
+        {
+          weightBuffer[v] = static_cast<WeightType>(foregroundWeight);
+          continue;
+        }
+        double weight = backgroundWeight;
+        if (transition)
+        {
+          weight += (foregroundWeight - backgroundWeight) *
+                    std::exp(-static_cast<double>(nearestSquared[v]) / twoClassWeightSigmaSquared);
+        }
+        if (std::isfinite(secondSquared[v]))
+        {
+          const double sum =
+            std::sqrt(static_cast<double>(nearestSquared[v])) + std::sqrt(static_cast<double>(secondSquared[v]));
+          weight += m_W0 * std::exp(-sum * sum / twoSigmaSquared);
+        }
+        weightBuffer[v] = static_cast<WeightType>(weight);
+      }
+    }
+  };
+  ProgressTransformer progress(0.9f, 1.0f, this);
+  this->GetMultiThreader()->template ParallelizeImageRegion<ImageDimension>(
+    weights->GetBufferedRegion(), weighPiece, progress.GetProcessObject());
 }
 
 template <typename TLabelImage, typename TWeightImage>
@@ -117,6 +173,10 @@ UNetWeightMapImageFilter<TLabelImage, TWeightImage>::PrintSelf(std::ostream & os
   os << indent << "BalanceClasses: " << (m_BalanceClasses ? "On" : "Off") << std::endl;
   os << indent << "BackgroundWeight: " << m_BackgroundWeight << std::endl;
   os << indent << "ForegroundWeight: " << m_ForegroundWeight << std::endl;
+  os << indent << "ClassWeightSigma: " << m_ClassWeightSigma << std::endl;
+  os << indent << "Gap: " << m_Gap << std::endl;
+  os << indent << "IgnoreLabel: " << static_cast<typename NumericTraits<LabelType>::PrintType>(m_IgnoreLabel)
+     << std::endl;
   os << indent << "Tolerance: " << m_Tolerance << std::endl;
 }
 

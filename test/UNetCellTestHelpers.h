@@ -82,17 +82,30 @@ MakeCells(const typename TLabelImage::SizeType & size, unsigned int cells, unsig
   return image;
 }
 
-/** Brute force: for every voxel, the distances to every cell (minimum over the cell's voxels), the two smallest. */
+/** Paints `label` over the voxels of `region` (e.g. an unannotated block over cells and background). */
+template <typename TLabelImage>
+void
+PaintBox(TLabelImage * image, const typename TLabelImage::RegionType & region, typename TLabelImage::PixelType label)
+{
+  for (itk::ImageRegionIteratorWithIndex<TLabelImage> it(image, region); !it.IsAtEnd(); ++it)
+  {
+    it.Set(label);
+  }
+}
+
+/** Brute force: for every voxel, the distances to every cell (minimum over the cell's voxels), the two smallest.
+ * Voxels with `ignoreLabel` (if not 0) belong to no cell. */
 template <typename TLabelImage>
 struct BruteForceDistances
 {
+  using LabelType = typename TLabelImage::PixelType;
   std::vector<double>                          nearest;
   std::vector<double>                          second;
-  std::vector<typename TLabelImage::PixelType> label;
+  std::vector<LabelType>                       label;
   std::vector<typename TLabelImage::IndexType> index;
   unsigned int                                 cells{ 0 };
 
-  BruteForceDistances(const TLabelImage * image, bool useSpacing)
+  BruteForceDistances(const TLabelImage * image, bool useSpacing, LabelType ignoreLabel = 0)
   {
     constexpr unsigned int D = TLabelImage::ImageDimension;
     std::map<typename TLabelImage::PixelType, std::vector<typename TLabelImage::IndexType>> cellVoxels;
@@ -102,7 +115,7 @@ struct BruteForceDistances
     {
       index.push_back(it.GetIndex());
       label.push_back(it.Get());
-      if (it.Get() != 0)
+      if (it.Get() != 0 && it.Get() != ignoreLabel)
       {
         cellVoxels[it.Get()].push_back(it.GetIndex());
       }

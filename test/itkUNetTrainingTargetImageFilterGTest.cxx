@@ -16,10 +16,8 @@
  *
  *=========================================================================*/
 #include "itkUNetTrainingTargetImageFilter.h"
-#include "itkUNetWeightMapImageFilter.h"
 
 #include "itkConnectedComponentImageFilter.h"
-#include "itkUNetCellLabelImageFilter.h"
 
 #include "UNetCellTestHelpers.h"
 #include "gtest/gtest.h"
@@ -31,10 +29,12 @@ namespace
 using Labels2D = itk::Image<unsigned short, 2>;
 using Labels3D = itk::Image<unsigned short, 3>;
 
-/** Brute force: a cell voxel is border when a voxel of another cell lies within `gap`. */
+/** Brute force: a cell voxel is border when a voxel of another cell lies within `gap`; voxels with the ignore label
+ * are written as 255 and are no cell. */
 template <typename TLabelImage>
 void
-ExpectTargetMatchesBruteForce(const TLabelImage * labels, double gap, bool useSpacing, unsigned char borderValue)
+ExpectTargetMatchesBruteForce(const TLabelImage * labels, double gap, bool useSpacing, unsigned char borderValue,
+                              typename TLabelImage::PixelType ignoreLabel = 0)
 {
   constexpr unsigned int D = TLabelImage::ImageDimension;
   auto                   filter = itk::UNetTrainingTargetImageFilter<TLabelImage>::New();
@@ -43,6 +43,7 @@ ExpectTargetMatchesBruteForce(const TLabelImage * labels, double gap, bool useSp
   filter->SetUseImageSpacing(useSpacing);
   filter->SetBorderValue(borderValue);
   filter->SetForegroundValue(1);
+  filter->SetIgnoreLabel(ignoreLabel);
   filter->Update();
 
   std::vector<typename TLabelImage::IndexType> index;
@@ -58,12 +59,16 @@ ExpectTargetMatchesBruteForce(const TLabelImage * labels, double gap, bool useSp
   for (size_t v = 0; v < index.size(); ++v)
   {
     unsigned char expected = 0;
-    if (label[v] != 0)
+    if (label[v] != 0 && label[v] == ignoreLabel)
+    {
+      expected = 255;
+    }
+    else if (label[v] != 0)
     {
       expected = 1;
       for (size_t w = 0; w < index.size() && expected == 1; ++w)
       {
-        if (label[w] == 0 || label[w] == label[v])
+        if (label[w] == 0 || label[w] == label[v] || label[w] == ignoreLabel)
         {
           continue;
         }
@@ -129,6 +134,44 @@ TEST(UNetTrainingTargetImageFilter, SplitsTouchingCellsOfABinaryMask)
   EXPECT_EQ(target->GetOutput()->GetPixel({ { 8, 4 } }), 1);
 }
 
+TEST(UNetTrainingTargetImageFilter, IgnoreLabelMatchesBruteForce)
+{
+  // An unannotated block over touching cells: written as the IgnoreValue, and no neighbour to split from.
+  auto labels = UNetTest::MakeCells<Labels2D>({ { 40, 35 } }, 30, 4, 6.0, 5, 13);
+  UNetTest::PaintBox(labels.GetPointer(), Labels2D::RegionType({ { 10, 8 } }, { { 15, 12 } }), 4000);
+  ExpectTargetMatchesBruteForce(labels.GetPointer(), 1.5, false, 2, 4000);
+  auto labels3D = UNetTest::MakeCells<Labels3D>({ { 16, 13, 10 } }, 15, 5, 4.0);
+  UNetTest::PaintBox(labels3D.GetPointer(), Labels3D::RegionType({ { 4, -2, 3 } }, { { 7, 13, 4 } }), 6);
+  labels3D->SetSpacing(UNetTest::Spacing3D(0.5, 0.8, 2.0));
+  ExpectTargetMatchesBruteForce(labels3D.GetPointer(), 1.2, true, 2, 6);
+}
+
+TEST(UNetTrainingTargetImageFilter, SameTargetForAnyNumberOfWorkUnits)
+{
+  const auto labels = UNetTest::MakeCells<Labels3D>({ { 19, 16, 23 } }, 25, 6, 4.0);
+  auto       filter = itk::UNetTrainingTargetImageFilter<Labels3D>::New();
+  filter->SetInput(labels);
+  filter->SetBorderValue(2);
+  filter->SetNumberOfWorkUnits(1);
+  filter->Update();
+  const std::vector<unsigned char> oneUnit(filter->GetOutput()->GetBufferPointer(),
+                                           filter->GetOutput()->GetBufferPointer() + 19 * 16 * 23);
+  std::vector<float>               progress;
+  filter->AddObserver(itk::ProgressEvent(),
+                      [&](const itk::EventObject &) { progress.push_back(filter->GetProgress()); });
+  for (const itk::ThreadIdType workUnits : { 2, 5, 23 })
+  {
+    progress.clear();
+    filter->SetNumberOfWorkUnits(workUnits);
+    filter->Update();
+    EXPECT_EQ(std::vector<unsigned char>(filter->GetOutput()->GetBufferPointer(),
+                                         filter->GetOutput()->GetBufferPointer() + 19 * 16 * 23),
+              oneUnit);
+    EXPECT_TRUE(std::is_sorted(progress.begin(), progress.end()));
+    EXPECT_EQ(progress.back(), 1.0f);
+  }
+}
+
 TEST(UNetTrainingTargetImageFilter, BadGapThrows)
 {
   auto labels = UNetTest::MakeCells<Labels2D>({ { 10, 10 } }, 3, 3, 3.0);
@@ -144,36 +187,6 @@ TEST(UNetTrainingTargetImageFilter, PrintSelf)
   std::ostringstream os;
   filter->Print(os);
   EXPECT_NE(os.str().find("Gap: 1.5"), std::string::npos);
-}
-
-TEST(UNetCellLabelImageFilter, LabelsEachConnectedCell)
-{
-  // Three blobs in a mask with values 0, 100 and 200; threshold 150 keeps two of them.
-  using Mask = itk::Image<unsigned char, 2>;
-  auto mask = Mask::New();
-  mask->SetRegions(Mask::SizeType{ { 12, 6 } });
-  mask->Allocate(true);
-  for (itk::ImageRegionIteratorWithIndex<Mask> it(mask, mask->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
-  {
-    const auto i = it.GetIndex();
-    if (i[1] >= 1 && i[1] < 5)
-    {
-      it.Set(i[0] < 3 ? 200 : (i[0] >= 4 && i[0] < 7) ? 100 : i[0] >= 8 ? 255 : 0);
-    }
-  }
-  auto cells = itk::UNetCellLabelImageFilter<Mask>::New();
-  cells->SetInput(mask);
-  cells->SetForegroundThreshold(150);
-  cells->Update();
-  EXPECT_EQ(cells->GetNumberOfCells(), 2u);
-  EXPECT_EQ(cells->GetOutput()->GetPixel({ { 1, 2 } }), 1u);
-  EXPECT_EQ(cells->GetOutput()->GetPixel({ { 5, 2 } }), 0u);
-  EXPECT_EQ(cells->GetOutput()->GetPixel({ { 9, 2 } }), 2u);
-  EXPECT_EQ(cells->GetOutput()->GetPixel({ { 1, 0 } }), 0u);
-
-  // Straight into the weight map.
-  auto weights = itk::UNetWeightMapImageFilter<itk::Image<unsigned long, 2>>::New();
-  weights->SetInput(cells->GetOutput());
-  weights->Update();
-  EXPECT_GT(weights->GetOutput()->GetPixel({ { 7, 2 } }), weights->GetOutput()->GetPixel({ { 7, 0 } }));
+  EXPECT_NE(os.str().find("IgnoreLabel: 0"), std::string::npos);
+  EXPECT_NE(os.str().find("IgnoreValue: 255"), std::string::npos);
 }

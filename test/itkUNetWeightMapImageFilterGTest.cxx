@@ -15,7 +15,7 @@
  *  limitations under the License.
  *
  *=========================================================================*/
-#include "itkUNetNearestCells.h"
+#include "itkUNetTrainingTargetImageFilter.h"
 #include "itkUNetWeightMapImageFilter.h"
 
 #include "itkStreamingImageFilter.h"
@@ -30,32 +30,68 @@ namespace
 using Labels2D = itk::Image<unsigned short, 2>;
 using Labels3D = itk::Image<unsigned short, 3>;
 
+/** The filter's settings; the defaults are the filter's. */
+struct WeightSettings
+{
+  double w0{ 10.0 };
+  double sigma{ 5.0 };
+  bool   useSpacing{ false };
+  bool   balanceClasses{ true };
+  double backgroundWeight{ 1.0 };
+  double foregroundWeight{ 1.0 };
+  double classWeightSigma{ 0.0 };
+  double gap{ 0.0 };
+  int    ignoreLabel{ 0 };
+};
+
 /** The weight map from the brute-force distances, with the documented formula. */
 template <typename TLabelImage>
 std::vector<double>
-ReferenceWeights(const TLabelImage * labels, double w0, double sigma, bool useSpacing)
+ReferenceWeights(const TLabelImage * labels, const WeightSettings & settings)
 {
-  const UNetTest::BruteForceDistances<TLabelImage> distances(labels, useSpacing);
-  const double                                     voxels = static_cast<double>(distances.label.size());
-  double                                           cellVoxels = 0.0;
-  for (const auto label : distances.label)
+  using LabelType = typename TLabelImage::PixelType;
+  const auto                                       ignore = static_cast<LabelType>(settings.ignoreLabel);
+  const UNetTest::BruteForceDistances<TLabelImage> distances(labels, settings.useSpacing, ignore);
+  const auto ignored = [&](size_t v) { return distances.label[v] != 0 && distances.label[v] == ignore; };
+  // Cell voxels within the gap of another cell are background.
+  const auto isCell = [&](size_t v) {
+    return distances.label[v] != 0 && distances.label[v] != ignore && !(distances.second[v] <= settings.gap);
+  };
+  double voxels = 0.0;
+  double cellVoxels = 0.0;
+  for (size_t v = 0; v < distances.label.size(); ++v)
   {
-    cellVoxels += label != 0 ? 1.0 : 0.0;
+    voxels += ignored(v) ? 0.0 : 1.0;
+    cellVoxels += isCell(v) ? 1.0 : 0.0;
   }
-  const double        classes = (cellVoxels > 0 ? 1.0 : 0.0) + (cellVoxels < voxels ? 1.0 : 0.0);
+  const double classes = (cellVoxels > 0 ? 1.0 : 0.0) + (cellVoxels < voxels ? 1.0 : 0.0);
+  const double foreground = settings.balanceClasses ? voxels / (classes * cellVoxels) : settings.foregroundWeight;
+  const double background =
+    settings.balanceClasses ? voxels / (classes * (voxels - cellVoxels)) : settings.backgroundWeight;
   std::vector<double> weights;
   for (size_t v = 0; v < distances.label.size(); ++v)
   {
-    if (distances.label[v] != 0)
+    if (ignored(v))
     {
-      weights.push_back(voxels / (classes * cellVoxels));
+      weights.push_back(0.0);
       continue;
     }
-    double weight = voxels / (classes * (voxels - cellVoxels));
+    if (isCell(v))
+    {
+      weights.push_back(foreground);
+      continue;
+    }
+    double weight = background;
+    if (settings.classWeightSigma > 0.0)
+    {
+      const double d1 = distances.nearest[v];
+      weight +=
+        (foreground - background) * std::exp(-d1 * d1 / (2.0 * settings.classWeightSigma * settings.classWeightSigma));
+    }
     if (std::isfinite(distances.second[v]))
     {
       const double sum = distances.nearest[v] + distances.second[v];
-      weight += w0 * std::exp(-sum * sum / (2.0 * sigma * sigma));
+      weight += settings.w0 * std::exp(-sum * sum / (2.0 * settings.sigma * settings.sigma));
     }
     weights.push_back(weight);
   }
@@ -63,17 +99,30 @@ ReferenceWeights(const TLabelImage * labels, double w0, double sigma, bool useSp
 }
 
 template <typename TLabelImage>
-void
-ExpectWeightMapMatchesBruteForce(const TLabelImage * labels, double w0, double sigma, bool useSpacing)
+typename itk::UNetWeightMapImageFilter<TLabelImage>::Pointer
+MakeFilter(const TLabelImage * labels, const WeightSettings & settings)
 {
-  using FilterType = itk::UNetWeightMapImageFilter<TLabelImage>;
-  auto filter = FilterType::New();
+  auto filter = itk::UNetWeightMapImageFilter<TLabelImage>::New();
   filter->SetInput(labels);
-  filter->SetW0(w0);
-  filter->SetSigma(sigma);
-  filter->SetUseImageSpacing(useSpacing);
+  filter->SetW0(settings.w0);
+  filter->SetSigma(settings.sigma);
+  filter->SetUseImageSpacing(settings.useSpacing);
+  filter->SetBalanceClasses(settings.balanceClasses);
+  filter->SetBackgroundWeight(settings.backgroundWeight);
+  filter->SetForegroundWeight(settings.foregroundWeight);
+  filter->SetClassWeightSigma(settings.classWeightSigma);
+  filter->SetGap(settings.gap);
+  filter->SetIgnoreLabel(static_cast<typename TLabelImage::PixelType>(settings.ignoreLabel));
+  return filter;
+}
+
+template <typename TLabelImage>
+void
+ExpectWeightMapMatchesBruteForce(const TLabelImage * labels, const WeightSettings & settings)
+{
+  const auto filter = MakeFilter(labels, settings);
   filter->Update();
-  const std::vector<double> expected = ReferenceWeights(labels, w0, sigma, useSpacing);
+  const std::vector<double> expected = ReferenceWeights(labels, settings);
   const float *             actual = filter->GetOutput()->GetBufferPointer();
   // Float output, plus the documented truncation tolerance (1e-6) on the separation term.
   size_t mismatches = 0;
@@ -87,6 +136,73 @@ ExpectWeightMapMatchesBruteForce(const TLabelImage * labels, double w0, double s
   EXPECT_EQ(mismatches, 0u);
   EXPECT_EQ(filter->GetOutput()->GetSpacing(), labels->GetSpacing());
   EXPECT_EQ(filter->GetOutput()->GetOrigin(), labels->GetOrigin());
+}
+
+template <typename TLabelImage>
+void
+ExpectWeightMapMatchesBruteForce(const TLabelImage * labels, double w0, double sigma, bool useSpacing)
+{
+  WeightSettings settings;
+  settings.w0 = w0;
+  settings.sigma = sigma;
+  settings.useSpacing = useSpacing;
+  ExpectWeightMapMatchesBruteForce(labels, settings);
+}
+
+/** Falk et al.'s defaults (Unet-Segmentation's ModelDefinition): borderWeightFactor 50, borderWeightSigmaPx 6,
+ * foregroundBackgroundRatio 0.1, sigma1Px 10. */
+WeightSettings
+FalkEtAlSettings()
+{
+  WeightSettings settings;
+  settings.w0 = 50.0;
+  settings.sigma = 6.0;
+  settings.balanceClasses = false;
+  settings.backgroundWeight = 0.1;
+  settings.foregroundWeight = 1.0;
+  settings.classWeightSigma = 10.0;
+  return settings;
+}
+
+template <typename TLabelImage>
+typename TLabelImage::Pointer
+CellsWithUnannotatedBlock(const typename TLabelImage::SizeType & size, unsigned int cells, unsigned int seed,
+                          double radius, typename TLabelImage::PixelType ignoreLabel)
+{
+  auto                             labels = UNetTest::MakeCells<TLabelImage>(size, cells, seed, radius);
+  typename TLabelImage::RegionType block = labels->GetLargestPossibleRegion();
+  for (unsigned int axis = 0; axis < TLabelImage::ImageDimension; ++axis)
+  {
+    block.SetIndex(axis, block.GetIndex(axis) + static_cast<itk::IndexValueType>(size[axis] / 3));
+    block.SetSize(axis, size[axis] / 3);
+  }
+  UNetTest::PaintBox(labels.GetPointer(), block, ignoreLabel);
+  return labels;
+}
+
+/** The output of `filter` for `workUnits` work units, with the progress it reported. */
+template <typename TFilter>
+std::vector<float>
+RunWithWorkUnits(TFilter * filter, itk::ThreadIdType workUnits, std::vector<float> * progress = nullptr)
+{
+  filter->SetNumberOfWorkUnits(workUnits);
+  unsigned long tag = 0;
+  if (progress)
+  {
+    progress->clear();
+    tag = filter->AddObserver(itk::ProgressEvent(), [filter, progress](const itk::EventObject &) {
+      progress->push_back(filter->GetProgress());
+    });
+  }
+  filter->Modified();
+  filter->Update();
+  if (progress)
+  {
+    filter->RemoveObserver(tag);
+  }
+  const auto * output = filter->GetOutput();
+  return std::vector<float>(output->GetBufferPointer(),
+                            output->GetBufferPointer() + output->GetBufferedRegion().GetNumberOfPixels());
 }
 } // namespace
 
@@ -199,6 +315,12 @@ TEST(UNetWeightMapImageFilter, BadParametersThrow)
   filter->SetW0(-1.0);
   EXPECT_THROW(filter->Update(), itk::ExceptionObject);
   filter->SetW0(10.0);
+  filter->SetClassWeightSigma(-1.0);
+  EXPECT_THROW(filter->Update(), itk::ExceptionObject);
+  filter->SetClassWeightSigma(0.0);
+  filter->SetGap(-0.5);
+  EXPECT_THROW(filter->Update(), itk::ExceptionObject);
+  filter->SetGap(0.0);
   EXPECT_NO_THROW(filter->Update());
 }
 
@@ -220,25 +342,247 @@ TEST(UNetWeightMapImageFilter, NegativeLabelsThrow)
   }
 }
 
-TEST(UNetNearestCells, DistancesMatchBruteForceUpToTheTruncation)
+TEST(UNetWeightMapImageFilter, IgnoreLabelMatchesBruteForce2D)
 {
-  const auto                                    labels = UNetTest::MakeCells<Labels2D>({ { 45, 40 } }, 30, 10, 5.0);
-  const UNetTest::BruteForceDistances<Labels2D> reference(labels, false);
-  for (const double maximum : { 0.0, 1.0, 4.5, 1000.0 })
+  // An unannotated block over cells and background: weight 0 there, no part in the balancing or the distances.
+  const auto     labels = CellsWithUnannotatedBlock<Labels2D>({ { 48, 37 } }, 25, 11, 6.0, 65535);
+  WeightSettings settings;
+  settings.ignoreLabel = 65535;
+  ExpectWeightMapMatchesBruteForce(labels.GetPointer(), settings);
+  settings.w0 = 3.0;
+  settings.sigma = 2.0;
+  settings.balanceClasses = false;
+  settings.backgroundWeight = 0.3;
+  settings.foregroundWeight = 2.0;
+  ExpectWeightMapMatchesBruteForce(labels.GetPointer(), settings);
+}
+
+TEST(UNetWeightMapImageFilter, IgnoreLabelMatchesBruteForce3D)
+{
+  auto           labels = CellsWithUnannotatedBlock<Labels3D>({ { 17, 14, 11 } }, 18, 12, 4.0, 7);
+  WeightSettings settings;
+  settings.ignoreLabel = 7; // a label that is also a cell's: that cell is then unannotated
+  ExpectWeightMapMatchesBruteForce(labels.GetPointer(), settings);
+  labels->SetSpacing(UNetTest::Spacing3D(0.4, 0.7, 2.5));
+  settings.useSpacing = true;
+  settings.sigma = 2.0;
+  ExpectWeightMapMatchesBruteForce(labels.GetPointer(), settings);
+}
+
+TEST(UNetWeightMapImageFilter, NegativeIgnoreLabel)
+{
+  using SignedLabels = itk::Image<short, 2>;
+  const auto     labels = CellsWithUnannotatedBlock<SignedLabels>({ { 30, 26 } }, 12, 13, 5.0, -1);
+  WeightSettings settings;
+  settings.ignoreLabel = -1;
+  ExpectWeightMapMatchesBruteForce(labels.GetPointer(), settings);
+}
+
+TEST(UNetWeightMapImageFilter, EverythingIgnoredGivesZeros)
+{
+  auto labels = Labels2D::New();
+  labels->SetRegions(Labels2D::SizeType{ { 9, 8 } });
+  labels->Allocate();
+  labels->FillBuffer(3);
+  auto filter = itk::UNetWeightMapImageFilter<Labels2D>::New();
+  filter->SetInput(labels);
+  filter->SetIgnoreLabel(3);
+  filter->Update();
+  for (size_t v = 0; v < 72; ++v)
   {
-    itk::UNetNearestCells<Labels2D> nearest;
-    nearest.Compute(labels, maximum, false);
-    EXPECT_EQ(nearest.GetNumberOfCells(), reference.cells);
-    for (size_t v = 0; v < reference.label.size(); ++v)
+    EXPECT_EQ(filter->GetOutput()->GetBufferPointer()[v], 0.0f);
+  }
+}
+
+TEST(UNetWeightMapImageFilter, AbsentIgnoreLabelChangesNothing)
+{
+  // The default output stays today's, bit for bit, and an ignore label no voxel has changes nothing.
+  const auto labels = UNetTest::MakeCells<Labels2D>({ { 40, 33 } }, 20, 14, 5.0);
+  auto       plain = itk::UNetWeightMapImageFilter<Labels2D>::New();
+  plain->SetInput(labels);
+  const std::vector<float> expected = RunWithWorkUnits(plain.GetPointer(), 1);
+  auto                     ignoring = itk::UNetWeightMapImageFilter<Labels2D>::New();
+  ignoring->SetInput(labels);
+  ignoring->SetIgnoreLabel(60000);
+  EXPECT_EQ(RunWithWorkUnits(ignoring.GetPointer(), 1), expected);
+}
+
+TEST(UNetWeightMapImageFilter, ClassWeightTransitionMatchesBruteForce2D)
+{
+  const auto     labels = UNetTest::MakeCells<Labels2D>({ { 48, 37 } }, 25, 15, 6.0);
+  WeightSettings settings;
+  settings.classWeightSigma = 4.0;
+  ExpectWeightMapMatchesBruteForce(labels.GetPointer(), settings); // balanced class weights
+  settings.balanceClasses = false;
+  settings.backgroundWeight = 0.1;
+  settings.w0 = 0.0; // the transition alone
+  ExpectWeightMapMatchesBruteForce(labels.GetPointer(), settings);
+  // Far from every cell (farther than the separation term's truncation) the transition is still exact.
+  const auto sparse = UNetTest::MakeCells<Labels2D>({ { 90, 70 } }, 3, 16, 3.0);
+  settings.w0 = 10.0;
+  settings.sigma = 1.0;
+  settings.classWeightSigma = 30.0;
+  ExpectWeightMapMatchesBruteForce(sparse.GetPointer(), settings);
+}
+
+TEST(UNetWeightMapImageFilter, ClassWeightTransitionMatchesBruteForce3D)
+{
+  auto           labels = UNetTest::MakeCells<Labels3D>({ { 17, 14, 11 } }, 18, 17, 4.0);
+  WeightSettings settings;
+  settings.classWeightSigma = 3.0;
+  ExpectWeightMapMatchesBruteForce(labels.GetPointer(), settings);
+  labels->SetSpacing(UNetTest::Spacing3D(0.4, 0.7, 2.5));
+  settings.useSpacing = true;
+  settings.sigma = 2.0;
+  settings.classWeightSigma = 1.5;
+  ExpectWeightMapMatchesBruteForce(labels.GetPointer(), settings);
+}
+
+TEST(UNetWeightMapImageFilter, GapMatchesBruteForce)
+{
+  // The voxels that split touching cells are background, with the separation term (d1 = 0).
+  const auto     labels = CellsWithUnannotatedBlock<Labels2D>({ { 48, 37 } }, 30, 27, 6.0, 500);
+  WeightSettings settings;
+  settings.gap = 1.5;
+  settings.ignoreLabel = 500;
+  ExpectWeightMapMatchesBruteForce(labels.GetPointer(), settings);
+  settings.classWeightSigma = 5.0;
+  settings.gap = 3.0;
+  ExpectWeightMapMatchesBruteForce(labels.GetPointer(), settings);
+  auto labels3D = UNetTest::MakeCells<Labels3D>({ { 17, 14, 11 } }, 18, 28, 4.0);
+  labels3D->SetSpacing(UNetTest::Spacing3D(0.4, 0.7, 1.1));
+  settings = WeightSettings();
+  settings.useSpacing = true;
+  settings.sigma = 2.0;
+  settings.gap = 1.2;
+  ExpectWeightMapMatchesBruteForce(labels3D.GetPointer(), settings);
+}
+
+TEST(UNetWeightMapImageFilter, GapAgreesWithTheTrainingTarget)
+{
+  // With the same Gap, the voxels weighted as background are the target's background, ignored voxels aside.
+  auto labels = CellsWithUnannotatedBlock<Labels3D>({ { 19, 16, 13 } }, 25, 29, 4.0, 77);
+  labels->SetSpacing(UNetTest::Spacing3D(0.5, 0.5, 1.0));
+  for (const double gap : { 1.0, 1.5, 2.2 })
+  {
+    auto weights = itk::UNetWeightMapImageFilter<Labels3D>::New();
+    weights->SetInput(labels);
+    weights->BalanceClassesOff();
+    weights->SetBackgroundWeight(0.5);
+    weights->SetW0(0.0);
+    weights->SetGap(gap);
+    weights->SetUseImageSpacing(true);
+    weights->SetIgnoreLabel(77);
+    weights->Update();
+    auto target = itk::UNetTrainingTargetImageFilter<Labels3D>::New();
+    target->SetInput(labels);
+    target->SetGap(gap);
+    target->SetUseImageSpacing(true);
+    target->SetIgnoreLabel(77);
+    target->Update();
+    size_t splitting = 0;
+    for (size_t v = 0; v < 19 * 16 * 13; ++v)
     {
-      const double expectedNearest = reference.nearest[v] <= maximum ? reference.nearest[v] : INFINITY;
-      const double expectedSecond = reference.second[v] <= maximum ? reference.second[v] : INFINITY;
-      ASSERT_EQ(std::sqrt(static_cast<double>(nearest.GetNearestSquaredDistances()[v])), expectedNearest)
-        << "voxel " << v;
-      ASSERT_EQ(std::sqrt(static_cast<double>(nearest.GetSecondNearestSquaredDistances()[v])), expectedSecond)
-        << "voxel " << v;
+      const unsigned char t = target->GetOutput()->GetBufferPointer()[v];
+      const float         w = weights->GetOutput()->GetBufferPointer()[v];
+      ASSERT_EQ(w, t == 255 ? 0.0f : t == 1 ? 1.0f : 0.5f) << "voxel " << v << ", gap " << gap;
+      splitting += t == 0 && labels->GetBufferPointer()[v] != 0;
+    }
+    EXPECT_GT(splitting, 0u);
+  }
+}
+
+TEST(UNetWeightMapImageFilter, FalkEtAlWeightsMatchTheirFormula)
+{
+  // Falk et al.'s tool (TrainingSample.addLabelsAndWeightsToBlobs): cells 1, ignored 0, background
+  // r + (1 - r) exp(-d1^2 / (2 sigma1^2)) + lambda exp(-(d1 + d2)^2 / (2 sigma_b^2)), written out here on its own.
+  for (const bool threeD : { false, true })
+  {
+    std::vector<double> expected;
+    std::vector<float>  actual;
+    const auto          check = [&](const auto * labels) {
+      using LabelImage = std::remove_cv_t<std::remove_pointer_t<decltype(labels)>>;
+      const UNetTest::BruteForceDistances<LabelImage> distances(labels, true, 9);
+      for (size_t v = 0; v < distances.label.size(); ++v)
+      {
+        const double d1 = distances.nearest[v];
+        const double d2 = distances.second[v];
+        expected.push_back(distances.label[v] == 9 ? 0.0
+                           : distances.label[v] != 0
+                             ? 1.0
+                             : 0.1 + 0.9 * std::exp(-d1 * d1 / 200.0) +
+                                 (std::isfinite(d2) ? 50.0 * std::exp(-(d1 + d2) * (d1 + d2) / 72.0) : 0.0));
+      }
+      WeightSettings settings = FalkEtAlSettings();
+      settings.ignoreLabel = 9;
+      settings.useSpacing = true;
+      const auto filter = MakeFilter(labels, settings);
+      filter->Update();
+      actual.assign(filter->GetOutput()->GetBufferPointer(), filter->GetOutput()->GetBufferPointer() + expected.size());
+    };
+    if (threeD)
+    {
+      auto labels = CellsWithUnannotatedBlock<Labels3D>({ { 16, 13, 10 } }, 16, 18, 4.0, 9);
+      labels->SetSpacing(UNetTest::Spacing3D(1.0, 1.0, 2.0)); // element size: distances in its units
+      check(labels.GetPointer());
+    }
+    else
+    {
+      const auto labels = CellsWithUnannotatedBlock<Labels2D>({ { 60, 45 } }, 30, 19, 7.0, 9);
+      check(labels.GetPointer());
+    }
+    ASSERT_EQ(actual.size(), expected.size());
+    for (size_t v = 0; v < expected.size(); ++v)
+    {
+      ASSERT_NEAR(actual[v], expected[v], 1e-6 + 2e-7 * expected[v]) << "voxel " << v << (threeD ? " (3-D)" : "");
     }
   }
+}
+
+TEST(UNetWeightMapImageFilter, SameOutputForAnyNumberOfWorkUnits)
+{
+  const auto labels = CellsWithUnannotatedBlock<Labels3D>({ { 19, 16, 23 } }, 25, 20, 4.0, 1000);
+  for (const double classWeightSigma : { 0.0, 3.0 })
+  {
+    auto filter = itk::UNetWeightMapImageFilter<Labels3D>::New();
+    filter->SetInput(labels);
+    filter->SetIgnoreLabel(1000);
+    filter->SetClassWeightSigma(classWeightSigma);
+    const std::vector<float> oneUnit = RunWithWorkUnits(filter.GetPointer(), 1);
+    for (const itk::ThreadIdType workUnits : { 2, 3, 8, 23, 40 })
+    {
+      EXPECT_EQ(RunWithWorkUnits(filter.GetPointer(), workUnits), oneUnit) << workUnits << " work units";
+    }
+  }
+}
+
+TEST(UNetWeightMapImageFilter, ProgressAdvancesToOne)
+{
+  const auto labels = UNetTest::MakeCells<Labels2D>({ { 64, 64 } }, 30, 21, 6.0);
+  auto       filter = itk::UNetWeightMapImageFilter<Labels2D>::New();
+  filter->SetInput(labels);
+  filter->SetClassWeightSigma(5.0);
+  std::vector<float> progress;
+  RunWithWorkUnits(filter.GetPointer(), 4, &progress);
+  EXPECT_GE(progress.size(), 8u); // every work unit of each stage
+  EXPECT_TRUE(std::is_sorted(progress.begin(), progress.end()));
+  EXPECT_GT(std::count_if(progress.begin(), progress.end(), [](float p) { return p > 0.0f && p < 1.0f; }), 4);
+  EXPECT_EQ(progress.back(), 1.0f);
+}
+
+TEST(UNetWeightMapImageFilter, AbortStopsTheUpdate)
+{
+  const auto labels = UNetTest::MakeCells<Labels2D>({ { 64, 64 } }, 30, 22, 6.0);
+  auto       filter = itk::UNetWeightMapImageFilter<Labels2D>::New();
+  filter->SetInput(labels);
+  filter->SetNumberOfWorkUnits(4);
+  filter->AddObserver(itk::ProgressEvent(), [&filter](const itk::EventObject &) {
+    if (filter->GetProgress() > 0.0f)
+    {
+      filter->AbortGenerateDataOn();
+    }
+  });
+  EXPECT_THROW(filter->Update(), itk::ProcessAborted);
 }
 
 TEST(UNetWeightMapImageFilter, PrintSelf)
@@ -248,4 +592,11 @@ TEST(UNetWeightMapImageFilter, PrintSelf)
   filter->Print(os);
   EXPECT_NE(os.str().find("W0: 10"), std::string::npos);
   EXPECT_NE(os.str().find("Sigma: 5"), std::string::npos);
+  EXPECT_NE(os.str().find("ClassWeightSigma: 0"), std::string::npos);
+  EXPECT_NE(os.str().find("Gap: 0"), std::string::npos);
+  EXPECT_NE(os.str().find("IgnoreLabel: 0"), std::string::npos);
+  filter->SetIgnoreLabel(255);
+  std::ostringstream withIgnore;
+  filter->Print(withIgnore);
+  EXPECT_NE(withIgnore.str().find("IgnoreLabel: 255"), std::string::npos);
 }

@@ -29,22 +29,31 @@ def random_cells(shape, cells, seed, radius):
     return labels
 
 
-def brute_force_weights(labels, w0=10.0, sigma=5.0):
-    """The documented weight map, with distances from every voxel to every cell voxel."""
+def brute_force_weights(labels, w0=10.0, sigma=5.0, ignore=None, class_weight_sigma=0.0, class_weights=None):
+    """The documented weight map, with distances from every voxel to every cell voxel. ignore: the label of
+    unannotated voxels; class_weights: (background, foreground) instead of balanced class weights."""
     points = np.indices(labels.shape).reshape(labels.ndim, -1).T.astype(np.float64)
     flat = labels.ravel()
+    ignored = flat == ignore if ignore is not None else np.zeros(flat.shape, dtype=bool)
+    cell = (flat != 0) & ~ignored
+    background = (flat == 0) & ~ignored
     distances = []
-    for cell in np.unique(flat[flat != 0]):
-        members = points[flat == cell]
+    for label in np.unique(flat[cell]):
+        members = points[flat == label]
         d = np.sqrt(((points[:, None, :] - members[None, :, :]) ** 2).sum(axis=2)).min(axis=1)
         distances.append(d)
-    background = flat == 0
-    n, n_cell = flat.size, np.count_nonzero(flat)
-    classes = (n_cell > 0) + (n_cell < n)
-    weights = np.where(background, n / (classes * max(n - n_cell, 1)), n / (classes * max(n_cell, 1)))
+    n, n_cell = np.count_nonzero(~ignored), np.count_nonzero(cell)
+    if class_weights is None:
+        classes = (n_cell > 0) + (n_cell < n)
+        class_weights = (n / (classes * max(n - n_cell, 1)), n / (classes * max(n_cell, 1)))
+    w_b, w_f = class_weights
+    weights = np.where(cell, w_f, w_b)
+    d = np.sort(np.stack(distances), axis=0) if distances else None
+    if class_weight_sigma > 0 and distances:
+        weights = weights + np.where(background, (w_f - w_b) * np.exp(-d[0] ** 2 / (2 * class_weight_sigma ** 2)), 0.0)
     if len(distances) >= 2:
-        d = np.sort(np.stack(distances), axis=0)
         weights = weights + np.where(background, w0 * np.exp(-((d[0] + d[1]) ** 2) / (2 * sigma ** 2)), 0.0)
+    weights[ignored] = 0.0
     return weights.reshape(labels.shape)
 
 
@@ -154,6 +163,27 @@ class TrainingCompanionsFromPython(unittest.TestCase):
         weights.Update()
         np.testing.assert_allclose(itk.array_from_image(weights.GetOutput()),
                                    brute_force_weights(labels, 5.0, 3.0), rtol=1e-6, atol=2e-6)
+
+    def test_falk_et_al_options(self):
+        """Falk et al.'s weights (lambda 50, sigma 6, foreground/background ratio 0.1, sigma1 10) on a partially
+        annotated image (255: unannotated), and the training target of the same labels."""
+        labels = random_cells((36, 30), 15, 4, 6.0)
+        labels[10:20, 8:18] = 255
+        image = itk.image_from_array(labels)
+        weights = itk.u_net_weight_map_image_filter(image, w0=50.0, sigma=6.0, balance_classes=False,
+                                                    background_weight=0.1, class_weight_sigma=10.0, ignore_label=255)
+        expected = brute_force_weights(labels, 50.0, 6.0, ignore=255, class_weight_sigma=10.0,
+                                       class_weights=(0.1, 1.0))
+        np.testing.assert_allclose(itk.array_from_image(weights), expected, rtol=1e-6, atol=2e-6)
+        self.assertTrue((itk.array_from_image(weights)[10:20, 8:18] == 0).all())
+
+        weight_filter = itk.UNetWeightMapImageFilter.New(image, IgnoreLabel=255, ClassWeightSigma=10.0, Gap=1.5)
+        self.assertEqual((weight_filter.GetIgnoreLabel(), weight_filter.GetClassWeightSigma()), (255, 10.0))
+        self.assertEqual(weight_filter.GetGap(), 1.5)
+
+        target = itk.array_from_image(itk.u_net_training_target_image_filter(image, ignore_label=255))
+        self.assertTrue((target[labels == 255] == 255).all())
+        self.assertTrue((target[labels == 0] == 0).all())
 
     def test_bad_parameters_raise(self):
         labels = itk.image_from_array(random_cells((10, 10), 3, 3, 3.0))
