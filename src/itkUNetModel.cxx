@@ -36,12 +36,13 @@ namespace itk
 namespace
 {
 // LibTorch's messages run on with backtraces. A TorchScript interpreter error says what failed on its last
-// "...Error: " line; other errors on their first line.
+// "...Error: " line; other errors on their first non-empty line (TorchScript's compiler starts with a newline).
 std::string
 FirstLine(const std::string & text)
 {
   std::istringstream lines(text);
   std::string        line;
+  std::string        first;
   std::string        raised;
   while (std::getline(lines, line))
   {
@@ -50,8 +51,12 @@ FirstLine(const std::string & text)
     {
       raised = line;
     }
+    if (first.empty())
+    {
+      first = line;
+    }
   }
-  return raised.empty() ? text.substr(0, text.find('\n')) : raised;
+  return raised.empty() ? first : raised;
 }
 
 std::string
