@@ -20,6 +20,7 @@
 #include "itkMacro.h"
 #include "itkMultiThreaderBase.h"
 
+#include <ATen/EmptyTensor.h>
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 #include <torch/cuda.h>
@@ -65,6 +66,27 @@ ShapeToString(const c10::IntArrayRef & shape)
   std::ostringstream os;
   os << shape;
   return os.str();
+}
+
+/** Whether the elements a tensor's sizes, strides and offset address all lie in its storage. */
+bool
+TensorFitsItsStorage(const torch::Tensor & tensor)
+{
+  if (!tensor.defined() || !tensor.has_storage())
+  {
+    return true;
+  }
+  try
+  {
+    return tensor.storage_offset() >= 0 &&
+           at::detail::computeStorageNbytes(
+             tensor.sizes(), tensor.strides(), tensor.dtype().itemsize(), tensor.storage_offset()) <=
+             tensor.storage().nbytes();
+  }
+  catch (const std::exception &) // sizes, strides or offset that overflow (negative ones included)
+  {
+    return false;
+  }
 }
 
 struct ProbeResult
@@ -228,6 +250,18 @@ UNetModel::Load()
     itkExceptionMacro("Cannot load a TorchScript model from \"" << m_FileName << "\": " << FirstLine(error.what()));
   }
   impl.module.eval();
+
+  // LibTorch 1.13 takes a tensor's sizes, strides and offset from the file without comparing them with its storage:
+  // in a corrupt file they would make the network read past its weights.
+  for (const auto & attribute : impl.module.named_attributes())
+  {
+    if (attribute.value.isTensor() && !TensorFitsItsStorage(attribute.value.toTensor()))
+    {
+      itkExceptionMacro("The model file \"" << m_FileName << "\" is corrupt: tensor " << attribute.name << " of shape "
+                                            << ShapeToString(attribute.value.toTensor().sizes())
+                                            << " reaches past the data stored for it.");
+    }
+  }
 
   // The first weight of rank 3 or more is the first convolution's: [out, in, kernel...].
   std::vector<int64_t> channelCandidates;
