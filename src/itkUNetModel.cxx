@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 
 namespace itk
@@ -206,6 +207,10 @@ UNetModel::IsLoaded() const
 void
 UNetModel::Load()
 {
+  // Filters sharing a model may update on several threads at once, each loading it: one loads, the others then find
+  // it loaded. Loads are rare, so one lock for all models is enough.
+  static std::mutex                 loadMutex;
+  const std::lock_guard<std::mutex> lock(loadMutex);
   if (this->IsLoaded())
   {
     return;
