@@ -17,6 +17,7 @@ itk_module(UNetSegmentation
     ITKIOImageBase
     ITKIOPNG
     ITKIOMeta
+    ITKIONRRD
   EXCLUDE_FROM_DEFAULT
   DESCRIPTION
     "${DOCUMENTATION}"

@@ -20,6 +20,7 @@
 #include "itkMacro.h"
 #include "itkMultiThreaderBase.h"
 
+#include <ATen/EmptyTensor.h>
 #include <ATen/Parallel.h>
 #include <c10/core/Allocator.h>
 #include <c10/core/InferenceMode.h>
@@ -31,6 +32,7 @@
 #include <atomic>
 #include <cmath>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 
 namespace itk
@@ -39,12 +41,13 @@ namespace itk
 namespace
 {
 // LibTorch's messages run on with backtraces. A TorchScript interpreter error says what failed on its last
-// "...Error: " line; other errors on their first line.
+// "...Error: " line; other errors on their first non-empty line (TorchScript's compiler starts with a newline).
 std::string
 FirstLine(const std::string & text)
 {
   std::istringstream lines(text);
   std::string        line;
+  std::string        first;
   std::string        raised;
   while (std::getline(lines, line))
   {
@@ -53,8 +56,12 @@ FirstLine(const std::string & text)
     {
       raised = line;
     }
+    if (first.empty())
+    {
+      first = line;
+    }
   }
-  return raised.empty() ? text.substr(0, text.find('\n')) : raised;
+  return raised.empty() ? first : raised;
 }
 
 std::string
@@ -93,6 +100,27 @@ private:
   std::atomic<int64_t> m_Current{ 0 };
   std::atomic<int64_t> m_Peak{ 0 };
 };
+
+/** Whether the elements a tensor's sizes, strides and offset address all lie in its storage. */
+bool
+TensorFitsItsStorage(const torch::Tensor & tensor)
+{
+  if (!tensor.defined() || !tensor.has_storage())
+  {
+    return true;
+  }
+  try
+  {
+    return tensor.storage_offset() >= 0 &&
+           at::detail::computeStorageNbytes(
+             tensor.sizes(), tensor.strides(), tensor.dtype().itemsize(), tensor.storage_offset()) <=
+             tensor.storage().nbytes();
+  }
+  catch (const std::exception &) // sizes, strides or offset that overflow (negative ones included)
+  {
+    return false;
+  }
+}
 
 struct ProbeResult
 {
@@ -241,6 +269,19 @@ public:
                                                                          << "\": " << FirstLine(error.what()));
     }
     module.eval();
+
+    // LibTorch 1.13 takes a tensor's sizes, strides and offset from the file without comparing them with its
+    // storage: in a corrupt file they would make the network read past its weights.
+    for (const auto & attribute : module.named_attributes())
+    {
+      if (attribute.value.isTensor() && !TensorFitsItsStorage(attribute.value.toTensor()))
+      {
+        itkGenericExceptionMacro("The model file \"" << fileName << "\" is corrupt: tensor " << attribute.name
+                                                     << " of shape "
+                                                     << ShapeToString(attribute.value.toTensor().sizes())
+                                                     << " reaches past the data stored for it.");
+      }
+    }
   }
 
   /** Sets the dimension from the first convolution weight (the first parameter of rank 3 or more: [out, in,
@@ -450,6 +491,10 @@ UNetModel::IsFrozen() const
 void
 UNetModel::Load()
 {
+  // Filters sharing a model may update on several threads at once, each loading it: one loads, the others then find
+  // it loaded. Loads are rare, so one lock for all models is enough.
+  static std::mutex                 loadMutex;
+  const std::lock_guard<std::mutex> lock(loadMutex);
   if (this->IsLoaded())
   {
     return;

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Builds the module and its C++ tests with AddressSanitizer and UndefinedBehaviorSanitizer into their own build
+# directory and runs the C++ test suite (GoogleTest, through ctest) there. Any sanitizer report fails the run.
+#
+# Only this module's code (its library, its headers' templates compiled into the tests, the tests) is instrumented:
+# ITK and LibTorch are the usual uninstrumented builds. The sanitizers still watch every heap allocation, so reports
+# whose stack lies wholly inside ITK or LibTorch are possible; the suppression files in scripts/sanitizers/ list the
+# ones seen, each with the reason. Python wrapping, examples and benchmarks are left out of this build (an
+# instrumented library cannot be loaded by an uninstrumented Python, and the wrapping is generated into ITK's shared
+# build tree, which this build must not touch).
+#
+# Environment: UNETSEG_SANITIZE_BUILD_DIR (default: build-sanitize/ in the repository), UNETSEG_CACHE_DIR and
+# UNETSEG_JOBS as for scripts/build.sh. Extra arguments go to ctest (e.g. -R Concurrency).
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build_dir=${UNETSEG_SANITIZE_BUILD_DIR:-$repo/build-sanitize}
+python=/usr/bin/python3 # Debian's Python: it has torch, for the test models.
+jobs=${UNETSEG_JOBS:-$(nproc)}
+
+if [ "$(id -u)" = 0 ]; then
+  bash "$repo/scripts/install-deps.sh" >&2
+else
+  sudo bash "$repo/scripts/install-deps.sh" >&2
+fi
+itk_dir=$(Python3_EXECUTABLE=$python bash "$repo/scripts/build-itk.sh" | tail -n 1)
+
+sanitize="-fsanitize=address,undefined -fno-omit-frame-pointer"
+# -O1 -g: the optimisation AddressSanitizer's documentation advises, with line numbers in the reports. NDEBUG as in
+# ITK's Release build, so that no header compiles differently from the libraries it is linked with.
+cmake -S "$repo" -B "$build_dir" -G Ninja \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g -DNDEBUG" \
+  -DCMAKE_CXX_FLAGS="$sanitize" \
+  -DCMAKE_EXE_LINKER_FLAGS="$sanitize" \
+  -DCMAKE_SHARED_LINKER_FLAGS="$sanitize" \
+  -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$build_dir/lib" \
+  -DCMAKE_RUNTIME_OUTPUT_DIRECTORY="$build_dir/bin" \
+  -DUNetSegmentation_WRAP_PYTHON=OFF \
+  -DUNetSegmentation_BUILD_EXAMPLES=OFF \
+  -DUNetSegmentation_BUILD_BENCHMARKS=OFF \
+  -DITK_DIR="$itk_dir" \
+  -DPython3_EXECUTABLE="$python" \
+  -DBUILD_TESTING=ON >&2
+cmake --build "$build_dir" -j "$jobs" --target UNetSegmentationGTests UNetSegmentationTestModels >&2
+
+suppressions=$repo/scripts/sanitizers
+# detect_leaks: LeakSanitizer runs at exit; leaks it finds in ITK or LibTorch only are suppressed (lsan.supp).
+# halt_on_error / abort: the first report ends the test program, so that ctest counts it as failed.
+# UBSan's checks recover by default (so that suppressions can apply to them); halt_on_error makes a report fatal.
+export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1:suppressions=$suppressions/asan.supp"
+export LSAN_OPTIONS="suppressions=$suppressions/lsan.supp:print_suppressions=0"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:suppressions=$suppressions/ubsan.supp"
+
+cd "$build_dir"
+# The GoogleTest suite only: the Python tests need the uninstrumented wrapping, the fuzz tests their own runner.
+ctest --output-on-failure -j "$jobs" -LE 'Python|Fuzz' "$@"
