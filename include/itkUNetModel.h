@@ -86,8 +86,21 @@ public:
 
   /** Intra-op threads LibTorch may use; 0, the default, means ITK's global default number of threads. LibTorch
    * keeps this setting process wide, so it is applied before every forward pass. */
-  itkSetMacro(NumberOfThreads, unsigned int);
+  void
+  SetNumberOfThreads(unsigned int numberOfThreads)
+  {
+    // Not Modified(): threads change neither the network nor its output, so they must not make the pipeline (whose
+    // filters include the model's modification time) run again.
+    m_NumberOfThreads = numberOfThreads;
+  }
   itkGetConstMacro(NumberOfThreads, unsigned int);
+
+  /** Freeze the network after loading (`torch::jit::freeze`: parameters and attributes become constants, batch
+   * norms fold into convolutions) and then `torch::jit::optimize_for_inference`; default on. A network that cannot
+   * be frozen runs as saved, with a warning. */
+  itkSetMacro(Freeze, bool);
+  itkGetConstMacro(Freeze, bool);
+  itkBooleanMacro(Freeze);
 
   /** Largest probe edge tried before probing gives up (default 1024). */
   itkSetMacro(MaximumProbeSize, SizeValueType);
@@ -102,6 +115,10 @@ public:
   /** Whether Load() has succeeded for the current settings. */
   bool
   IsLoaded() const;
+
+  /** Whether the loaded network runs frozen (Freeze on, and freezing succeeded). */
+  bool
+  IsFrozen() const;
 
   /** The geometry; valid after Load(). */
   unsigned int
@@ -129,9 +146,16 @@ public:
   SizeValueType
   GetValidOutputSizeAtMost(SizeValueType outputSize) const;
 
-  /** Rough bytes of activations one input voxel costs during a forward pass, for tile sizes from a memory budget. */
+  /** Estimated peak bytes LibTorch allocates during one forward pass of `batchSize` tiles of `inputTileSize`
+   * (activations and scores; the input tiles are the caller's). Load() measures the allocations of forward passes
+   * of two probe tiles and extrapolates linearly in the number of input voxels. */
   double
-  GetEstimatedBytesPerInputVoxel() const;
+  GetEstimatedForwardBytes(unsigned int batchSize, const TileSizeType & inputTileSize) const;
+
+  /** Peak bytes LibTorch allocates while running the network once on `batchSize` zero tiles of `inputTileSize`,
+   * measured through LibTorch's memory reporting (what GetEstimatedForwardBytes extrapolates from). */
+  double
+  MeasureForwardBytes(unsigned int batchSize, const TileSizeType & inputTileSize) const;
 
   /** Runs the network on a batch of equally sized tiles and writes class probabilities.
    *
@@ -154,10 +178,15 @@ private:
   void
   VerifyLoaded(const char * what) const;
 
+  /** Throws unless the model is loaded and every edge of `inputTileSize` is valid for it. */
+  void
+  VerifyInputTileSize(const char * what, const TileSizeType & inputTileSize) const;
+
   std::string   m_FileName{};
   std::string   m_Device{ "cpu" };
   unsigned int  m_ImageDimension{ 0 };
   unsigned int  m_NumberOfThreads{ 0 };
+  bool          m_Freeze{ true };
   SizeValueType m_MaximumProbeSize{ 1024 };
 
   class Implementation;

@@ -19,6 +19,7 @@
 #define itkUNetRegionLines_h
 
 #include "itkImageRegion.h"
+#include "itkIndexRange.h"
 
 namespace itk
 {
@@ -55,6 +56,36 @@ UNetForEachLine(const ImageRegion<VDimension> & region, TVisitor && visit)
       return;
     }
   }
+}
+
+/** The first index of every line of `region` along x (axis 0), in buffer order: a range over the region with its
+ * x extent reduced to one voxel (empty when the region is).
+ * \ingroup UNetSegmentation */
+template <unsigned int VDimension>
+ImageRegionIndexRange<VDimension>
+UNetLineStarts(ImageRegion<VDimension> region)
+{
+  if (region.GetSize(0) > 0)
+  {
+    region.SetSize(0, 1);
+  }
+  return ImageRegionIndexRange<VDimension>(region);
+}
+
+/** The offset of `index` in a buffer that holds `region`, x fastest.
+ * \ingroup UNetSegmentation */
+template <unsigned int VDimension>
+SizeValueType
+UNetOffsetInRegion(const ImageRegion<VDimension> & region, const Index<VDimension> & index)
+{
+  SizeValueType offset = 0;
+  SizeValueType stride = 1;
+  for (unsigned int axis = 0; axis < VDimension; ++axis)
+  {
+    offset += static_cast<SizeValueType>(index[axis] - region.GetIndex(axis)) * stride;
+    stride *= region.GetSize(axis);
+  }
+  return offset;
 }
 
 } // end namespace itk

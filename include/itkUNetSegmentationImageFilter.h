@@ -19,11 +19,14 @@
 #define itkUNetSegmentationImageFilter_h
 
 #include "itkImageToImageFilter.h"
+#include "itkLexicographicCompare.h"
 #include "itkUNetModel.h"
+#include "itkUNetTileFlips.h"
 #include "itkUNetTileGrid.h"
 #include "itkVectorImage.h"
 
 #include <algorithm>
+#include <map>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -50,8 +53,12 @@ namespace itk
  * network's channel count. An optional per-channel normalisation, (value - mean) / standard deviation, is applied
  * voxel by voxel, so it streams.
  *
- * GenerateInputRequestedRegion asks only for what the tiles covering the output's requested region read (cropped to
- * the image; the rest is mirrored), so streaming through ImageFileWriter or StreamingImageFilter bounds memory.
+ * Streaming (ImageFileWriter, StreamingImageFilter, any downstream filter that asks for part of the output): a
+ * requested region grows to the whole tiles that cover it (EnlargeOutputRequestedRegion), so that the next piece,
+ * where it falls inside, is served without running the filter again; the voxels and overlapping tiles a piece shares
+ * with the one before are reused rather than recomputed, so every tile runs through the network once per pipeline
+ * update, whatever the pieces. GenerateInputRequestedRegion asks only for what the tiles still to run read (cropped
+ * to the image; the rest is mirrored).
  *
  * \ingroup UNetSegmentation
  */
@@ -87,6 +94,7 @@ public:
   static_assert(std::is_integral<OutputPixelType>::value, "The label map's pixel type must be an integer type.");
 
   using BoundaryConditionEnum = UNetSegmentationImageFilterEnums::BoundaryCondition;
+  using FlipAxesType = FixedArray<bool, ImageDimension>;
 
   /** The TorchScript file of the network. */
   void
@@ -112,9 +120,10 @@ public:
   unsigned int
   GetNumberOfTorchThreads() const;
 
-  /** Output edge of a tile along each axis. 0 along an axis (default) chooses it from MemoryBudget: the largest
-   * valid edge within the budget, but no larger than needed to cover the image. A non-zero edge must be valid for
-   * the network (UNetModel::IsValidOutputSize), or the update throws. */
+  /** Output edge of a tile along each axis. 0 along an axis (default) chooses it: the valid edges that need the
+   * fewest network input voxels for the whole image (fewer, larger tiles lose less to the border; a last tile that
+   * overhangs the image wastes the overhang) while the estimated working memory stays within MemoryBudget. A
+   * non-zero edge must be valid for the network (UNetModel::IsValidOutputSize), or the update throws. */
   itkSetMacro(TileSize, SizeType);
   itkGetConstReferenceMacro(TileSize, SizeType);
 
@@ -128,14 +137,44 @@ public:
   itkGetConstMacro(GaussianBlending, bool);
   itkBooleanMacro(GaussianBlending);
 
-  /** Tiles run through the network in one forward pass; 0 (default) fills MemoryBudget. */
+  /** Test-time flip augmentation (off by default): each tile's class probabilities are averaged over the flips along
+   * these axes, all 2^k combinations of the k axes chosen, as nnU-Net mirrors. Each flipped copy of the input tile,
+   * its context included, goes through the network in the same batch as the tile, and its probabilities are flipped
+   * back. Per tile, so streaming still gives the one-shot result; the cost is about 2^k times the network's. */
+  itkSetMacro(TestTimeFlipAxes, FlipAxesType);
+  itkGetConstReferenceMacro(TestTimeFlipAxes, FlipAxesType);
+
+  /** Tiles run through the network in one forward pass, each with its flipped copies (TestTimeFlipAxes); 0 (default)
+   * fills MemoryBudget, up to 64 tiles. */
   itkSetMacro(TilesPerBatch, unsigned int);
   itkGetConstMacro(TilesPerBatch, unsigned int);
 
-  /** Approximate memory, in megabytes, a forward pass may use when the tile size or batch is chosen automatically
-   * (default 1024). */
+  /** Megabytes the filter's working memory for a stream piece may take (default 1024): the network's activations
+   * for a batch (UNetModel::GetEstimatedForwardBytes), the batch's gathered input tiles and probabilities, the
+   * blending buffers, and the tile layers (output and input with its context) by which a piece grows to whole tiles
+   * and that it keeps for the next piece. The requested piece itself is the caller's. Automatic tile sizes and
+   * batches stay within it; a TileSize or TilesPerBatch whose batch alone (activations, input and probabilities)
+   * exceeds it makes the update throw rather than run out of memory. */
   itkSetMacro(MemoryBudget, double);
   itkGetConstMacro(MemoryBudget, double);
+
+  /** The working memory, in megabytes, estimated for the tile size and batch of the last update (see MemoryBudget);
+   * valid once the output information is generated. */
+  itkGetConstMacro(EstimatedWorkingMemory, double);
+
+  /** Produce the "Probabilities" output (default on). Off, no per-class buffer is allocated, only the label map is
+   * produced, and GetProbabilityOutput() returns null. */
+  void
+  SetGenerateProbabilities(bool generate);
+  itkGetConstMacro(GenerateProbabilities, bool);
+  itkBooleanMacro(GenerateProbabilities);
+
+  /** Freeze the network when it is loaded (UNetModel::SetFreeze; default on). */
+  void
+  SetFreezeModel(bool freeze);
+  bool
+  GetFreezeModel() const;
+  itkBooleanMacro(FreezeModel);
 
   itkSetEnumMacro(BoundaryCondition, BoundaryConditionEnum);
   itkGetEnumMacro(BoundaryCondition, BoundaryConditionEnum);
@@ -179,7 +218,7 @@ public:
     return this->GetOutput(0);
   }
 
-  /** The named output "Probabilities": per-class probabilities. */
+  /** The named output "Probabilities": per-class probabilities; null when GenerateProbabilities is off. */
   ProbabilityImageType *
   GetProbabilityOutput();
   const ProbabilityImageType *
@@ -217,6 +256,10 @@ protected:
   void
   GenerateOutputInformation() override;
 
+  /** Grows the requested region to the voxels the tiles covering it complete (whole tiles, cropped to the image). */
+  void
+  EnlargeOutputRequestedRegion(DataObject * output) override;
+
   void
   GenerateInputRequestedRegion() override;
 
@@ -227,9 +270,36 @@ protected:
   PrintSelf(std::ostream & os, Indent indent) const override;
 
 private:
+  using TileIndexType = typename TileGridType::TileIndexType;
+  using TileMapType = std::map<TileIndexType, std::vector<float>, Functor::CoLexicographicCompare>;
+
   /** Loads the model and sets up the tile grid for the input's largest possible region. */
   void
   ConfigureTiling();
+
+  /** Estimated working memory in bytes (see MemoryBudget) for tiles of `tileSize` over `image`, `batchSize` a batch;
+   * `batchOnly`: only what one batch costs (activations, its input tiles and probabilities). */
+  double
+  EstimateWorkingMemory(const RegionType & image, const SizeType & tileSize, unsigned int batchSize,
+                        bool batchOnly = false) const;
+
+  /** The automatic tile size: the fewest network input voxels for `image` within MemoryBudget. */
+  SizeType
+  ChooseTileSize(const RegionType & image) const;
+
+  /** Whether what the last update left (m_Reusable) is still this pipeline's: same settings, input and tiles, and
+   * its outputs still buffered. */
+  bool
+  CanReuse() const;
+
+  /** The tiles whose probabilities an update of `outputRegion` needs, in tile order: those covering a voxel outside
+   * `reusedRegion`. */
+  std::vector<TileIndexType>
+  GetTilesNeeded(const RegionType & outputRegion, const RegionType & reusedRegion) const;
+
+  /** Throws a MemoryAllocationError that names the tiles, batch and budget of an update that ran out of memory. */
+  [[noreturn]] void
+  ThrowOutOfMemory(const RegionType & outputRegion, unsigned int batchSize, const std::string & reason) const;
 
   /** Fills `tileBuffer` (channels first, x fastest) with the normalised input around `tile`. */
   void
@@ -246,8 +316,25 @@ private:
   std::vector<double>   m_NormalizationMean{};
   std::vector<double>   m_NormalizationStandardDeviation{};
 
+  bool         m_GenerateProbabilities{ true };
+  FlipAxesType m_TestTimeFlipAxes{ FlipAxesType::Filled(false) };
+
   TileGridType m_TileGrid{};
   unsigned int m_BatchSize{ 1 };
+  double       m_EstimatedWorkingMemory{ 0.0 };
+
+  /** What the last update leaves for the next piece of a streamed update: its outputs (their buffered region is
+   * `Completed`) and the probabilities of the overlapping tiles that reach past that region. Valid while the
+   * pipeline has not changed since `Time`. */
+  struct ReusableResults
+  {
+    bool         Valid{ false };
+    TimeStamp    Time{};
+    TileGridType Grid{};
+    RegionType   Completed{};
+    TileMapType  Tiles{};
+  };
+  ReusableResults m_Reusable{};
 };
 
 } // end namespace itk

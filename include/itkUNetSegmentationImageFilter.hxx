@@ -21,10 +21,13 @@
 #include "itkUNetSegmentationImageFilter.h"
 
 #include "itkMath.h"
+#include "itkUNetTileAccumulator.h"
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
+#include <sstream>
 
 namespace itk
 {
@@ -189,11 +192,52 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::VerifyPreconditions() IT
 
 template <typename TInputImage, typename TOutputImage>
 void
+UNetSegmentationImageFilter<TInputImage, TOutputImage>::SetGenerateProbabilities(bool generate)
+{
+  if (generate == m_GenerateProbabilities)
+  {
+    return;
+  }
+  m_GenerateProbabilities = generate;
+  if (generate)
+  {
+    this->ProcessObject::SetOutput("Probabilities", this->MakeOutput("Probabilities"));
+  }
+  else
+  {
+    this->ProcessObject::RemoveOutput("Probabilities");
+  }
+  this->Modified();
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+UNetSegmentationImageFilter<TInputImage, TOutputImage>::SetFreezeModel(bool freeze)
+{
+  if (freeze != m_Model->GetFreeze())
+  {
+    m_Model->SetFreeze(freeze);
+    this->Modified();
+  }
+}
+
+template <typename TInputImage, typename TOutputImage>
+bool
+UNetSegmentationImageFilter<TInputImage, TOutputImage>::GetFreezeModel() const
+{
+  return m_Model->GetFreeze();
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
 UNetSegmentationImageFilter<TInputImage, TOutputImage>::GenerateOutputInformation()
 {
   Superclass::GenerateOutputInformation();
   this->ConfigureTiling();
-  this->GetProbabilityOutput()->SetNumberOfComponentsPerPixel(m_Model->GetNumberOfClasses());
+  if (ProbabilityImageType * probabilities = this->GetProbabilityOutput())
+  {
+    probabilities->SetNumberOfComponentsPerPixel(m_Model->GetNumberOfClasses());
+  }
 }
 
 template <typename TInputImage, typename TOutputImage>
@@ -230,46 +274,291 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::ConfigureTiling()
   {
     itkExceptionMacro("The network has " << classes << " classes, more than the label pixel type can hold.");
   }
-
-  const RegionType    image = input->GetLargestPossibleRegion();
-  const SizeValueType border = m_Model->GetBorder();
-  const double        budgetVoxels = m_MemoryBudget * 1024.0 * 1024.0 / m_Model->GetEstimatedBytesPerInputVoxel();
-  const auto          budgetInputEdge = static_cast<SizeValueType>(std::pow(budgetVoxels, 1.0 / ImageDimension));
-  SizeType            tileSize;
   for (unsigned int axis = 0; axis < ImageDimension; ++axis)
   {
+    if (m_TileSize[axis] != 0 && m_TileOverlap >= m_TileSize[axis])
+    {
+      itkExceptionMacro("The tile overlap (" << m_TileOverlap << ") must be smaller than the tile edge ("
+                                             << m_TileSize[axis] << ").");
+    }
+    if (m_TileSize[axis] != 0 && !m_Model->IsValidOutputSize(m_TileSize[axis]))
+    {
+      itkExceptionMacro("TileSize[" << axis << "] = " << m_TileSize[axis] << " is not valid for the network in \""
+                                    << m_Model->GetFileName() << "\"; the nearest valid tile edges are "
+                                    << m_Model->GetValidOutputSizeAtMost(m_TileSize[axis]) << " and "
+                                    << m_Model->GetValidOutputSizeAtLeast(m_TileSize[axis])
+                                    << " (valid edges: " << m_Model->GetMinimumOutputSize() << " + k * "
+                                    << m_Model->GetSizeGranularity() << ").");
+    }
+  }
+
+  const RegionType image = input->GetLargestPossibleRegion();
+  const SizeType   tileSize = this->ChooseTileSize(image);
+  m_TileGrid = TileGridType(image, tileSize, m_TileOverlap, m_Model->GetBorder());
+
+  const double budget = m_MemoryBudget * 1024.0 * 1024.0;
+  if (m_TilesPerBatch > 0)
+  {
+    m_BatchSize = m_TilesPerBatch;
+  }
+  else
+  {
+    // As many tiles a batch as the budget holds, at most 64 and no more than the image has.
+    const SizeValueType tiles = RegionType(m_TileGrid.GetNumberOfTiles()).GetNumberOfPixels();
+    m_BatchSize = 1;
+    while (m_BatchSize < std::min<SizeValueType>(64, tiles) &&
+           this->EstimateWorkingMemory(image, tileSize, m_BatchSize + 1) <= budget)
+    {
+      ++m_BatchSize;
+    }
+  }
+  const double batchBytes = this->EstimateWorkingMemory(image, tileSize, m_BatchSize, true);
+  if (batchBytes > budget)
+  {
+    MemoryAllocationError error(__FILE__, __LINE__, "", ITK_LOCATION);
+    std::ostringstream    message;
+    message << "A batch of " << m_BatchSize << " tile(s) of " << tileSize << " output voxels needs about "
+            << batchBytes / (1024.0 * 1024.0) << " MB, more than MemoryBudget (" << m_MemoryBudget
+            << " MB); choose a smaller TileSize or TilesPerBatch, or raise MemoryBudget.";
+    error.SetDescription(message.str());
+    throw error;
+  }
+  m_EstimatedWorkingMemory = this->EstimateWorkingMemory(image, tileSize, m_BatchSize) / (1024.0 * 1024.0);
+}
+
+template <typename TInputImage, typename TOutputImage>
+double
+UNetSegmentationImageFilter<TInputImage, TOutputImage>::EstimateWorkingMemory(const RegionType & image,
+                                                                              const SizeType &   tileSize,
+                                                                              unsigned int       batchSize,
+                                                                              bool               batchOnly) const
+{
+  const double            channels = m_Model->GetNumberOfInputChannels();
+  const double            classes = m_Model->GetNumberOfClasses();
+  const SizeValueType     border = m_Model->GetBorder();
+  UNetModel::TileSizeType inputTileSize(ImageDimension);
+  double                  inputTileVoxels = 1.0;
+  double                  outputTileVoxels = 1.0;
+  for (unsigned int axis = 0; axis < ImageDimension; ++axis)
+  {
+    inputTileSize[axis] = tileSize[axis] + 2 * border;
+    inputTileVoxels *= static_cast<double>(inputTileSize[axis]);
+    outputTileVoxels *= static_cast<double>(tileSize[axis]);
+  }
+  // A batch runs every tile with its flipped copies; averaging the copies takes a double and two float buffers.
+  const unsigned int copies = UNetTileFlips<ImageDimension>(m_TestTimeFlipAxes).GetNumberOfCopies();
+  double             bytes = m_Model->GetEstimatedForwardBytes(batchSize * copies, inputTileSize) +
+                 batchSize * copies * (channels * inputTileVoxels + classes * outputTileVoxels) * sizeof(float);
+  if (copies > 1)
+  {
+    bytes += classes * outputTileVoxels * (sizeof(double) + 2 * sizeof(float));
+  }
+  if (batchOnly)
+  {
+    return bytes;
+  }
+  const bool blend = m_TileOverlap > 0;
+  if (blend)
+  {
+    bytes += outputTileVoxels * sizeof(float); // the blending weights
+  }
+  // A layer of tiles across the image, one tile thick along the last axis, which ITK's streaming splits first: a
+  // piece grows by up to a layer at each end, and keeps a copy of the voxels it shares with the next piece.
+  constexpr unsigned int last = ImageDimension - 1;
+  double                 layerOutputVoxels = static_cast<double>(tileSize[last]);
+  double layerInputVoxels = static_cast<double>(std::min(tileSize[last] + 2 * border, image.GetSize(last)));
+  double layerTiles = 1.0;
+  for (unsigned int axis = 0; axis < last; ++axis)
+  {
+    layerOutputVoxels *= static_cast<double>(image.GetSize(axis));
+    layerInputVoxels *= static_cast<double>(image.GetSize(axis));
+    layerTiles *= static_cast<double>(TileGridType::NumberOfTilesAlong(
+      image.GetSize(axis), tileSize[axis], std::min(m_TileOverlap, tileSize[axis] - 1)));
+  }
+  const double accumulatorBytes = classes * sizeof(float) + sizeof(float); // blended sums and weight sums
+  const double outputVoxelBytes =
+    sizeof(OutputPixelType) + (m_GenerateProbabilities ? classes * sizeof(float) : 0.0) +
+    (blend ? accumulatorBytes - (m_GenerateProbabilities ? classes * sizeof(float) : 0.0) : 0.0);
+  bytes += 3.0 * layerOutputVoxels * outputVoxelBytes;
+  bytes += 2.0 * layerInputVoxels * channels * sizeof(InputValueType);
+  if (blend)
+  {
+    // The overlapping tiles at both ends of a piece, kept for the next one.
+    bytes += 2.0 * layerTiles * classes * outputTileVoxels * sizeof(float);
+  }
+  return bytes;
+}
+
+template <typename TInputImage, typename TOutputImage>
+auto
+UNetSegmentationImageFilter<TInputImage, TOutputImage>::ChooseTileSize(const RegionType & image) const -> SizeType
+{
+  const double        budget = m_MemoryBudget * 1024.0 * 1024.0;
+  const SizeValueType border = m_Model->GetBorder();
+  const SizeValueType smallest = m_Model->GetValidOutputSizeAtLeast(m_TileOverlap + 1);
+  const unsigned int  batch = std::max(m_TilesPerBatch, 1u);
+
+  // Per axis, the candidate edges (ascending) and the network input they cost along it: the smallest valid edge
+  // for each number of tiles, since a larger one with as many tiles costs more input and memory for nothing.
+  std::vector<SizeValueType> candidates[ImageDimension];
+  std::vector<double>        inputAlong[ImageDimension];
+  SizeType                   size;
+  for (unsigned int axis = 0; axis < ImageDimension; ++axis)
+  {
+    const SizeValueType extent = image.GetSize(axis);
     if (m_TileSize[axis] != 0)
     {
-      if (!m_Model->IsValidOutputSize(m_TileSize[axis]))
-      {
-        itkExceptionMacro("TileSize[" << axis << "] = " << m_TileSize[axis] << " is not valid for the network in \""
-                                      << m_Model->GetFileName() << "\"; the nearest valid tile edges are "
-                                      << m_Model->GetValidOutputSizeAtMost(m_TileSize[axis]) << " and "
-                                      << m_Model->GetValidOutputSizeAtLeast(m_TileSize[axis])
-                                      << " (valid edges: " << m_Model->GetMinimumOutputSize() << " + k * "
-                                      << m_Model->GetSizeGranularity() << ").");
-      }
-      tileSize[axis] = m_TileSize[axis];
-      continue;
+      candidates[axis].push_back(m_TileSize[axis]);
     }
-    // The budget's edge, but no larger than the image needs, and larger than the overlap.
-    SizeValueType edge =
-      budgetInputEdge > 2 * border ? m_Model->GetValidOutputSizeAtMost(budgetInputEdge - 2 * border) : 0;
-    edge = std::max(edge, m_Model->GetMinimumOutputSize());
-    edge = std::min(edge, m_Model->GetValidOutputSizeAtLeast(image.GetSize(axis)));
-    tileSize[axis] = std::max(edge, m_Model->GetValidOutputSizeAtLeast(m_TileOverlap + 1));
+    else
+    {
+      for (SizeValueType tiles = 1;; ++tiles)
+      {
+        // `tiles` tiles of edge t at stride t - overlap cover the extent when t >= (extent + (tiles - 1) overlap) /
+        // tiles.
+        const SizeValueType needed = (extent + (tiles - 1) * m_TileOverlap + tiles - 1) / tiles;
+        const SizeValueType edge = std::max(smallest, m_Model->GetValidOutputSizeAtLeast(needed));
+        if (candidates[axis].empty() || edge != candidates[axis].back())
+        {
+          candidates[axis].push_back(edge);
+        }
+        if (edge == smallest)
+        {
+          break;
+        }
+      }
+      std::reverse(candidates[axis].begin(), candidates[axis].end());
+    }
+    for (const SizeValueType edge : candidates[axis])
+    {
+      inputAlong[axis].push_back(
+        static_cast<double>(TileGridType::NumberOfTilesAlong(extent, edge, m_TileOverlap) * (edge + 2 * border)));
+    }
+    size[axis] = candidates[axis].front();
   }
-  m_TileGrid = TileGridType(image, tileSize, m_TileOverlap, border);
 
-  SizeValueType inputTileVoxels = 1;
-  for (const SizeValueType edge : m_TileGrid.GetInputTileSize())
+  // Along the last axis, the cheapest candidate among the first j + 1: memory grows with the edge, so the best edge
+  // within the budget is the best one up to the largest that fits, found by bisection.
+  constexpr unsigned int last = ImageDimension - 1;
+  std::vector<size_t>    bestUpTo(candidates[last].size());
+  for (size_t j = 0; j < bestUpTo.size(); ++j)
   {
-    inputTileVoxels *= edge;
+    bestUpTo[j] = (j == 0 || inputAlong[last][j] < inputAlong[last][bestUpTo[j - 1]]) ? j : bestUpTo[j - 1];
   }
-  m_BatchSize =
-    m_TilesPerBatch > 0
-      ? m_TilesPerBatch
-      : static_cast<unsigned int>(std::min(std::max(budgetVoxels / static_cast<double>(inputTileVoxels), 1.0), 64.0));
+  double   bestInput = std::numeric_limits<double>::infinity();
+  SizeType best = size;
+  SizeType trial = size;
+  // Enumerates the edges of the axes before the last (each stops where even the smallest edges after it overflow the
+  // budget, memory growing with every edge).
+  const std::function<void(unsigned int, double)> search = [&](unsigned int axis, double input) {
+    if (axis == last)
+    {
+      size_t fits = 0;
+      size_t overflows = candidates[last].size();
+      while (fits < overflows)
+      {
+        const size_t middle = (fits + overflows) / 2;
+        trial[last] = candidates[last][middle];
+        if (this->EstimateWorkingMemory(image, trial, batch) <= budget)
+        {
+          fits = middle + 1;
+        }
+        else
+        {
+          overflows = middle;
+        }
+      }
+      if (fits == 0)
+      {
+        return;
+      }
+      const size_t j = bestUpTo[fits - 1];
+      if (input * inputAlong[last][j] < bestInput)
+      {
+        bestInput = input * inputAlong[last][j];
+        best = trial;
+        best[last] = candidates[last][j];
+      }
+      return;
+    }
+    for (size_t i = 0; i < candidates[axis].size(); ++i)
+    {
+      trial[axis] = candidates[axis][i];
+      for (unsigned int after = axis + 1; after < ImageDimension; ++after)
+      {
+        trial[after] = candidates[after].front();
+      }
+      if (this->EstimateWorkingMemory(image, trial, batch) > budget)
+      {
+        return;
+      }
+      search(axis + 1, input * inputAlong[axis][i]);
+    }
+  };
+  search(0, 1.0);
+  if (bestInput == std::numeric_limits<double>::infinity())
+  {
+    itkWarningMacro("Even the smallest tiles (" << size << " output voxels) need about "
+                                                << this->EstimateWorkingMemory(image, size, batch) / (1024.0 * 1024.0)
+                                                << " MB of working memory, more than MemoryBudget (" << m_MemoryBudget
+                                                << " MB); using them.");
+    return size;
+  }
+  return best;
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+UNetSegmentationImageFilter<TInputImage, TOutputImage>::EnlargeOutputRequestedRegion(DataObject * output)
+{
+  Superclass::EnlargeOutputRequestedRegion(output);
+  auto * image = dynamic_cast<ImageBase<ImageDimension> *>(output);
+  if (image == nullptr || image->GetRequestedRegion().GetNumberOfPixels() == 0)
+  {
+    return;
+  }
+  image->SetRequestedRegion(
+    m_TileGrid.GetRegionCompletedBy(m_TileGrid.GetTilesIntersecting(image->GetRequestedRegion())));
+}
+
+template <typename TInputImage, typename TOutputImage>
+bool
+UNetSegmentationImageFilter<TInputImage, TOutputImage>::CanReuse() const
+{
+  // The pipeline's modification time (the filter's, the model's, the input's and everything upstream) is set before
+  // an update and stays behind the time the last update finished as long as nothing changed since.
+  const OutputImageType * labels = this->GetOutput();
+  if (!m_Reusable.Valid || m_Reusable.Grid != m_TileGrid || labels->GetPipelineMTime() > m_Reusable.Time.GetMTime() ||
+      labels->GetBufferedRegion() != m_Reusable.Completed ||
+      labels->GetPixelContainer()->Size() < m_Reusable.Completed.GetNumberOfPixels())
+  {
+    return false;
+  }
+  const ProbabilityImageType * probabilities = this->GetProbabilityOutput();
+  return probabilities == nullptr ||
+         (probabilities->GetBufferedRegion() == m_Reusable.Completed &&
+          probabilities->GetPixelContainer()->Size() >=
+            m_Reusable.Completed.GetNumberOfPixels() * probabilities->GetNumberOfComponentsPerPixel());
+}
+
+template <typename TInputImage, typename TOutputImage>
+auto
+UNetSegmentationImageFilter<TInputImage, TOutputImage>::GetTilesNeeded(const RegionType & outputRegion,
+                                                                       const RegionType & reusedRegion) const
+  -> std::vector<TileIndexType>
+{
+  std::vector<TileIndexType> needed;
+  for (const TileIndexType & tile :
+       ImageRegionIndexRange<ImageDimension>(m_TileGrid.GetTilesIntersecting(outputRegion)))
+  {
+    RegionType covered = m_TileGrid.GetTileRegion(tile);
+    covered.Crop(outputRegion);
+    if (reusedRegion.GetNumberOfPixels() == 0 || !reusedRegion.IsInside(covered))
+    {
+      needed.push_back(tile);
+    }
+  }
+  return needed;
 }
 
 template <typename TInputImage, typename TOutputImage>
@@ -282,8 +571,37 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GenerateInputRequestedRe
   {
     return;
   }
-  input->SetRequestedRegion(
-    m_TileGrid.GetRequiredInputRegion(this->GetOutput()->GetRequestedRegion(), m_BoundaryCondition));
+  // Only the tiles this update runs through the network read the input.
+  const RegionType outputRegion = this->GetOutput()->GetRequestedRegion();
+  const bool       reuse = this->CanReuse();
+  RegionType       reusedRegion = reuse ? m_Reusable.Completed : RegionType();
+  if (!reusedRegion.Crop(outputRegion))
+  {
+    reusedRegion = RegionType();
+  }
+  IndexType first;
+  IndexType last;
+  bool      any = false;
+  for (const TileIndexType & tile : this->GetTilesNeeded(outputRegion, reusedRegion))
+  {
+    if (reuse && m_Reusable.Tiles.count(tile) > 0)
+    {
+      continue;
+    }
+    for (unsigned int axis = 0; axis < ImageDimension; ++axis)
+    {
+      first[axis] = any ? std::min(first[axis], tile[axis]) : tile[axis];
+      last[axis] = any ? std::max(last[axis], tile[axis]) : tile[axis];
+    }
+    any = true;
+  }
+  typename TileGridType::TileRangeType tiles = m_TileGrid.GetTilesIntersecting(outputRegion);
+  if (any)
+  {
+    tiles.SetIndex(first);
+    tiles.SetUpperIndex(last);
+  }
+  input->SetRequestedRegion(m_TileGrid.GetRequiredInputRegionOfTiles(tiles, m_BoundaryCondition));
 }
 
 template <typename TInputImage, typename TOutputImage>
@@ -341,7 +659,8 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GatherInputTile(const In
 
   const SizeValueType lineLength = tileInput.GetSize(0);
   float *             lineOut = tileBuffer;
-  UNetForEachLine(tileInput, [&](const IndexType & lineStart) {
+  for (const IndexType & lineStart : UNetLineStarts(tileInput))
+  {
     IndexValueType lineOffset = 0;
     bool           lineIsConstant = false;
     for (unsigned int axis = 1; axis < ImageDimension; ++axis)
@@ -375,143 +694,212 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GatherInputTile(const In
       }
     }
     lineOut += lineLength;
-  });
+  }
 }
 
 template <typename TInputImage, typename TOutputImage>
 void
 UNetSegmentationImageFilter<TInputImage, TOutputImage>::GenerateData()
 {
-  this->AllocateOutputs();
   const InputImageType * input = this->GetInput();
   OutputImageType *      labels = this->GetOutput();
   ProbabilityImageType * probabilities = this->GetProbabilityOutput();
-  const RegionType       outputRegion = labels->GetBufferedRegion();
-  if (probabilities->GetBufferedRegion() != outputRegion)
-  {
-    itkExceptionMacro("The label and probability outputs were requested for different regions ("
-                      << outputRegion << " and " << probabilities->GetBufferedRegion() << ").");
-  }
+  const RegionType       outputRegion = labels->GetRequestedRegion();
+  const unsigned int     classes = m_Model->GetNumberOfClasses();
 
-  const unsigned int  channels = m_Model->GetNumberOfInputChannels();
-  const unsigned int  classes = m_Model->GetNumberOfClasses();
-  const RegionType    tiles = m_TileGrid.GetTilesIntersecting(outputRegion);
-  const SizeValueType numberOfTiles = tiles.GetNumberOfPixels();
-  const SizeType      inputTileSize = m_TileGrid.GetInputTileSize();
-  SizeValueType       inputTileVoxels = 1;
-  SizeValueType       outputTileVoxels = 1;
-  for (unsigned int axis = 0; axis < ImageDimension; ++axis)
-  {
-    inputTileVoxels *= inputTileSize[axis];
-    outputTileVoxels *= m_TileGrid.GetTileSize()[axis];
-  }
-  const unsigned int batchSize = static_cast<unsigned int>(std::min<SizeValueType>(m_BatchSize, numberOfTiles));
-
-  // With overlapping tiles every output voxel accumulates weight * probability over the tiles covering it, then is
-  // divided by the summed weight. Edge-to-edge tiles cover each voxel once: the probabilities are copied.
-  const bool          blend = m_TileOverlap > 0;
-  const SizeValueType outputVoxels = outputRegion.GetNumberOfPixels();
-  float *             probabilityBuffer = probabilities->GetBufferPointer();
-  std::vector<float>  weightSums;
-  std::vector<float>  tileWeights;
-  if (blend)
-  {
-    std::fill_n(probabilityBuffer, outputVoxels * classes, 0.0f);
-    weightSums.assign(outputVoxels, 0.0f);
-    tileWeights = m_TileGrid.MakeBlendingWeights(m_GaussianBlending);
-  }
-
-  std::vector<float>            batchInput(static_cast<size_t>(batchSize) * channels * inputTileVoxels);
-  std::vector<float>            batchProbabilities(static_cast<size_t>(batchSize) * classes * outputTileVoxels);
-  std::vector<RegionType>       batchTiles;
-  const UNetModel::TileSizeType modelTileSize(inputTileSize.begin(), inputTileSize.end());
-  const auto &                  outputStrides = labels->GetOffsetTable();
-
-  SizeValueType tilesDone = 0;
-  for (SizeValueType batchStart = 0; batchStart < numberOfTiles; batchStart += batchSize)
-  {
-    batchTiles.clear();
-    for (SizeValueType n = batchStart; n < std::min(numberOfTiles, batchStart + batchSize); ++n)
+  // Copy a region's voxels (`components` values each, x fastest) between buffers holding other regions.
+  const auto copyRegion = [](const RegionType & region,
+                             const RegionType & fromRegion,
+                             const auto *       from,
+                             const RegionType & toRegion,
+                             auto *             to,
+                             SizeValueType      components) {
+    for (const IndexType & lineStart : UNetLineStarts(region))
     {
-      typename TileGridType::TileIndexType tileIndex;
-      SizeValueType                        rest = n;
-      for (unsigned int axis = 0; axis < ImageDimension; ++axis)
+      std::copy_n(from + UNetOffsetInRegion(fromRegion, lineStart) * components,
+                  region.GetSize(0) * components,
+                  to + UNetOffsetInRegion(toRegion, lineStart) * components);
+    }
+  };
+
+  // What the last piece left: its final voxels that this one covers too, and its overlapping tiles.
+  RegionType                   reusedRegion;
+  std::vector<OutputPixelType> reusedLabels;
+  std::vector<float>           reusedProbabilities;
+  TileMapType                  keptTiles;
+  if (this->CanReuse())
+  {
+    reusedRegion = m_Reusable.Completed;
+    if (!reusedRegion.Crop(outputRegion))
+    {
+      reusedRegion = RegionType();
+    }
+    reusedLabels.resize(reusedRegion.GetNumberOfPixels());
+    copyRegion(reusedRegion, m_Reusable.Completed, labels->GetBufferPointer(), reusedRegion, reusedLabels.data(), 1);
+    if (probabilities != nullptr)
+    {
+      reusedProbabilities.resize(reusedRegion.GetNumberOfPixels() * classes);
+      copyRegion(reusedRegion,
+                 m_Reusable.Completed,
+                 probabilities->GetBufferPointer(),
+                 reusedRegion,
+                 reusedProbabilities.data(),
+                 classes);
+    }
+    keptTiles = std::move(m_Reusable.Tiles);
+  }
+  m_Reusable = ReusableResults{};
+
+  const std::vector<TileIndexType>    tilesNeeded = this->GetTilesNeeded(outputRegion, reusedRegion);
+  const UNetTileFlips<ImageDimension> flips(m_TestTimeFlipAxes);
+  const unsigned int                  copies = flips.GetNumberOfCopies();
+  const unsigned int                  channels = m_Model->GetNumberOfInputChannels();
+  const SizeType                      inputTileSize = m_TileGrid.GetInputTileSize();
+  const SizeValueType                 inputTileVoxels = RegionType(inputTileSize).GetNumberOfPixels();
+  const SizeValueType                 outputTileVoxels = RegionType(m_TileGrid.GetTileSize()).GetNumberOfPixels();
+  const auto         batchSize = static_cast<unsigned int>(std::min<SizeValueType>(m_BatchSize, tilesNeeded.size()));
+  const bool         blend = m_TileOverlap > 0;
+  const RegionType & image = m_TileGrid.GetImageRegion();
+
+  // A ProgressEvent for each tile run through the network (not for those kept from the last piece).
+  TileMapType   tilesForNext;
+  SizeValueType tilesRun = 0;
+  SizeValueType tilesToRun = 0;
+  for (const TileIndexType & tile : tilesNeeded)
+  {
+    tilesToRun += keptTiles.count(tile) == 0 ? 1 : 0;
+  }
+  try
+  {
+    this->AllocateOutputs();
+    UNetTileAccumulator<ImageDimension, OutputPixelType> accumulator(
+      outputRegion,
+      classes,
+      m_TileGrid.GetTileSize(),
+      blend,
+      m_GaussianBlending,
+      labels->GetBufferPointer(),
+      probabilities == nullptr ? nullptr : probabilities->GetBufferPointer());
+    const SizeValueType           inputValues = channels * inputTileVoxels;
+    const SizeValueType           outputValues = classes * outputTileVoxels;
+    std::vector<float>            batchInput(static_cast<size_t>(batchSize) * copies * inputValues);
+    std::vector<float>            batchProbabilities(static_cast<size_t>(batchSize) * copies * outputValues);
+    std::vector<float>            averaged(copies > 1 ? outputValues : 0);
+    std::vector<TileIndexType>    batchTiles;
+    const UNetModel::TileSizeType modelTileSize(inputTileSize.begin(), inputTileSize.end());
+
+    // Accumulates a tile's probabilities; an overlapping tile that reaches past this piece is kept for the next.
+    const auto accumulate = [&](const TileIndexType & tile, const float * tileProbabilities) {
+      const RegionType tileRegion = m_TileGrid.GetTileRegion(tile);
+      accumulator.Add(tileRegion, tileProbabilities);
+      RegionType inImage = tileRegion;
+      inImage.Crop(image);
+      if (blend && !outputRegion.IsInside(inImage))
       {
-        tileIndex[axis] = tiles.GetIndex(axis) + static_cast<IndexValueType>(rest % tiles.GetSize(axis));
-        rest /= tiles.GetSize(axis);
+        tilesForNext[tile].assign(tileProbabilities, tileProbabilities + classes * outputTileVoxels);
       }
-      batchTiles.push_back(m_TileGrid.GetTileRegion(tileIndex));
-      this->GatherInputTile(
-        input, batchTiles.back(), batchInput.data() + (batchTiles.size() - 1) * channels * inputTileVoxels);
-    }
-    m_Model->PredictProbabilities(
-      batchInput.data(), static_cast<unsigned int>(batchTiles.size()), modelTileSize, batchProbabilities.data());
-
-    for (size_t b = 0; b < batchTiles.size(); ++b)
-    {
-      const RegionType & tile = batchTiles[b];
-      const float *      tileProbabilities = batchProbabilities.data() + b * classes * outputTileVoxels;
-      RegionType         covered = tile;
-      covered.Crop(outputRegion);
-      UNetForEachLine(covered, [&](const IndexType & lineStart) {
-        SizeValueType tileOffset = 0;
-        SizeValueType outputOffset = 0;
-        SizeValueType tileStride = 1;
-        for (unsigned int axis = 0; axis < ImageDimension; ++axis)
-        {
-          tileOffset += static_cast<SizeValueType>(lineStart[axis] - tile.GetIndex(axis)) * tileStride;
-          tileStride *= tile.GetSize(axis);
-          outputOffset +=
-            static_cast<SizeValueType>(lineStart[axis] - outputRegion.GetIndex(axis)) * outputStrides[axis];
-        }
-        for (SizeValueType i = 0; i < covered.GetSize(0); ++i)
-        {
-          float * voxel = probabilityBuffer + (outputOffset + i) * classes;
-          if (!blend)
-          {
-            for (unsigned int k = 0; k < classes; ++k)
-            {
-              voxel[k] = tileProbabilities[k * outputTileVoxels + tileOffset + i];
-            }
-            continue;
-          }
-          const float weight = tileWeights[tileOffset + i];
-          for (unsigned int k = 0; k < classes; ++k)
-          {
-            voxel[k] += weight * tileProbabilities[k * outputTileVoxels + tileOffset + i];
-          }
-          weightSums[outputOffset + i] += weight;
-        }
-      });
-      ++tilesDone;
-      this->UpdateProgress(static_cast<float>(tilesDone) / static_cast<float>(numberOfTiles + 1));
-    }
-
-    if (this->GetAbortGenerateData())
-    {
-      ProcessAborted aborted(__FILE__, __LINE__);
-      aborted.SetDescription("UNetSegmentationImageFilter was aborted after " + std::to_string(tilesDone) + " of " +
-                             std::to_string(numberOfTiles) + " tiles.");
-      throw aborted;
-    }
-  }
-
-  OutputPixelType * labelBuffer = labels->GetBufferPointer();
-  for (SizeValueType v = 0; v < outputVoxels; ++v)
-  {
-    float *      voxel = probabilityBuffer + v * classes;
-    unsigned int best = 0;
-    for (unsigned int k = 0; k < classes; ++k)
-    {
-      if (blend)
+    };
+    const auto runBatch = [&]() {
+      if (batchTiles.empty())
       {
-        voxel[k] /= weightSums[v];
+        return;
       }
-      best = voxel[k] > voxel[best] ? k : best;
+      m_Model->PredictProbabilities(batchInput.data(),
+                                    static_cast<unsigned int>(batchTiles.size() * copies),
+                                    modelTileSize,
+                                    batchProbabilities.data());
+      for (size_t b = 0; b < batchTiles.size(); ++b)
+      {
+        const float * tileProbabilities = batchProbabilities.data() + b * copies * outputValues;
+        if (copies > 1)
+        {
+          flips.Average(tileProbabilities, m_TileGrid.GetTileSize(), classes, averaged.data());
+          tileProbabilities = averaged.data();
+        }
+        accumulate(batchTiles[b], tileProbabilities);
+        ++tilesRun;
+        this->UpdateProgress(static_cast<float>(tilesRun) / static_cast<float>(tilesToRun + 1));
+      }
+      batchTiles.clear();
+      if (this->GetAbortGenerateData())
+      {
+        ProcessAborted aborted(__FILE__, __LINE__);
+        aborted.SetDescription("UNetSegmentationImageFilter was aborted after " + std::to_string(tilesRun) + " of " +
+                               std::to_string(tilesToRun) + " tiles.");
+        throw aborted;
+      }
+    };
+
+    // In tile order, so that blended voxels sum their tiles in the order a one-shot update does.
+    for (const TileIndexType & tile : tilesNeeded)
+    {
+      const auto kept = keptTiles.find(tile);
+      if (kept != keptTiles.end())
+      {
+        runBatch();
+        accumulate(tile, kept->second.data());
+        continue;
+      }
+      float * tileInput = batchInput.data() + batchTiles.size() * copies * inputValues;
+      this->GatherInputTile(input, m_TileGrid.GetTileRegion(tile), tileInput);
+      for (unsigned int copy = 1; copy < copies; ++copy)
+      {
+        flips.Flip(copy, tileInput, inputTileSize, channels, tileInput + copy * inputValues);
+      }
+      batchTiles.push_back(tile);
+      if (batchTiles.size() == batchSize)
+      {
+        runBatch();
+      }
     }
-    labelBuffer[v] = static_cast<OutputPixelType>(best);
+    runBatch();
+    accumulator.Finish();
   }
+  catch (const std::bad_alloc &)
+  {
+    this->ThrowOutOfMemory(outputRegion, batchSize, "std::bad_alloc");
+  }
+  catch (const MemoryAllocationError & error)
+  {
+    this->ThrowOutOfMemory(outputRegion, batchSize, error.GetDescription());
+  }
+
+  if (reusedRegion.GetNumberOfPixels() > 0)
+  {
+    copyRegion(reusedRegion, reusedRegion, reusedLabels.data(), outputRegion, labels->GetBufferPointer(), 1);
+    if (probabilities != nullptr)
+    {
+      copyRegion(reusedRegion,
+                 reusedRegion,
+                 reusedProbabilities.data(),
+                 outputRegion,
+                 probabilities->GetBufferPointer(),
+                 classes);
+    }
+  }
+  m_Reusable.Grid = m_TileGrid;
+  m_Reusable.Completed = outputRegion;
+  m_Reusable.Tiles = std::move(tilesForNext);
+  m_Reusable.Time.Modified();
+  m_Reusable.Valid = true;
   this->UpdateProgress(1.0f);
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+UNetSegmentationImageFilter<TInputImage, TOutputImage>::ThrowOutOfMemory(const RegionType &  outputRegion,
+                                                                         unsigned int        batchSize,
+                                                                         const std::string & reason) const
+{
+  MemoryAllocationError error(__FILE__, __LINE__, "", ITK_LOCATION);
+  std::ostringstream    message;
+  message << "Out of memory segmenting tiles of " << m_TileGrid.GetTileSize() << " output voxels in batches of "
+          << batchSize << " for an output region of " << outputRegion.GetSize() << " voxels (estimated working memory "
+          << m_EstimatedWorkingMemory << " MB, MemoryBudget " << m_MemoryBudget
+          << " MB): choose a smaller TileSize or TilesPerBatch, a smaller MemoryBudget, or stream the output. "
+          << reason;
+  error.SetDescription(message.str());
+  throw error;
 }
 
 template <typename TInputImage, typename TOutputImage>
@@ -526,6 +914,9 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::PrintSelf(std::ostream &
   os << indent << "GaussianBlending: " << (m_GaussianBlending ? "On" : "Off") << std::endl;
   os << indent << "TilesPerBatch: " << m_TilesPerBatch << std::endl;
   os << indent << "MemoryBudget: " << m_MemoryBudget << " MB" << std::endl;
+  os << indent << "EstimatedWorkingMemory: " << m_EstimatedWorkingMemory << " MB" << std::endl;
+  os << indent << "GenerateProbabilities: " << (m_GenerateProbabilities ? "On" : "Off") << std::endl;
+  os << indent << "TestTimeFlipAxes: " << m_TestTimeFlipAxes << std::endl;
   os << indent << "BoundaryCondition: " << m_BoundaryCondition << std::endl;
   os << indent << "BoundaryConstant: " << m_BoundaryConstant << std::endl;
   os << indent << "NormalizationMean:";

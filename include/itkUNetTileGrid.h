@@ -89,10 +89,16 @@ public:
                                                       << tileSize[axis] << ").");
       }
       m_Stride[axis] = tileSize[axis] - overlap;
-      const SizeValueType extent = image.GetSize(axis);
-      const SizeValueType uncovered = extent > tileSize[axis] ? extent - tileSize[axis] : 0;
-      m_NumberOfTiles[axis] = 1 + (uncovered + m_Stride[axis] - 1) / m_Stride[axis];
+      m_NumberOfTiles[axis] = NumberOfTilesAlong(image.GetSize(axis), tileSize[axis], overlap);
     }
+  }
+
+  /** How many tiles of edge `edge` overlapping by `overlap` (< edge) cover `extent` voxels. */
+  static SizeValueType
+  NumberOfTilesAlong(SizeValueType extent, SizeValueType edge, SizeValueType overlap)
+  {
+    const SizeValueType stride = edge - overlap;
+    return 1 + (extent > edge ? (extent - edge + stride - 1) / stride : 0);
   }
 
   const RegionType &
@@ -159,6 +165,52 @@ public:
     return range;
   }
 
+  /** The voxels of the image whose every covering tile lies in `tiles`, so whose values those tiles alone decide:
+   * for edge-to-edge tiles their union (cropped to the image); for overlapping tiles that union less the margins
+   * that neighbouring tiles outside `tiles` also cover. Computing `tiles` completes this region. */
+  RegionType
+  GetRegionCompletedBy(const TileRangeType & tiles) const
+  {
+    RegionType completed;
+    for (unsigned int axis = 0; axis < VDimension; ++axis)
+    {
+      if (tiles.GetSize(axis) == 0)
+      {
+        return RegionType{};
+      }
+      const auto           stride = static_cast<IndexValueType>(m_Stride[axis]);
+      const auto           edge = static_cast<IndexValueType>(m_TileSize[axis]);
+      const IndexValueType first = tiles.GetIndex(axis);
+      const IndexValueType last = tiles.GetUpperIndex()[axis];
+      const IndexValueType imageBegin = m_Image.GetIndex(axis);
+      const IndexValueType imageEnd = m_Image.GetUpperIndex()[axis];
+      // Past the end of tile first - 1, and before the start of tile last + 1.
+      const IndexValueType begin = first == 0 ? imageBegin : imageBegin + (first - 1) * stride + edge;
+      const IndexValueType end = last + 1 >= static_cast<IndexValueType>(m_NumberOfTiles[axis])
+                                   ? imageEnd
+                                   : std::min(imageEnd, imageBegin + (last + 1) * stride - 1);
+      if (end < begin)
+      {
+        return RegionType{};
+      }
+      completed.SetIndex(axis, begin);
+      completed.SetSize(axis, static_cast<SizeValueType>(end - begin + 1));
+    }
+    return completed;
+  }
+
+  bool
+  operator==(const UNetTileGrid & other) const
+  {
+    return m_Image == other.m_Image && m_TileSize == other.m_TileSize && m_Stride == other.m_Stride &&
+           m_Border == other.m_Border;
+  }
+  bool
+  operator!=(const UNetTileGrid & other) const
+  {
+    return !(*this == other);
+  }
+
   /** The image index that input index `x` (possibly outside the image) mirrors to along `axis`. */
   IndexValueType
   MirrorIndex(unsigned int axis, IndexValueType x) const
@@ -181,8 +233,15 @@ public:
   GetRequiredInputRegion(const RegionType &                                  outputRegion,
                          UNetSegmentationImageFilterEnums::BoundaryCondition boundary) const
   {
-    const TileRangeType tiles = this->GetTilesIntersecting(outputRegion);
-    RegionType          required;
+    return this->GetRequiredInputRegionOfTiles(this->GetTilesIntersecting(outputRegion), boundary);
+  }
+
+  /** The input region that the tiles in `tiles` read, given the boundary condition. */
+  RegionType
+  GetRequiredInputRegionOfTiles(const TileRangeType &                               tiles,
+                                UNetSegmentationImageFilterEnums::BoundaryCondition boundary) const
+  {
+    RegionType required;
     for (unsigned int axis = 0; axis < VDimension; ++axis)
     {
       if (tiles.GetSize(axis) == 0)
@@ -229,46 +288,6 @@ public:
       required.SetSize(axis, static_cast<SizeValueType>(high - low + 1));
     }
     return required;
-  }
-
-  /** Blending weight of each voxel of a tile's output, x fastest: a Gaussian centred on the tile (sigma = edge / 8
-   * along each axis), or 1 everywhere when not Gaussian. Clamped away from 0 so that every voxel keeps a weight. */
-  std::vector<float>
-  MakeBlendingWeights(bool gaussian) const
-  {
-    SizeValueType voxels = 1;
-    for (unsigned int axis = 0; axis < VDimension; ++axis)
-    {
-      voxels *= m_TileSize[axis];
-    }
-    std::vector<float> weights(voxels, 1.0f);
-    if (!gaussian)
-    {
-      return weights;
-    }
-    std::vector<std::vector<double>> profiles(VDimension);
-    for (unsigned int axis = 0; axis < VDimension; ++axis)
-    {
-      const double centre = 0.5 * (static_cast<double>(m_TileSize[axis]) - 1.0);
-      const double sigma = std::max(static_cast<double>(m_TileSize[axis]) / 8.0, 1e-3);
-      for (SizeValueType i = 0; i < m_TileSize[axis]; ++i)
-      {
-        const double d = (static_cast<double>(i) - centre) / sigma;
-        profiles[axis].push_back(std::exp(-0.5 * d * d));
-      }
-    }
-    for (SizeValueType voxel = 0; voxel < voxels; ++voxel)
-    {
-      double        weight = 1.0;
-      SizeValueType rest = voxel;
-      for (unsigned int axis = 0; axis < VDimension; ++axis)
-      {
-        weight *= profiles[axis][rest % m_TileSize[axis]];
-        rest /= m_TileSize[axis];
-      }
-      weights[voxel] = static_cast<float>(std::max(weight, 1e-6));
-    }
-    return weights;
   }
 
 private:

@@ -4,7 +4,8 @@
 # 3D Slicer command-line module, tests, examples and benchmarks. Prints the module's build directory on its last line.
 #
 # Environment: UNETSEG_BUILD_DIR (default: build/ in the repository), UNETSEG_CACHE_DIR (the cache of ITK and
-# SlicerExecutionModel), UNETSEG_JOBS (parallel jobs, default: all cores).
+# SlicerExecutionModel), UNETSEG_JOBS (parallel jobs, default: all cores), UNETSEG_WRAP_PYTHON (default ON; OFF
+# builds the C++ alone and keeps it out of ITK's build tree, where a wrapped module's libraries and Python files go).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,6 +26,7 @@ cmake -S "$repo" -B "$build_dir" -G Ninja \
   -DITK_DIR="$itk_dir" \
   -DSlicerExecutionModel_DIR="$sem_dir" \
   -DPython3_EXECUTABLE="$python" \
-  -DBUILD_TESTING=ON >&2
+  -DBUILD_TESTING=ON \
+  -DUNetSegmentation_WRAP_PYTHON="${UNETSEG_WRAP_PYTHON:-ON}" >&2
 cmake --build "$build_dir" -j "$jobs" >&2
 echo "$build_dir"

@@ -10,6 +10,7 @@ packages=(
   castxml swig python3-dev python3-numpy
   libpng-dev zlib1g-dev libexpat1-dev libdouble-conversion-dev libeigen3-dev libtiff-dev
   libvtk9-dev python3-vtk9 xvfb xauth
+  libgl1-mesa-dri # Mesa's software OpenGL: what VTK renders with under Xvfb
   python3-scipy python3-skimage python3-matplotlib python3-dask python3-distributed python3-zarr
 )
 

@@ -1,10 +1,9 @@
 """Scores a label map against a ground-truth mask: pixel accuracy, and Dice of class 1.
 
-    score_segmentation.py LABELS TRUTH [PICTURE]
+    score_segmentation.py LABELS TRUTH
 
 LABELS holds class indices, as the UNetSegmentation command-line module writes them; TRUTH is class 1 where it is
-at least 128 (the ISBI 2012 labels: cell interior white, membrane black). PICTURE, if given, receives the label map
-as an 8-bit picture, the highest class white, for viewers that show class indices as black.
+at least 128 (the ISBI 2012 labels: cell interior white, membrane black).
 Run with Debian's Python and ITK's wrapping on PYTHONPATH, as scripts/demo.sh does.
 """
 import sys
@@ -13,7 +12,7 @@ import itk
 import numpy as np
 
 
-def main(labels_file, truth_file, picture_file=None):
+def main(labels_file, truth_file):
     labels = itk.array_from_image(itk.imread(labels_file))
     truth = itk.array_from_image(itk.imread(truth_file)) >= 128
     if labels.shape != truth.shape:
@@ -22,13 +21,9 @@ def main(labels_file, truth_file, picture_file=None):
     accuracy = np.mean(predicted == truth)
     dice = 2.0 * np.sum(predicted & truth) / (np.sum(predicted) + np.sum(truth))
     print(f"pixel accuracy {accuracy:.4f}, Dice (class 1) {dice:.4f}")
-    if picture_file:
-        highest = max(int(labels.max()), 1)
-        picture = (labels.astype(np.uint32) * 255 // highest).astype(np.uint8)
-        itk.imwrite(itk.image_from_array(picture), picture_file)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (3, 4):
+    if len(sys.argv) != 3:
         sys.exit(__doc__)
     main(*sys.argv[1:])

@@ -21,11 +21,14 @@
 #include "itkMultiThreaderBase.h"
 
 #include <ATen/Parallel.h>
+#include <c10/core/Allocator.h>
 #include <c10/core/InferenceMode.h>
+#include <c10/util/ThreadLocalDebugInfo.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -62,6 +65,35 @@ ShapeToString(const c10::IntArrayRef & shape)
   return os.str();
 }
 
+/** Receives LibTorch's allocation reports (the profiler's memory hook, thread local, passed on to LibTorch's
+ * worker threads with the rest of its thread-local state) and keeps the peak of the running total. */
+class PeakAllocationRecorder : public c10::MemoryReportingInfoBase
+{
+public:
+  void
+  reportMemoryUsage(void *, int64_t allocationSize, int64_t, int64_t, c10::Device) override
+  {
+    const int64_t now = m_Current.fetch_add(allocationSize) + allocationSize;
+    int64_t       peak = m_Peak.load();
+    while (now > peak && !m_Peak.compare_exchange_weak(peak, now))
+    {}
+  }
+  bool
+  memoryProfilingEnabled() const override
+  {
+    return true;
+  }
+  int64_t
+  GetPeak() const
+  {
+    return m_Peak.load();
+  }
+
+private:
+  std::atomic<int64_t> m_Current{ 0 };
+  std::atomic<int64_t> m_Peak{ 0 };
+};
+
 struct ProbeResult
 {
   bool        ran{ false };
@@ -80,14 +112,18 @@ public:
   std::string        loadedFileName{};
   std::string        loadedDevice{};
   unsigned int       loadedRequestedDimension{ 0 };
+  bool               loadedFreeze{ false };
+  bool               frozen{ false };
 
   unsigned int  dimension{ 0 };
   unsigned int  inputChannels{ 0 };
   int64_t       outputChannels{ 0 };
-  int64_t       firstConvolutionOutputChannels{ 0 };
   SizeValueType border{ 0 };
   SizeValueType granularity{ 1 };
   SizeValueType minimumInputSize{ 0 };
+  // Forward-pass allocations of one tile: fixed + perInputVoxel * input voxels.
+  double forwardBytesFixed{ 0.0 };
+  double forwardBytesPerInputVoxel{ 0.0 };
 
   static void
   SetThreads(unsigned int numberOfThreads)
@@ -122,6 +158,18 @@ public:
       throw std::runtime_error(std::string("the network returns a ") + output.tagKind() + ", not a tensor");
     }
     return output.toTensor();
+  }
+
+  /** Peak bytes LibTorch allocates while running the network on `input` (allocated by the caller). */
+  double
+  MeasureForwardBytes(const torch::Tensor & input)
+  {
+    auto recorder = std::make_shared<PeakAllocationRecorder>();
+    {
+      c10::DebugInfoGuard reporting(c10::DebugInfoKind::PROFILER_STATE, recorder);
+      Forward(input);
+    }
+    return static_cast<double>(recorder->GetPeak());
   }
 
   ProbeResult
@@ -173,7 +221,13 @@ UNetModel::IsLoaded() const
 {
   const Implementation & impl = *m_Implementation;
   return impl.loaded && impl.loadedFileName == m_FileName && impl.loadedDevice == m_Device &&
-         impl.loadedRequestedDimension == m_ImageDimension;
+         impl.loadedRequestedDimension == m_ImageDimension && impl.loadedFreeze == m_Freeze;
+}
+
+bool
+UNetModel::IsFrozen() const
+{
+  return this->IsLoaded() && m_Implementation->frozen;
 }
 
 void
@@ -239,7 +293,6 @@ UNetModel::Load()
       }
       impl.dimension = networkDimension;
       channelCandidates.push_back(parameter.size(1));
-      impl.firstConvolutionOutputChannels = parameter.size(0);
       break;
     }
   }
@@ -353,7 +406,47 @@ UNetModel::Load()
   }
   impl.minimumInputSize = edge;
 
+  // Frozen and optimised only once probed, with inputs of the probed channels and valid edges alone: with Debian's
+  // LibTorch 1.13 a frozen network can crash the process, rather than throw, on an input it cannot take, which
+  // probing tries on purpose. Freezing works on a copy, so a failure leaves the network as loaded.
+  if (m_Freeze)
+  {
+    try
+    {
+      torch::jit::Module frozen = torch::jit::freeze(impl.module);
+      impl.module = torch::jit::optimize_for_inference(frozen);
+      impl.frozen = true;
+    }
+    catch (const std::exception & error)
+    {
+      itkWarningMacro("The network in \"" << m_FileName << "\" cannot be frozen (" << FirstLine(error.what())
+                                          << "); it runs as saved.");
+    }
+  }
+
+  // Forward-pass memory, measured on the smallest tile and on one of about 2^18 voxels (enough for the linear term
+  // to dominate, small enough to probe quickly), then extrapolated linearly in the input voxels.
+  const auto    probeEdge = static_cast<SizeValueType>(std::pow(double{ 1 << 18 }, 1.0 / impl.dimension));
+  SizeValueType largeEdge = impl.minimumInputSize + impl.granularity;
+  while (largeEdge + impl.granularity <= probeEdge)
+  {
+    largeEdge += impl.granularity;
+  }
+  double measured[2];
+  double voxels[2];
+  for (const int i : { 0, 1 })
+  {
+    const SizeValueType probe = i == 0 ? impl.minimumInputSize : largeEdge;
+    const torch::Tensor input =
+      torch::zeros(impl.TorchShape(1, impl.inputChannels, std::vector<SizeValueType>(impl.dimension, probe)));
+    measured[i] = impl.MeasureForwardBytes(input);
+    voxels[i] = std::pow(static_cast<double>(probe), impl.dimension);
+  }
+  impl.forwardBytesPerInputVoxel = std::max(0.0, (measured[1] - measured[0]) / (voxels[1] - voxels[0]));
+  impl.forwardBytesFixed = std::max(0.0, measured[1] - impl.forwardBytesPerInputVoxel * voxels[1]);
+
   impl.loaded = true;
+  impl.loadedFreeze = m_Freeze;
   impl.loadedFileName = m_FileName;
   impl.loadedDevice = m_Device;
   impl.loadedRequestedDimension = m_ImageDimension;
@@ -370,6 +463,27 @@ UNetModel::VerifyLoaded(const char * what) const
   if (!this->IsLoaded())
   {
     itkExceptionMacro(<< what << " needs a loaded model: call Load() first.");
+  }
+}
+
+void
+UNetModel::VerifyInputTileSize(const char * what, const TileSizeType & inputTileSize) const
+{
+  this->VerifyLoaded(what);
+  const Implementation & impl = *m_Implementation;
+  if (inputTileSize.size() != impl.dimension)
+  {
+    itkExceptionMacro("A tile of " << inputTileSize.size() << " axes was given to a " << impl.dimension
+                                   << "-D network.");
+  }
+  // The network must never see an edge it was not probed to take: an optimised network can crash on one.
+  for (const SizeValueType edge : inputTileSize)
+  {
+    if (edge < 2 * impl.border || !this->IsValidOutputSize(edge - 2 * impl.border))
+    {
+      itkExceptionMacro("Input tile edge " << edge << " is not valid for the network; valid edges are "
+                                           << impl.minimumInputSize << " + k * " << impl.granularity << '.');
+    }
   }
 }
 
@@ -445,35 +559,46 @@ UNetModel::GetValidOutputSizeAtMost(SizeValueType outputSize) const
 }
 
 double
-UNetModel::GetEstimatedBytesPerInputVoxel() const
+UNetModel::GetEstimatedForwardBytes(unsigned int batchSize, const TileSizeType & inputTileSize) const
 {
-  this->VerifyLoaded("GetEstimatedBytesPerInputVoxel");
+  this->VerifyLoaded("GetEstimatedForwardBytes");
   const Implementation & impl = *m_Implementation;
-  // At full resolution a U-Net holds its input, a few feature maps of the first convolution's width (the one in
-  // flight, the skip connection, the decoder's concatenation) and the class scores.
-  const auto width = static_cast<double>(std::max<int64_t>(impl.firstConvolutionOutputChannels, 1));
-  return sizeof(float) * (impl.inputChannels + 6.0 * width + 2.0 * this->GetNumberOfClasses());
+  double                 voxels = 1.0;
+  for (const SizeValueType edge : inputTileSize)
+  {
+    voxels *= static_cast<double>(edge);
+  }
+  return batchSize * (impl.forwardBytesFixed + impl.forwardBytesPerInputVoxel * voxels);
+}
+
+double
+UNetModel::MeasureForwardBytes(unsigned int batchSize, const TileSizeType & inputTileSize) const
+{
+  this->VerifyInputTileSize("MeasureForwardBytes", inputTileSize);
+  Implementation & impl = *m_Implementation;
+  Implementation::SetThreads(m_NumberOfThreads);
+  c10::InferenceMode  inferenceMode;
+  const torch::Tensor input = torch::zeros(impl.TorchShape(batchSize, impl.inputChannels, inputTileSize));
+  try
+  {
+    return impl.MeasureForwardBytes(input);
+  }
+  catch (const std::exception & error)
+  {
+    itkExceptionMacro("The network failed on a batch of shape " << ShapeToString(input.sizes()) << ": "
+                                                                << FirstLine(error.what()));
+  }
 }
 
 void
 UNetModel::PredictProbabilities(const float * input, unsigned int batchSize, const TileSizeType & inputTileSize,
                                 float * probabilities) const
 {
-  this->VerifyLoaded("PredictProbabilities");
-  Implementation & impl = *m_Implementation;
-  if (inputTileSize.size() != impl.dimension)
-  {
-    itkExceptionMacro("A tile of " << inputTileSize.size() << " axes was given to a " << impl.dimension
-                                   << "-D network.");
-  }
+  this->VerifyInputTileSize("PredictProbabilities", inputTileSize);
+  Implementation &           impl = *m_Implementation;
   std::vector<SizeValueType> outputTileSize(impl.dimension);
   for (unsigned int axis = 0; axis < impl.dimension; ++axis)
   {
-    if (inputTileSize[axis] < 2 * impl.border || !this->IsValidOutputSize(inputTileSize[axis] - 2 * impl.border))
-    {
-      itkExceptionMacro("Input tile edge " << inputTileSize[axis] << " is not valid for the network; valid edges are "
-                                           << impl.minimumInputSize << " + k * " << impl.granularity << '.');
-    }
     outputTileSize[axis] = inputTileSize[axis] - 2 * impl.border;
   }
 
@@ -488,8 +613,17 @@ UNetModel::PredictProbabilities(const float * input, unsigned int batchSize, con
   }
   catch (const std::exception & error)
   {
-    itkExceptionMacro("The network failed on a batch of shape " << ShapeToString(inputShape) << ": "
-                                                                << FirstLine(error.what()));
+    const std::string reason = FirstLine(error.what());
+    if (dynamic_cast<const c10::OutOfMemoryError *>(&error) != nullptr ||
+        reason.find("can't allocate memory") != std::string::npos)
+    {
+      // LibTorch's CPU allocator reports failure as a plain c10::Error with this message.
+      MemoryAllocationError outOfMemory(__FILE__, __LINE__, "", ITK_LOCATION);
+      outOfMemory.SetDescription("LibTorch could not allocate memory for a batch of shape " +
+                                 ShapeToString(inputShape) + ": " + reason);
+      throw outOfMemory;
+    }
+    itkExceptionMacro("The network failed on a batch of shape " << ShapeToString(inputShape) << ": " << reason);
   }
   if (scores.sizes() != c10::IntArrayRef(expectedShape))
   {
@@ -563,6 +697,7 @@ UNetModel::PrintSelf(std::ostream & os, Indent indent) const
   os << indent << "Device: " << m_Device << std::endl;
   os << indent << "ImageDimension: " << m_ImageDimension << std::endl;
   os << indent << "NumberOfThreads: " << m_NumberOfThreads << std::endl;
+  os << indent << "Freeze: " << (m_Freeze ? "On" : "Off") << std::endl;
   os << indent << "MaximumProbeSize: " << m_MaximumProbeSize << std::endl;
   os << indent << "Loaded: " << (this->IsLoaded() ? "yes" : "no") << std::endl;
   if (this->IsLoaded())
@@ -572,6 +707,7 @@ UNetModel::PrintSelf(std::ostream & os, Indent indent) const
     os << indent << "Border: " << this->GetBorder() << std::endl;
     os << indent << "SizeGranularity: " << this->GetSizeGranularity() << std::endl;
     os << indent << "MinimumInputSize: " << this->GetMinimumInputSize() << std::endl;
+    os << indent << "Frozen: " << (m_Implementation->frozen ? "yes" : "no") << std::endl;
   }
 }
 

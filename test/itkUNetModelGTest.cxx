@@ -17,6 +17,8 @@
  *=========================================================================*/
 #include "itkUNetModel.h"
 
+#include "itkOutputWindow.h"
+
 #include "UNetTestHelpers.h"
 
 #include <sstream>
@@ -219,4 +221,65 @@ TEST(UNetModel, PrintSelf)
   model->Print(os);
   EXPECT_NE(os.str().find("Border: 20"), std::string::npos) << os.str();
   EXPECT_NE(os.str().find("SizeGranularity: 4"), std::string::npos) << os.str();
+}
+
+namespace
+{
+/** Keeps what ITK's warnings print. */
+class CapturedOutputWindow : public itk::OutputWindow
+{
+public:
+  ITK_DISALLOW_COPY_AND_MOVE(CapturedOutputWindow);
+  using Self = CapturedOutputWindow;
+  using Pointer = itk::SmartPointer<Self>;
+  itkNewMacro(Self);
+  void
+  DisplayText(const char * text) override
+  {
+    m_Text += text;
+  }
+  std::string m_Text;
+
+protected:
+  CapturedOutputWindow() = default;
+};
+} // namespace
+
+TEST(UNetModel, UnfreezableNetworkRunsAsSavedWithAWarning)
+{
+  auto model = itk::UNetModel::New();
+  model->SetFileName(UNetTest::ModelPath("unfreezable2d"));
+  model->SetImageDimension(2);
+  const itk::OutputWindow::Pointer previous = itk::OutputWindow::GetInstance();
+  const auto                       captured = CapturedOutputWindow::New();
+  itk::OutputWindow::SetInstance(captured);
+  model->Load();
+  itk::OutputWindow::SetInstance(previous);
+  EXPECT_NE(captured->m_Text.find("cannot be frozen"), std::string::npos) << captured->m_Text;
+  EXPECT_FALSE(model->IsFrozen());
+  EXPECT_EQ(model->GetBorder(), 1u); // the mean filter inside, probed as usual
+
+  const auto frozen = LoadModel("mean2d", 2);
+  EXPECT_TRUE(frozen->IsFrozen());
+  frozen->FreezeOff();
+  EXPECT_FALSE(frozen->IsLoaded()); // another network now: loaded again by the next Load()
+  frozen->Load();
+  EXPECT_FALSE(frozen->IsFrozen());
+}
+
+TEST(UNetModel, ForwardMemoryEstimateFollowsMeasurement)
+{
+  // The estimate extrapolates two probe measurements; at a larger tile and batch it stays close to a measurement.
+  for (const char * name : { "unet2d_valid", "unet2d_paper" })
+  {
+    SCOPED_TRACE(name);
+    const auto                         model = LoadModel(name, 2);
+    const itk::SizeValueType           edge = model->GetValidOutputSizeAtLeast(700) + 2 * model->GetBorder();
+    const itk::UNetModel::TileSizeType tile{ edge, edge };
+    const double                       estimated = model->GetEstimatedForwardBytes(2, tile);
+    const double                       measured = model->MeasureForwardBytes(2, tile);
+    EXPECT_GT(measured, 0.0);
+    EXPECT_NEAR(estimated / measured, 1.0, 0.3) << "estimated " << estimated << ", measured " << measured;
+    EXPECT_DOUBLE_EQ(model->GetEstimatedForwardBytes(4, tile), 2.0 * estimated);
+  }
 }

@@ -79,6 +79,46 @@ class FirstSampleOnly(nn.Module):
         return self.conv(x)[:1]
 
 
+@torch.jit.interface
+class ModuleInterface(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pass
+
+
+class Identity(nn.Module):
+    def forward(self, x):
+        return x
+
+
+class Unfreezable(nn.Module):
+    """A mean filter that swaps an interface-typed submodule in its forward, which torch.jit.freeze rejects
+    ("failed to freeze interface attribute"): the filter must run it as saved."""
+
+    stage: ModuleInterface
+
+    def __init__(self):
+        super().__init__()
+        self.conv = mean_filter(2)
+        self.stage = Identity()
+        self.other = Identity()
+
+    def forward(self, x):
+        self.stage = self.other
+        return self.conv(self.stage(x))
+
+
+class Wide(nn.Module):
+    """256 feature channels at full resolution: a large tile asks LibTorch for more memory than the machine has."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = conv(2, 1, 256, 3)
+        self.head = conv(2, 256, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
 def unet(seed, **kwargs):
     torch.manual_seed(seed)
     model = UNet(**kwargs).eval()
@@ -122,6 +162,11 @@ def main(out_dir):
         "unet3d_valid": unet(3, dim=3, in_channels=1, classes=2, base=4, depth=1, valid=True),
         "unet2d_rgb": unet(4, dim=2, in_channels=3, classes=2, base=4, depth=1, valid=True),
         "unet2d_paper": unet(5, dim=2, in_channels=1, classes=2, base=8, depth=4, valid=True),
+        "unet3d_same": unet(6, dim=3, in_channels=1, classes=2, base=4, depth=1, valid=False),
+        # The streaming benchmark's network: a small valid 3-D U-Net, depth 2, 8 base channels.
+        "unet3d_valid_depth2": unet(7, dim=3, in_channels=1, classes=2, base=8, depth=2, valid=True),
+        "unfreezable2d": Unfreezable(),
+        "wide2d": Wide(),
     }
     for name, model in models.items():
         model.eval()
