@@ -31,6 +31,7 @@
 #include "itkImageFileReader.h"
 #include "itkImageFileWriter.h"
 #include "itkImageIOFactory.h"
+#include "itkImageRegionSplitterSlowDimension.h"
 #include "itkRealTimeClock.h"
 #include "itkUNetSegmentationImageFilter.h"
 #include "itkVectorImage.h"
@@ -177,38 +178,6 @@ private:
   bool                                           m_Streamed{ false };
 };
 
-/** Up to `requested` pieces of the image, each a band of whole tile rows along the last axis, so that a tile is
- * computed once however the image is streamed (tiles that overlap their neighbours excepted, at the bands' edges). */
-template <unsigned int VDimension>
-std::vector<itk::ImageRegion<VDimension>>
-TileAlignedPieces(const itk::UNetTileGrid<VDimension> & grid, unsigned int requested)
-{
-  constexpr unsigned int last = VDimension - 1;
-  const auto &           image = grid.GetImageRegion();
-  const auto             rows = grid.GetNumberOfTiles()[last];
-  const auto             count = std::min<itk::SizeValueType>(requested, rows);
-  const auto             rowStart = [&](itk::SizeValueType row) {
-    if (row == rows)
-    {
-      return image.GetUpperIndex()[last] + 1;
-    }
-    typename itk::UNetTileGrid<VDimension>::TileIndexType tile{};
-    tile[last] = static_cast<itk::IndexValueType>(row);
-    return grid.GetTileRegion(tile).GetIndex(last);
-  };
-  std::vector<itk::ImageRegion<VDimension>> pieces;
-  for (itk::SizeValueType p = 0; p < count; ++p)
-  {
-    const itk::IndexValueType begin = rowStart(p * rows / count);
-    const itk::IndexValueType end = std::min(rowStart((p + 1) * rows / count), image.GetUpperIndex()[last] + 1);
-    auto                      piece = image;
-    piece.SetIndex(last, begin);
-    piece.SetSize(last, static_cast<itk::SizeValueType>(end - begin));
-    pieces.push_back(piece);
-  }
-  return pieces;
-}
-
 template <unsigned int VDimension>
 itk::Size<VDimension>
 TileSizeFromArgument(const std::vector<int> & values)
@@ -230,6 +199,24 @@ TileSizeFromArgument(const std::vector<int> & values)
     size[axis] = static_cast<itk::SizeValueType>(edge);
   }
   return size;
+}
+
+/** The axes given (0: x, 1: y, 2: z) as the filter's flags. */
+template <unsigned int VDimension>
+itk::FixedArray<bool, VDimension>
+FlipAxesFromArgument(const std::vector<int> & axes)
+{
+  auto flips = itk::FixedArray<bool, VDimension>::Filled(false);
+  for (const int axis : axes)
+  {
+    if (axis < 0 || axis >= static_cast<int>(VDimension))
+    {
+      itkGenericExceptionMacro("--flipAxes takes axes 0 to " << VDimension - 1 << " for this " << VDimension
+                                                             << "-D image; got " << axis << '.');
+    }
+    flips[axis] = true;
+  }
+  return flips;
 }
 
 void
@@ -291,15 +278,29 @@ Segment(int argc, char * argv[])
   segmenter->SetNormalizationStandardDeviation(
     std::vector<double>(normalizationStandardDeviation.begin(), normalizationStandardDeviation.end()));
 
-  // Loads and probes the network and lays out the tiles, so that the pieces can follow the tile rows.
+  segmenter->SetFreezeModel(!noFreeze);
+  segmenter->SetTestTimeFlipAxes(FlipAxesFromArgument<VDimension>(flipAxes));
+  segmenter->SetGenerateProbabilities(!outputProbabilityVolume.empty());
+
+  // Loads and probes the network and lays out the tiles.
   segmenter->UpdateOutputInformation();
   const itk::UNetModel * model = segmenter->GetModel();
   const auto &           grid = segmenter->GetTileGrid();
-  const auto             pieces = TileAlignedPieces(grid, static_cast<unsigned int>(streamPieces));
   const unsigned int     classes = model->GetNumberOfClasses();
+  // Slabs along the last axis, as ImageFileWriter streams. The segmenter grows each to whole tiles and keeps what
+  // the next slab shares, so every tile runs once whatever the slabs.
+  const auto         splitter = itk::ImageRegionSplitterSlowDimension::New();
+  const auto         image = grid.GetImageRegion();
+  const unsigned int numberOfPieces = splitter->GetNumberOfSplits(image, static_cast<unsigned int>(streamPieces));
+  std::vector<itk::ImageRegion<VDimension>> pieces(numberOfPieces, image);
+  for (unsigned int p = 0; p < numberOfPieces; ++p)
+  {
+    splitter->GetSplit(p, numberOfPieces, pieces[p]);
+  }
   std::cout << "Model " << modelFile << ": " << model->GetNumberOfInputChannels() << " input channel(s), " << classes
             << " classes, border " << model->GetBorder() << "; tiles " << grid.GetTileSize() << " x "
-            << grid.GetNumberOfTiles() << ", " << pieces.size() << " piece(s)" << std::endl;
+            << grid.GetNumberOfTiles() << ", " << pieces.size() << " piece(s), estimated working memory "
+            << segmenter->GetEstimatedWorkingMemory() << " MB" << std::endl;
 
   std::unique_ptr<PieceWriter<VDimension>> labelWriter;
   auto                                     toBytes = itk::CastImageFilter<ClassImageType, ByteLabelImageType>::New();
@@ -328,7 +329,8 @@ Segment(int argc, char * argv[])
   });
   for (const auto & piece : pieces)
   {
-    // The label writer runs the segmenter for the piece; the probabilities are then up to date for it too.
+    // The label writer runs the segmenter for the piece; the probabilities are then up to date for it too, and are
+    // written without running it again.
     labelWriter->Write(piece);
     if (probabilityWriter)
     {
@@ -350,7 +352,7 @@ Segment(int argc, char * argv[])
     {
       returned << (axis > 0 ? "," : "") << grid.GetTileSize()[axis];
     }
-    returned << std::endl;
+    returned << "\nestimatedWorkingMemory = " << segmenter->GetEstimatedWorkingMemory() << std::endl;
     if (!returned)
     {
       itkGenericExceptionMacro("Cannot write the return parameter file \"" << returnParameterFile << "\".");

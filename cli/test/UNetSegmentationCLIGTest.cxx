@@ -158,11 +158,15 @@ SmallTileEdge(const std::string & model, unsigned int dimension)
   return unet->GetValidOutputSizeAtLeast(6);
 }
 
-/** The filter's labels (and probabilities) for `fileName`, in one piece. */
+/** The filter's labels and probabilities for `fileName`, in one piece. */
 SegmenterType::Pointer
-SegmentWithFilter(const std::string & fileName, const std::string & model, itk::SizeValueType tileEdge)
+SegmentWithFilter(const std::string & fileName, const std::string & model, itk::SizeValueType tileEdge,
+                  const SegmenterType::FlipAxesType & flips = SegmenterType::FlipAxesType::Filled(false),
+                  bool                                freeze = true)
 {
   auto segmenter = SegmenterType::New();
+  segmenter->SetTestTimeFlipAxes(flips);
+  segmenter->SetFreezeModel(freeze);
   segmenter->SetInput(itk::ReadImage<ImageType>(fileName));
   segmenter->SetModelFileName(model);
   SegmenterType::SizeType tile;
@@ -327,10 +331,13 @@ TEST_F(UNetSegmentationCLI, DescriptionParsesWithEveryParameter)
     { "torchThreads", "integer", "", "torchThreads", "", "", "0", {} },
     { "tilesPerBatch", "integer", "", "tilesPerBatch", "", "", "0", {} },
     { "memoryBudget", "double", "", "memoryBudget", "", "", "1024", {} },
+    { "flipAxes", "integer-vector", "", "flipAxes", "", "", "", {} },
+    { "noFreeze", "boolean", "", "noFreeze", "", "", "false", {} },
     { "streamPieces", "integer", "", "streamPieces", "", "", "4", {} },
     { "modelBorder", "integer", "", "", "", "output", "0", {} },
     { "numberOfClasses", "integer", "", "", "", "output", "0", {} },
     { "tileSizeUsed", "integer-vector", "", "", "", "output", "", {} },
+    { "estimatedWorkingMemory", "double", "", "", "", "output", "0", {} },
   };
   std::map<std::string, const ModuleParameter *> declared;
   for (const ModuleParameterGroup & group : description.GetParameterGroups())
@@ -398,6 +405,9 @@ TEST_F(UNetSegmentationCLI, SlicerStyleRunOnNrrdEqualsFilterWithProgressAndRetur
   EXPECT_EQ(description.GetParameterValue("numberOfClasses"), "2");
   const std::string e = std::to_string(edge);
   EXPECT_EQ(description.GetParameterValue("tileSizeUsed"), e + "," + e + "," + e);
+  EXPECT_NEAR(std::stod(description.GetParameterValue("estimatedWorkingMemory")),
+              segmenter->GetEstimatedWorkingMemory(),
+              1e-4 * segmenter->GetEstimatedWorkingMemory());
 }
 
 TEST_F(UNetSegmentationCLI, SlicerStyleRunOnNiftiEqualsFilter)
@@ -408,11 +418,15 @@ TEST_F(UNetSegmentationCLI, SlicerStyleRunOnNiftiEqualsFilter)
   const std::string output = this->Path("labels.nii.gz");
   itk::WriteImage(MakeVolume(), input);
 
-  const ModuleRun run = this->RunModule(SlicerArguments(model, edge, "--streamPieces 2", input, output));
+  const ModuleRun run = this->RunModule(SlicerArguments(model, edge, "--streamPieces 2 --flipAxes 0,2", input, output));
   ASSERT_EQ(run.exitStatus, 0) << run.err;
   ExpectSlicerProgress(run.out);
 
-  const auto segmenter = SegmentWithFilter(input, model, edge);
+  SegmenterType::FlipAxesType flips;
+  flips[0] = true;
+  flips[1] = false;
+  flips[2] = true;
+  const auto segmenter = SegmentWithFilter(input, model, edge, flips);
   const auto labels = itk::ReadImage<LabelImageType>(output);
   EXPECT_EQ(ComponentTypeOf(output), itk::IOComponentEnum::UCHAR);
   // NIfTI keeps the geometry in single precision.
@@ -435,12 +449,12 @@ TEST_F(UNetSegmentationCLI, StreamedMetaImageWithProbabilitiesEqualsFilter)
   itk::WriteImage(stale, output);
   itk::WriteImage(stale, probabilitiesFile);
 
-  const ModuleRun run = this->RunModule(
-    SlicerArguments(model, edge, "--streamPieces 3 --probabilities '" + probabilitiesFile + "'", input, output));
+  const ModuleRun run = this->RunModule(SlicerArguments(
+    model, edge, "--noFreeze --streamPieces 3 --probabilities '" + probabilitiesFile + "'", input, output));
   ASSERT_EQ(run.exitStatus, 0) << run.err;
   ExpectSlicerProgress(run.out);
 
-  const auto segmenter = SegmentWithFilter(input, model, edge);
+  const auto segmenter = SegmentWithFilter(input, model, edge, SegmenterType::FlipAxesType::Filled(false), false);
   const auto labels = itk::ReadImage<LabelImageType>(output);
   ExpectSameGeometry(itk::ReadImage<ImageType>(input), labels, 1e-12);
   EXPECT_EQ(CountDifferences<LabelImageType>(segmenter->GetOutput(), labels), 0u);
@@ -535,6 +549,10 @@ TEST_F(UNetSegmentationCLI, BadArgumentsFailWithMessage)
   run = this->RunModule(model + "--tileSize " + std::to_string(invalidEdge) + " '" + input + "' '" + output + "'");
   EXPECT_NE(run.exitStatus, 0);
   EXPECT_NE(run.err.find("is not valid for the network"), std::string::npos) << run.err;
+
+  run = this->RunModule(model + "--flipAxes 3 '" + input + "' '" + output + "'");
+  EXPECT_NE(run.exitStatus, 0);
+  EXPECT_NE(run.err.find("--flipAxes takes axes 0 to 2"), std::string::npos) << run.err;
 
   run = this->RunModule(model + "'" + this->Path("missing.nrrd") + "' '" + output + "'");
   EXPECT_NE(run.exitStatus, 0);
