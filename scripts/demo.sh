@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
-# The main job: sets up, builds, and segments a held-out ISBI 2012 EM slice with the bundled U-Net, streamed in
-# pieces; writes the label map and scores it against the slice's ground truth.
+# The main job: sets up, builds, and segments a held-out ISBI 2012 EM slice with the bundled U-Net through the 3D
+# Slicer command-line module (as Slicer would run it: progress tags on standard output), streamed in pieces; writes
+# the label map, scores it against the slice's ground truth, and draws its outlines over the slice.
 #
-#   scripts/demo.sh [input.png] [output.png]
+#   scripts/demo.sh [input output]     (any 2-D image ITK reads; output: the label map, class indices)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=$(bash "$repo/scripts/build.sh" | tail -n 1)
-data=$repo/../shared/data/isbi2012
-input=${1:-$data/image/23.png}
-output=${2:-$build_dir/demo/isbi2012-23-labels.png}
-mkdir -p "$(dirname "$output")"
+segment=$build_dir/cli-modules/UNetSegmentation
 model=$repo/examples/models/unet_isbi2012.pt
-# glibc hands LibTorch's large activations back to the kernel after every layer and faults them in again on the
-# next; keeping them in the heap made CPU inference about a quarter faster here (README, "Speed on CPU").
-export GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4000000000}
-if [ -z "${1:-}" ]; then
-  # Four stream pieces; 132-pixel tiles (a valid edge for this model: 4 + 8k), so that the pieces share few tiles.
-  "$build_dir/examples/UNetSegmentImage" "$model" "$input" "$output" "$data/label/23.png" 4 132
+data=$repo/../shared/data/isbi2012
+if [ -n "${1:-}" ]; then
+  input=$1
+  output=${2:?usage: scripts/demo.sh [input output]}
+  "$segment" --model "$model" "$input" "$output"
 else
-  "$build_dir/examples/UNetSegmentImage" "$model" "$input" "$output"
+  input=$data/image/23.png
+  output=$build_dir/demo/isbi2012-23-labels.nrrd
+  mkdir -p "$(dirname "$output")"
+  # 132-pixel tiles (a valid edge for this model: 4 + 8k): four tile rows, one per stream piece.
+  "$segment" --model "$model" --tileSize 132 --streamPieces 4 "$input" "$output"
+  itk_dir=$(sed -n 's/^ITK_DIR:[A-Z]*=//p' "$build_dir/CMakeCache.txt")
+  PYTHONPATH=$itk_dir/Wrapping/Generators/Python /usr/bin/python3 "$repo/scripts/score_segmentation.py" \
+    "$output" "$data/label/23.png" 2>&1 | grep -v "^ios_base_\| module 'itk.ITKPyBasePython' has no attribute"
 fi
 # A picture of the result: the label map's outlines over the slice (UNetRenderLabels, VTK offscreen). Debian's VTK
 # renders through X only, so without a display it runs under a virtual X server (xvfb-run).

@@ -1,0 +1,565 @@
+/*=========================================================================
+ *
+ *  Copyright NumFOCUS
+ *
+ *  Licensed under the Apache License, Version 2.0 (the "License");
+ *  you may not use this file except in compliance with the License.
+ *  You may obtain a copy of the License at
+ *
+ *         http://www.apache.org/licenses/LICENSE-2.0.txt
+ *
+ *  Unless required by applicable law or agreed to in writing, software
+ *  distributed under the License is distributed on an "AS IS" BASIS,
+ *  WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+ *  See the License for the specific language governing permissions and
+ *  limitations under the License.
+ *
+ *=========================================================================*/
+
+// Tests of the UNetSegmentation command-line module, run as Slicer runs it: a separate process, its description
+// read with SlicerExecutionModel's ModuleDescriptionParser, its outputs compared with the filter's.
+
+#include "ModuleDescription.h"
+#include "ModuleDescriptionParser.h"
+
+#include "itkImageFileReader.h"
+#include "itkImageFileWriter.h"
+#include "itkImageIOFactory.h"
+#include "itkImageRegionConstIterator.h"
+#include "itkImageRegionIteratorWithIndex.h"
+#include "itkMersenneTwisterRandomVariateGenerator.h"
+#include "itkRGBPixel.h"
+#include "itkUNetSegmentationImageFilter.h"
+#include "itkVectorImage.h"
+#include "itksys/SystemTools.hxx"
+
+#include "gtest/gtest.h"
+
+#include <sys/wait.h>
+
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace
+{
+
+using ImageType = itk::Image<float, 3>;
+using LabelImageType = itk::Image<unsigned char, 3>;
+using SegmenterType = itk::UNetSegmentationImageFilter<ImageType, LabelImageType>;
+
+const std::string modelDirectory = UNET_TEST_MODEL_DIR;
+
+std::string
+Model(const std::string & name)
+{
+  return modelDirectory + "/" + name + ".pt";
+}
+
+std::string
+ReadText(const std::string & fileName)
+{
+  std::ifstream     file(fileName);
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+struct ModuleRun
+{
+  int         exitStatus{ -1 };
+  std::string out;
+  std::string err;
+};
+
+/** Each test works in a directory of its own. */
+class UNetSegmentationCLI : public ::testing::Test
+{
+protected:
+  void
+  SetUp() override
+  {
+    const auto * test = ::testing::UnitTest::GetInstance()->current_test_info();
+    m_Directory = std::string(UNET_TEST_OUTPUT_DIR) + "/" + test->name();
+    itksys::SystemTools::RemoveADirectory(m_Directory);
+    itksys::SystemTools::MakeDirectory(m_Directory);
+  }
+
+  std::string
+  Path(const std::string & name) const
+  {
+    return m_Directory + "/" + name;
+  }
+
+  /** Runs the module with `arguments` (quoted for the shell where needed), as a separate process. */
+  ModuleRun
+  RunModule(const std::string & arguments) const
+  {
+    const std::string out = Path("stdout.txt");
+    const std::string err = Path("stderr.txt");
+    const std::string command = "'" + std::string(UNET_CLI) + "' " + arguments + " > '" + out + "' 2> '" + err + "'";
+    const int         status = std::system(command.c_str());
+    ModuleRun         run;
+    run.exitStatus = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    run.out = ReadText(out);
+    run.err = ReadText(err);
+    return run;
+  }
+
+  std::string m_Directory;
+};
+
+/** A 3-D volume with anisotropic spacing, an origin and an oblique direction, and values around 0 (seeded). */
+ImageType::Pointer
+MakeVolume()
+{
+  auto                  image = ImageType::New();
+  ImageType::RegionType region({ { 0, 0, 0 } }, { { 23, 19, 17 } });
+  image->SetRegions(region);
+  image->Allocate();
+  const double spacing[] = { 0.7, 1.3, 2.1 };
+  const double origin[] = { -10.0, 5.5, 3.25 };
+  image->SetSpacing(spacing);
+  image->SetOrigin(origin);
+  const double             a = 0.5, b = 0.3; // Rotations about z, then x.
+  ImageType::DirectionType direction;
+  const double rz[3][3] = { { std::cos(a), -std::sin(a), 0 }, { std::sin(a), std::cos(a), 0 }, { 0, 0, 1 } };
+  const double rx[3][3] = { { 1, 0, 0 }, { 0, std::cos(b), -std::sin(b) }, { 0, std::sin(b), std::cos(b) } };
+  for (unsigned int i = 0; i < 3; ++i)
+  {
+    for (unsigned int j = 0; j < 3; ++j)
+    {
+      direction(i, j) = rx[i][0] * rz[0][j] + rx[i][1] * rz[1][j] + rx[i][2] * rz[2][j];
+    }
+  }
+  image->SetDirection(direction);
+  auto random = itk::Statistics::MersenneTwisterRandomVariateGenerator::New();
+  random->SetSeed(17);
+  for (itk::ImageRegionIteratorWithIndex<ImageType> it(image, region); !it.IsAtEnd(); ++it)
+  {
+    const auto & index = it.GetIndex();
+    it.Set(static_cast<float>(std::sin(0.6 * index[0] + 0.2 * index[2]) + std::cos(0.45 * index[1]) +
+                              random->GetUniformVariate(-0.5, 0.5)));
+  }
+  return image;
+}
+
+/** The edge the tests tile with: small, so that the volume has several tile rows along every axis. */
+itk::SizeValueType
+SmallTileEdge(const std::string & model, unsigned int dimension)
+{
+  auto unet = itk::UNetModel::New();
+  unet->SetFileName(model);
+  unet->SetImageDimension(dimension);
+  unet->Load();
+  return unet->GetValidOutputSizeAtLeast(6);
+}
+
+/** The filter's labels and probabilities for `fileName`, in one piece. */
+SegmenterType::Pointer
+SegmentWithFilter(const std::string & fileName, const std::string & model, itk::SizeValueType tileEdge,
+                  const SegmenterType::FlipAxesType & flips = SegmenterType::FlipAxesType::Filled(false),
+                  bool                                freeze = true)
+{
+  auto segmenter = SegmenterType::New();
+  segmenter->SetTestTimeFlipAxes(flips);
+  segmenter->SetFreezeModel(freeze);
+  segmenter->SetInput(itk::ReadImage<ImageType>(fileName));
+  segmenter->SetModelFileName(model);
+  SegmenterType::SizeType tile;
+  tile.Fill(tileEdge);
+  segmenter->SetTileSize(tile);
+  segmenter->SetNormalizationMean({ 0.25 });
+  segmenter->SetNormalizationStandardDeviation({ 0.8 });
+  segmenter->SetNumberOfTorchThreads(1);
+  segmenter->Update();
+  return segmenter;
+}
+
+/** The arguments 3D Slicer passes: every parameter that has a value, flags first, then the indexed images. */
+std::string
+SlicerArguments(const std::string & model, itk::SizeValueType tileEdge, const std::string & extra,
+                const std::string & input, const std::string & output)
+{
+  const std::string edge = std::to_string(tileEdge);
+  return "--model '" + model + "' --normalizationMean 0.25 --normalizationStandardDeviation 0.8 --tileSize " + edge +
+         "," + edge + "," + edge +
+         " --tileOverlap 0 --blending gaussian --boundaryCondition mirror --boundaryConstant 0 --device cpu "
+         "--torchThreads 1 --tilesPerBatch 0 --memoryBudget 1024 " +
+         extra + " '" + input + "' '" + output + "'";
+}
+
+void
+ExpectSameGeometry(const itk::ImageBase<3> * expected, const itk::ImageBase<3> * actual, double tolerance)
+{
+  EXPECT_EQ(expected->GetLargestPossibleRegion(), actual->GetLargestPossibleRegion());
+  for (unsigned int i = 0; i < 3; ++i)
+  {
+    EXPECT_NEAR(expected->GetSpacing()[i], actual->GetSpacing()[i], tolerance);
+    EXPECT_NEAR(expected->GetOrigin()[i], actual->GetOrigin()[i], tolerance);
+    for (unsigned int j = 0; j < 3; ++j)
+    {
+      EXPECT_NEAR(expected->GetDirection()(i, j), actual->GetDirection()(i, j), tolerance);
+    }
+  }
+}
+
+template <typename TImage>
+size_t
+CountDifferences(const TImage * expected, const TImage * actual)
+{
+  size_t                                differences = 0;
+  itk::ImageRegionConstIterator<TImage> e(expected, expected->GetLargestPossibleRegion());
+  itk::ImageRegionConstIterator<TImage> a(actual, expected->GetLargestPossibleRegion());
+  for (; !e.IsAtEnd(); ++e, ++a)
+  {
+    differences += e.Get() != a.Get();
+  }
+  return differences;
+}
+
+itk::IOComponentEnum
+ComponentTypeOf(const std::string & fileName)
+{
+  auto io = itk::ImageIOFactory::CreateImageIO(fileName.c_str(), itk::IOFileModeEnum::ReadMode);
+  io->SetFileName(fileName);
+  io->ReadImageInformation();
+  return io->GetComponentType();
+}
+
+/** The module's progress tags: start first, end last, progress values between, in [0, 1], non-decreasing, 1 last.
+ * Returns the progress values. */
+std::vector<double>
+ExpectSlicerProgress(const std::string & out)
+{
+  std::vector<std::string> tags;
+  std::vector<double>      values;
+  std::istringstream       lines(out);
+  for (std::string line; std::getline(lines, line);)
+  {
+    for (const std::string tag : { "<filter-start>", "<filter-end>", "<filter-progress>" })
+    {
+      if (line.rfind(tag, 0) == 0)
+      {
+        tags.push_back(tag);
+      }
+    }
+    if (line.rfind("<filter-progress>", 0) == 0)
+    {
+      values.push_back(std::stod(line.substr(std::string("<filter-progress>").size())));
+      EXPECT_NE(line.find("</filter-progress>"), std::string::npos) << line;
+    }
+  }
+  EXPECT_GE(tags.size(), 3u);
+  if (tags.size() >= 3)
+  {
+    EXPECT_EQ(tags.front(), "<filter-start>");
+    EXPECT_EQ(tags.back(), "<filter-end>");
+    EXPECT_EQ(std::count(tags.begin(), tags.end(), "<filter-start>"), 1);
+    EXPECT_EQ(std::count(tags.begin(), tags.end(), "<filter-end>"), 1);
+  }
+  for (size_t i = 0; i < values.size(); ++i)
+  {
+    EXPECT_GE(values[i], 0.0);
+    EXPECT_LE(values[i], 1.0);
+    if (i > 0)
+    {
+      EXPECT_GE(values[i], values[i - 1]) << "progress went back at value " << i;
+    }
+  }
+  if (!values.empty())
+  {
+    EXPECT_DOUBLE_EQ(values.back(), 1.0);
+  }
+  return values;
+}
+
+struct ExpectedParameter
+{
+  std::string              name;
+  std::string              tag;
+  std::string              type;
+  std::string              longFlag;
+  std::string              index;
+  std::string              channel;
+  std::string              defaultValue;
+  std::vector<std::string> elements;
+};
+
+} // namespace
+
+TEST_F(UNetSegmentationCLI, DescriptionParsesWithEveryParameter)
+{
+  const ModuleRun run = this->RunModule("--xml");
+  ASSERT_EQ(run.exitStatus, 0) << run.err;
+
+  ModuleDescription       description;
+  ModuleDescriptionParser parser;
+  ASSERT_EQ(parser.Parse(run.out, description), 0) << run.out;
+  EXPECT_EQ(description.GetCategory(), "Segmentation.Deep Learning");
+  EXPECT_EQ(description.GetTitle(), "U-Net Segmentation");
+  EXPECT_FALSE(description.GetDescription().empty());
+  EXPECT_FALSE(description.GetVersion().empty());
+  EXPECT_FALSE(description.GetContributor().empty());
+  EXPECT_FALSE(description.GetLicense().empty());
+  EXPECT_FALSE(description.GetAcknowledgements().empty());
+  EXPECT_TRUE(description.HasReturnParameters());
+
+  const std::vector<ExpectedParameter> expected = {
+    { "inputVolume", "image", "any", "", "0", "input", "", {} },
+    { "outputLabelVolume", "image", "label", "", "1", "output", "", {} },
+    { "outputProbabilityVolume", "image", "vector", "probabilities", "", "output", "", {} },
+    { "modelFile", "file", "scalar", "model", "", "input", "", {} },
+    { "normalizationMean", "float-vector", "", "normalizationMean", "", "", "", {} },
+    { "normalizationStandardDeviation", "float-vector", "", "normalizationStandardDeviation", "", "", "", {} },
+    { "tileSize", "integer-vector", "", "tileSize", "", "", "", {} },
+    { "tileOverlap", "integer", "", "tileOverlap", "", "", "0", {} },
+    { "blending", "string-enumeration", "", "blending", "", "", "gaussian", { "gaussian", "uniform" } },
+    { "boundaryCondition",
+      "string-enumeration",
+      "",
+      "boundaryCondition",
+      "",
+      "",
+      "mirror",
+      { "mirror", "zero", "constant" } },
+    { "boundaryConstant", "double", "", "boundaryConstant", "", "", "0", {} },
+    { "device", "string-enumeration", "", "device", "", "", "cpu", { "cpu", "cuda" } },
+    { "torchThreads", "integer", "", "torchThreads", "", "", "0", {} },
+    { "tilesPerBatch", "integer", "", "tilesPerBatch", "", "", "0", {} },
+    { "memoryBudget", "double", "", "memoryBudget", "", "", "1024", {} },
+    { "flipAxes", "integer-vector", "", "flipAxes", "", "", "", {} },
+    { "noFreeze", "boolean", "", "noFreeze", "", "", "false", {} },
+    { "streamPieces", "integer", "", "streamPieces", "", "", "4", {} },
+    { "modelBorder", "integer", "", "", "", "output", "0", {} },
+    { "numberOfClasses", "integer", "", "", "", "output", "0", {} },
+    { "tileSizeUsed", "integer-vector", "", "", "", "output", "", {} },
+    { "estimatedWorkingMemory", "double", "", "", "", "output", "0", {} },
+  };
+  std::map<std::string, const ModuleParameter *> declared;
+  for (const ModuleParameterGroup & group : description.GetParameterGroups())
+  {
+    EXPECT_FALSE(group.GetLabel().empty());
+    for (const ModuleParameter & parameter : group.GetParameters())
+    {
+      declared[parameter.GetName()] = &parameter;
+    }
+  }
+  EXPECT_EQ(declared.size(), expected.size());
+  for (const ExpectedParameter & e : expected)
+  {
+    SCOPED_TRACE(e.name);
+    ASSERT_EQ(declared.count(e.name), 1u);
+    const ModuleParameter & parameter = *declared[e.name];
+    EXPECT_EQ(parameter.GetTag(), e.tag);
+    EXPECT_EQ(parameter.GetType(), e.type);
+    EXPECT_EQ(parameter.GetLongFlag(), e.longFlag);
+    EXPECT_EQ(parameter.GetFlag(), "");
+    EXPECT_EQ(parameter.GetIndex(), e.index);
+    EXPECT_EQ(parameter.GetDefault(), e.defaultValue);
+    EXPECT_EQ(parameter.GetElements(), e.elements);
+    EXPECT_FALSE(parameter.GetLabel().empty());
+    EXPECT_FALSE(parameter.GetDescription().empty());
+    if (!e.channel.empty())
+    {
+      EXPECT_EQ(parameter.GetChannel(), e.channel);
+    }
+  }
+}
+
+TEST_F(UNetSegmentationCLI, SlicerStyleRunOnNrrdEqualsFilterWithProgressAndReturnParameters)
+{
+  const std::string model = Model("unet3d_valid");
+  const auto        edge = SmallTileEdge(model, 3);
+  const std::string input = this->Path("volume.nrrd");
+  const std::string output = this->Path("labels.nrrd");
+  const std::string returned = this->Path("returned.params");
+  itk::WriteImage(MakeVolume(), input);
+
+  const ModuleRun run = this->RunModule(
+    SlicerArguments(model, edge, "--streamPieces 3 --returnparameterfile '" + returned + "'", input, output));
+  ASSERT_EQ(run.exitStatus, 0) << run.err;
+
+  const auto segmenter = SegmentWithFilter(input, model, edge);
+  const auto labels = itk::ReadImage<LabelImageType>(output);
+  EXPECT_EQ(ComponentTypeOf(output), itk::IOComponentEnum::UCHAR);
+  ExpectSameGeometry(itk::ReadImage<ImageType>(input), labels, 1e-12);
+  EXPECT_EQ(CountDifferences<LabelImageType>(segmenter->GetOutput(), labels), 0u);
+
+  // At least one progress value per tile.
+  const auto   values = ExpectSlicerProgress(run.out);
+  const auto & tiles = segmenter->GetTileGrid().GetNumberOfTiles();
+  EXPECT_GE(values.size(), tiles[0] * tiles[1] * tiles[2]);
+  EXPECT_GT(tiles[2], 2u); // So that the three pieces are real.
+
+  // The returned parameters, read as Slicer reads them.
+  ModuleDescription description;
+  ASSERT_EQ(ModuleDescriptionParser().Parse(this->RunModule("--xml").out, description), 0);
+  ASSERT_TRUE(description.ReadParameterFile(returned)) << ReadText(returned);
+  const auto border = segmenter->GetModel()->GetBorder();
+  EXPECT_GT(border, 0u);
+  EXPECT_EQ(description.GetParameterValue("modelBorder"), std::to_string(border));
+  EXPECT_EQ(description.GetParameterValue("numberOfClasses"), "2");
+  const std::string e = std::to_string(edge);
+  EXPECT_EQ(description.GetParameterValue("tileSizeUsed"), e + "," + e + "," + e);
+  EXPECT_NEAR(std::stod(description.GetParameterValue("estimatedWorkingMemory")),
+              segmenter->GetEstimatedWorkingMemory(),
+              1e-4 * segmenter->GetEstimatedWorkingMemory());
+}
+
+TEST_F(UNetSegmentationCLI, SlicerStyleRunOnNiftiEqualsFilter)
+{
+  const std::string model = Model("unet3d_valid");
+  const auto        edge = SmallTileEdge(model, 3);
+  const std::string input = this->Path("volume.nii.gz");
+  const std::string output = this->Path("labels.nii.gz");
+  itk::WriteImage(MakeVolume(), input);
+
+  const ModuleRun run = this->RunModule(SlicerArguments(model, edge, "--streamPieces 2 --flipAxes 0,2", input, output));
+  ASSERT_EQ(run.exitStatus, 0) << run.err;
+  ExpectSlicerProgress(run.out);
+
+  SegmenterType::FlipAxesType flips;
+  flips[0] = true;
+  flips[1] = false;
+  flips[2] = true;
+  const auto segmenter = SegmentWithFilter(input, model, edge, flips);
+  const auto labels = itk::ReadImage<LabelImageType>(output);
+  EXPECT_EQ(ComponentTypeOf(output), itk::IOComponentEnum::UCHAR);
+  // NIfTI keeps the geometry in single precision.
+  ExpectSameGeometry(itk::ReadImage<ImageType>(input), labels, 1e-5);
+  EXPECT_EQ(CountDifferences<LabelImageType>(segmenter->GetOutput(), labels), 0u);
+}
+
+TEST_F(UNetSegmentationCLI, StreamedMetaImageWithProbabilitiesEqualsFilter)
+{
+  const std::string model = Model("unet3d_valid");
+  const auto        edge = SmallTileEdge(model, 3);
+  const std::string input = this->Path("volume.mha");
+  const std::string output = this->Path("labels.mha");
+  const std::string probabilitiesFile = this->Path("probabilities.mha");
+  itk::WriteImage(MakeVolume(), input);
+  // Stale outputs of another size: a streamed MetaImage is pasted into an existing file, so they must go first.
+  auto stale = LabelImageType::New();
+  stale->SetRegions(LabelImageType::SizeType{ { 3, 2, 5 } });
+  stale->Allocate(true);
+  itk::WriteImage(stale, output);
+  itk::WriteImage(stale, probabilitiesFile);
+
+  const ModuleRun run = this->RunModule(SlicerArguments(
+    model, edge, "--noFreeze --streamPieces 3 --probabilities '" + probabilitiesFile + "'", input, output));
+  ASSERT_EQ(run.exitStatus, 0) << run.err;
+  ExpectSlicerProgress(run.out);
+
+  const auto segmenter = SegmentWithFilter(input, model, edge, SegmenterType::FlipAxesType::Filled(false), false);
+  const auto labels = itk::ReadImage<LabelImageType>(output);
+  ExpectSameGeometry(itk::ReadImage<ImageType>(input), labels, 1e-12);
+  EXPECT_EQ(CountDifferences<LabelImageType>(segmenter->GetOutput(), labels), 0u);
+
+  using ProbabilityImageType = SegmenterType::ProbabilityImageType;
+  const auto probabilities = itk::ReadImage<ProbabilityImageType>(probabilitiesFile);
+  EXPECT_EQ(ComponentTypeOf(probabilitiesFile), itk::IOComponentEnum::FLOAT);
+  ASSERT_EQ(probabilities->GetNumberOfComponentsPerPixel(), 2u);
+  ExpectSameGeometry(itk::ReadImage<ImageType>(input), probabilities, 1e-12);
+  EXPECT_EQ(CountDifferences<ProbabilityImageType>(segmenter->GetProbabilityOutput(), probabilities), 0u);
+}
+
+TEST_F(UNetSegmentationCLI, RgbPngFeedsThreeChannelNetwork)
+{
+  using RgbImageType = itk::Image<itk::RGBPixel<unsigned char>, 2>;
+  using ChannelsImageType = itk::VectorImage<float, 2>;
+  auto rgb = RgbImageType::New();
+  rgb->SetRegions(RgbImageType::SizeType{ { 45, 38 } });
+  rgb->Allocate();
+  auto random = itk::Statistics::MersenneTwisterRandomVariateGenerator::New();
+  random->SetSeed(5);
+  for (itk::ImageRegionIterator<RgbImageType> it(rgb, rgb->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
+  {
+    itk::RGBPixel<unsigned char> pixel;
+    for (unsigned int c = 0; c < 3; ++c)
+    {
+      pixel[c] = static_cast<unsigned char>(random->GetIntegerVariate(255));
+    }
+    it.Set(pixel);
+  }
+  const std::string input = this->Path("rgb.png");
+  const std::string output = this->Path("labels.png");
+  itk::WriteImage(rgb, input);
+
+  const std::string model = Model("unet2d_rgb");
+  const ModuleRun   run =
+    this->RunModule("--model '" + model + "' --normalizationMean 100,128,150 --normalizationStandardDeviation 60 '" +
+                    input + "' '" + output + "'");
+  ASSERT_EQ(run.exitStatus, 0) << run.err;
+
+  auto segmenter = itk::UNetSegmentationImageFilter<ChannelsImageType>::New();
+  segmenter->SetInput(itk::ReadImage<ChannelsImageType>(input));
+  segmenter->SetModelFileName(model);
+  segmenter->SetNormalizationMean({ 100, 128, 150 });
+  segmenter->SetNormalizationStandardDeviation({ 60 });
+  segmenter->Update();
+  using Labels2DType = itk::Image<unsigned char, 2>;
+  EXPECT_EQ(CountDifferences<Labels2DType>(segmenter->GetOutput(), itk::ReadImage<Labels2DType>(output)), 0u);
+}
+
+TEST_F(UNetSegmentationCLI, MissingOrCorruptModelFailsWithMessage)
+{
+  const std::string input = this->Path("volume.nrrd");
+  itk::WriteImage(MakeVolume(), input);
+  const std::string output = this->Path("labels.nrrd");
+
+  ModuleRun run = this->RunModule("--model '" + Model("does_not_exist") + "' '" + input + "' '" + output + "'");
+  EXPECT_NE(run.exitStatus, 0);
+  EXPECT_NE(run.err.find("does not exist"), std::string::npos) << run.err;
+  EXPECT_EQ(run.out.find("<filter-end>"), std::string::npos);
+
+  run = this->RunModule("--model '" + Model("corrupt") + "' '" + input + "' '" + output + "'");
+  EXPECT_NE(run.exitStatus, 0);
+  EXPECT_NE(run.err.find("Cannot load a TorchScript model"), std::string::npos) << run.err;
+
+  run = this->RunModule("'" + input + "' '" + output + "'");
+  EXPECT_NE(run.exitStatus, 0);
+  EXPECT_NE(run.err.find("--model"), std::string::npos) << run.err;
+  EXPECT_FALSE(itksys::SystemTools::FileExists(output));
+}
+
+TEST_F(UNetSegmentationCLI, BadArgumentsFailWithMessage)
+{
+  const std::string input = this->Path("volume.nrrd");
+  itk::WriteImage(MakeVolume(), input);
+  const std::string output = this->Path("labels.nrrd");
+  const std::string model = "--model '" + Model("unet3d_valid") + "' ";
+
+  ModuleRun run = this->RunModule(model + "--tileSize 5,5 '" + input + "' '" + output + "'");
+  EXPECT_NE(run.exitStatus, 0);
+  EXPECT_NE(run.err.find("--tileSize takes one value or 3"), std::string::npos) << run.err;
+
+  auto unet = itk::UNetModel::New();
+  unet->SetFileName(Model("unet3d_valid"));
+  unet->SetImageDimension(3);
+  unet->Load();
+  auto invalidEdge = unet->GetMinimumOutputSize() + 1;
+  while (unet->IsValidOutputSize(invalidEdge))
+  {
+    ++invalidEdge;
+  }
+  run = this->RunModule(model + "--tileSize " + std::to_string(invalidEdge) + " '" + input + "' '" + output + "'");
+  EXPECT_NE(run.exitStatus, 0);
+  EXPECT_NE(run.err.find("is not valid for the network"), std::string::npos) << run.err;
+
+  run = this->RunModule(model + "--flipAxes 3 '" + input + "' '" + output + "'");
+  EXPECT_NE(run.exitStatus, 0);
+  EXPECT_NE(run.err.find("--flipAxes takes axes 0 to 2"), std::string::npos) << run.err;
+
+  run = this->RunModule(model + "'" + this->Path("missing.nrrd") + "' '" + output + "'");
+  EXPECT_NE(run.exitStatus, 0);
+  EXPECT_NE(run.err.find("missing.nrrd"), std::string::npos) << run.err;
+
+  run = this->RunModule(model + "'" + input + "' '" + this->Path("labels.unknown") + "'");
+  EXPECT_NE(run.exitStatus, 0);
+  EXPECT_NE(run.err.find("labels.unknown"), std::string::npos) << run.err;
+  EXPECT_FALSE(itksys::SystemTools::FileExists(output));
+}
