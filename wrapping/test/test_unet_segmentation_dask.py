@@ -20,10 +20,11 @@ import itk
 from itk_unetsegmentation import dask as unet_dask
 
 MODELS = os.environ["UNET_TEST_MODEL_DIR"]
-MODEL = os.path.join(MODELS, "unet3d_valid.pt")  # a valid 3-D U-Net: border 8, tile edges 2, 4, 6, ...
+MODEL = os.path.join(MODELS, "unet3d_tiny.pt")  # a valid 3-D U-Net: border 8, tile edges 2, 4, 6, ...
 SHAPE = (96, 160, 160)  # z, y, x
-TILE = (32, 32, 16)  # x, y, z: ITK's order, as the filter's TileSize
-CHUNKS = (32, 64, 64)  # z, y, x: two tiles along each axis
+TILE = (64, 32, 32)  # x, y, z: ITK's order, as the filter's TileSize
+CHUNKS = (32, 64, 64)  # z, y, x: two tiles a block
+SMALL_SHAPE = (48, 80, 80)  # for the cases that need not be large
 TIMEOUT = 300  # seconds a computation may take before the test fails rather than hangs
 
 
@@ -47,8 +48,10 @@ class BlockwiseOnLocalCluster(unittest.TestCase):
         cls.directory = tempfile.mkdtemp()
         cls.volume = random_volume(SHAPE, 7)
         cls.labels, cls.probabilities = whole_volume_pass(cls.volume)
+        cls.small_volume = random_volume(SMALL_SHAPE, 8)
+        cls.small_labels = whole_volume_pass(cls.small_volume)[0]
         cls.cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                   silence_logs=logging.ERROR)
+                                   silence_logs=logging.CRITICAL)
         cls.client = Client(cls.cluster)
 
     @classmethod
@@ -89,7 +92,7 @@ class BlockwiseOnLocalCluster(unittest.TestCase):
         self.assertEqual(output["labels"].chunks, CHUNKS)
 
     def test_metaimage_read_block_by_block_equals_whole_volume_pass(self):
-        image = itk.image_from_array(self.volume)
+        image = itk.image_from_array(self.small_volume)
         image.SetSpacing([0.5, 0.5, 2.0])
         image.SetOrigin([10.0, 20.0, -5.0])
         itk.imwrite(image, self.path("volume.mha"))
@@ -98,21 +101,24 @@ class BlockwiseOnLocalCluster(unittest.TestCase):
         self.assertEqual(metadata["origin"], [10.0, 20.0, -5.0])
         self.assertEqual(metadata["direction"], np.eye(3).tolist())
         labels = unet_dask.segment(volume, MODEL, TILE)
-        np.testing.assert_array_equal(self.compute(labels), self.labels)
+        np.testing.assert_array_equal(self.compute(labels), self.small_labels)
 
     def test_misaligned_chunks_are_rechunked_with_a_warning(self):
-        volume = da.from_array(self.volume, chunks=(45, 50, 70))
+        # Strides (z, y, x) = (32, 32, 64): 45, 50 and 70 become 32, 64 and 64; along x the last chunk (16 voxels)
+        # would read its mirrored context from 40 voxels back, and joins its neighbour.
+        volume = da.from_array(self.small_volume, chunks=(45, 50, 70))
         with self.assertWarns(unet_dask.ChunkAlignmentWarning) as warned:
             labels = unet_dask.segment(volume, MODEL, TILE)
         self.assertIn("not all multiples of the tile stride", str(warned.warning))
-        self.assertEqual(labels.chunks, ((48, 48), (64, 64, 32), (64, 64, 32)))
-        np.testing.assert_array_equal(self.compute(labels), self.labels)
+        self.assertIn("axis 2: the last chunk (16 voxels) needs 40 voxels of context", str(warned.warning))
+        self.assertEqual(labels.chunks, ((32, 16), (64, 16), (80,)))
+        np.testing.assert_array_equal(self.compute(labels), self.small_labels)
 
     def test_misaligned_chunks_are_rejected_when_asked(self):
-        volume = da.from_array(self.volume, chunks=(45, 50, 70))
+        volume = da.from_array(self.small_volume, chunks=(45, 50, 70))
         with self.assertRaises(ValueError) as raised:
             unet_dask.segment(volume, MODEL, TILE, misaligned_chunks="raise")
-        self.assertIn("Aligned chunks: ((48, 48), (64, 64, 32), (64, 64, 32))", str(raised.exception))
+        self.assertIn("Aligned chunks: ((32, 16), (64, 16), (80,))", str(raised.exception))
 
     def test_worker_killed_mid_run_still_gives_the_exact_result(self):
         volume = da.from_array(self.volume, chunks=CHUNKS)
@@ -146,7 +152,7 @@ class BlockwiseOnLocalCluster(unittest.TestCase):
             unet_dask.segment(volume, os.path.join(MODELS, "corrupt.pt"), TILE)
         self.assertIn("Cannot load a TorchScript model", str(raised.exception))
         with self.assertRaises(RuntimeError) as raised:
-            unet_dask.segment(volume, MODEL, (33, 32, 16))
+            unet_dask.segment(volume, MODEL, (33, 32, 32))
         self.assertIn("TileSize[0] = 33 is not valid", str(raised.exception))
         # A model that goes bad after the graph is built fails on the workers, and the error reaches the client.
         model = self.path("goes_bad.pt")
