@@ -5,6 +5,8 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -102,6 +104,17 @@ class BlockwiseOnLocalCluster(unittest.TestCase):
         self.assertEqual(metadata["direction"], np.eye(3).tolist())
         labels = unet_dask.segment(volume, MODEL, TILE)
         np.testing.assert_array_equal(self.compute(labels), self.small_labels)
+
+    def test_example_script_equals_whole_volume_pass(self):
+        image = itk.image_from_array(self.small_volume)
+        image.SetSpacing([0.5, 0.5, 2.0])
+        itk.imwrite(image, self.path("example.mha"))
+        subprocess.run([sys.executable, os.path.join(os.environ["UNET_EXAMPLES_DIR"], "segment_volume_dask.py"),
+                        MODEL, self.path("example.mha"), self.path("example.zarr"), "--tile", *map(str, TILE),
+                        "--chunks", *map(str, CHUNKS), "--workers", "1"], check=True, timeout=TIMEOUT)
+        labels = zarr.open_group(self.path("example.zarr"), mode="r")["labels"]
+        np.testing.assert_array_equal(labels[:], self.small_labels)
+        self.assertEqual(labels.attrs["spacing"], [0.5, 0.5, 2.0])
 
     def test_misaligned_chunks_are_rechunked_with_a_warning(self):
         # Strides (z, y, x) = (32, 32, 64): 45, 50 and 70 become 32, 64 and 64; along x the last chunk (16 voxels)

@@ -57,10 +57,29 @@ class ChunkAlignmentWarning(UserWarning):
     """The volume was re-chunked so that its blocks hold whole tiles of the filter's grid."""
 
 
+_itk_lock = threading.Lock()
+_itk_loaded = False
+
+
+def _itk():
+    """The itk module with the wrapped types this module uses loaded. ITK 5.2 loads its Python modules lazily, on
+    first use, and not safely from several threads at once (a dask worker may run several)."""
+    global _itk_loaded
+    import itk
+
+    with _itk_lock:
+        if not _itk_loaded:
+            for name in ("Image", "ImageRegion", "Size", "PyBuffer", "ImageFileReader", "ImageIOFactory",
+                         "UNetSegmentationImageFilter", "UNetModel"):
+                getattr(itk, name)
+            _itk_loaded = True
+    return itk
+
+
 def metadata_from_image(image):
     """The physical metadata of an ITK image (or image information): ``origin``, ``spacing`` and ``direction``,
     in ITK's (x, y, z) order, as plain lists (what ``write_zarr`` stores as zarr attributes)."""
-    import itk
+    itk = _itk()
 
     return {
         "origin": [float(v) for v in image.GetOrigin()],
@@ -85,7 +104,7 @@ def _input_dtype(dtype):
 
 def _region(start, size):
     """An itk.ImageRegion from numpy-ordered start and size."""
-    import itk
+    itk = _itk()
 
     region = itk.ImageRegion[len(size)]()
     region.SetIndex([int(v) for v in reversed(start)])
@@ -108,7 +127,7 @@ def _camel_case(name):
 def _make_filter(settings, dimension, dtype):
     """A UNetSegmentationImageFilter for `dimension`-D images of `dtype`, configured with `settings`: a tuple of
     (snake_case name, value) pairs, each applied with the filter's Set<Name> method."""
-    import itk
+    itk = _itk()
 
     pixel = itk.UC if np.dtype(dtype) == np.uint8 else itk.F
     segmenter = itk.UNetSegmentationImageFilter[itk.Image[pixel, dimension], itk.Image[itk.UC, dimension]].New()
@@ -143,7 +162,7 @@ class _Planner:
     that the overlap between blocks comes from the filter's own tile grid rather than from a copy of its rules."""
 
     def __init__(self, settings, shape, dtype):
-        import itk
+        itk = _itk()
 
         self.shape = tuple(shape)
         dimension = len(shape)
@@ -246,7 +265,7 @@ def _worker_filter(plan):
 
 def _segment_block(grown, block_info=None, plan=None):
     """Segments one block: `grown` is the block with the context map_overlap added (none beyond the volume)."""
-    import itk
+    itk = _itk()
 
     location = block_info[None]["array-location"][:len(plan.shape)]  # less the probabilities' class axis
     block_start = [start for start, _ in location]
@@ -291,7 +310,7 @@ def _segment_block(grown, block_info=None, plan=None):
 def _buffered_array(image, start, size):
     """A numpy copy of the voxels [start, start + size) (numpy order) of a pipeline-free image's buffer. ITK's array
     views size the array by the largest possible region (and update the image), so that is made the buffer's."""
-    import itk
+    itk = _itk()
 
     image.SetLargestPossibleRegion(image.GetBufferedRegion())
     buffered = _region_bounds(image.GetBufferedRegion())
@@ -394,7 +413,7 @@ class _StreamedImageFile:
     compressed MetaImage) read the whole file for every block and keep the region."""
 
     def __init__(self, file_name):
-        import itk
+        itk = _itk()
 
         self.file_name = os.path.abspath(file_name)
         io = itk.ImageIOFactory.CreateImageIO(self.file_name, itk.CommonEnums.IOFileMode_ReadMode)
@@ -423,7 +442,7 @@ class _StreamedImageFile:
         return (self.file_name, self._stamp, self.dtype.str)
 
     def __getitem__(self, key):
-        import itk
+        itk = _itk()
 
         key = key if isinstance(key, tuple) else (key,)
         start, size = [], []
@@ -445,7 +464,7 @@ class _StreamedImageFile:
         return _buffered_array(image, start, size)
 
 
-def read_image(file_name, chunks):
+def read_image(file_name, chunks=None):
     """A 2-D or 3-D scalar image file as a dask array whose blocks are read lazily, each by ITK's ImageFileReader
     asked for that block only, and the image's physical metadata.
 
@@ -453,9 +472,11 @@ def read_image(file_name, chunks):
     compressed MetaImage) cannot stream, so each block reads the whole file: convert such volumes to MetaImage or
     zarr first when they are large. ``uint8`` files give uint8 arrays, all others float32 (ITK converts on reading).
 
-    Returns ``(array, metadata)``; ``chunks`` as dask takes them (numpy order).
+    Returns ``(array, metadata)``; ``chunks`` as dask takes them (numpy order), by default 128 voxels along each
+    axis.
     """
     source = _StreamedImageFile(file_name)
+    chunks = chunks or (128,) * source.ndim
     if not source.streams:
         warnings.warn(f"ITK cannot stream reads of \"{source.file_name}\": every block reads the whole file.",
                       stacklevel=2)
