@@ -160,6 +160,8 @@ def main(out_dir):
         "unet2d_valid": unet(1, dim=2, in_channels=1, classes=2, base=8, depth=2, valid=True),
         "unet2d_same": unet(2, dim=2, in_channels=1, classes=3, base=8, depth=2, valid=False),
         "unet3d_valid": unet(3, dim=3, in_channels=1, classes=2, base=4, depth=1, valid=True),
+        # Cheap enough for whole volumes of a few million voxels, segmented many times over in the dask tests.
+        "unet3d_tiny": unet(6, dim=3, in_channels=1, classes=2, base=2, depth=1, valid=True),
         "unet2d_rgb": unet(4, dim=2, in_channels=3, classes=2, base=4, depth=1, valid=True),
         "unet2d_paper": unet(5, dim=2, in_channels=1, classes=2, base=8, depth=4, valid=True),
         "unet3d_same": unet(6, dim=3, in_channels=1, classes=2, base=4, depth=1, valid=False),
