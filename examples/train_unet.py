@@ -21,8 +21,8 @@ The recipe, as in the paper:
   cubically, the labels by nearest neighbour), random flips and right-angle rotations;
 - for each deformed tile, the module's own filters make the training inputs from its cell labels:
   itk.UNetTrainingTargetImageFilter the target (cells 1, background and the borders between touching cells 0) and
-  itk.UNetWeightMapImageFilter the weight map w(x) from the cells so separated (--weights map; "balanced": w_c only;
-  "none": 1);
+  itk.UNetWeightMapImageFilter the weight map w(x) from the cells so separated (--weights map; "separation": w_c = 1,
+  only the separation term; "balanced": w_c only; "none": 1);
 - the loss: pixel-wise cross-entropy weighted by w(x), averaged over the tile's output voxels.
 The optimiser is Adam with an exponentially decaying learning rate (--optimizer sgd: the paper's SGD with momentum
 0.99), which trained faster on a CPU here.
@@ -95,9 +95,11 @@ def training_target(instances):
     return itk.array_from_image(itk.u_net_training_target_image_filter(_label_image(instances))).astype(np.int64)
 
 
-def weight_map(instances, w0=10.0, sigma=5.0):
-    """itk.UNetWeightMapImageFilter: w(x) = w_c(x) + w0 exp(-(d1 + d2)^2 / (2 sigma^2)) on background voxels."""
-    weights = itk.u_net_weight_map_image_filter(_label_image(instances), w0=w0, sigma=sigma)
+def weight_map(instances, w0=10.0, sigma=5.0, balance_classes=True):
+    """itk.UNetWeightMapImageFilter: w(x) = w_c(x) + w0 exp(-(d1 + d2)^2 / (2 sigma^2)) on background voxels; w_c
+    balances the classes, or is 1 without `balance_classes`."""
+    weights = itk.u_net_weight_map_image_filter(_label_image(instances), w0=w0, sigma=sigma,
+                                                balance_classes=balance_classes)
     return itk.array_from_image(weights).astype(np.float32)
 
 
@@ -186,17 +188,25 @@ class Recipe:
     elastic_sd: float = 10.0   # 0: no elastic deformation
     elastic_grid: int = 3
     flips: bool = True
-    weights: str = "map"       # map, balanced or none
+    weights: str = "map"       # map, separation, balanced or none
     w0: float = 10.0
     sigma: float = 5.0
 
 
 def sample_tile(image, instances, recipe, rng):
-    """One training tile: centred on a random voxel of the image, deformed, flipped and rotated, with its target and
-    weights made by the module's filters from the deformed cell labels of the whole input tile (so that cells
-    beyond the output tile count in w(x)), then cropped to the output tile."""
+    """One training tile: at a random place, deformed, flipped and rotated, with its target and weights made by the
+    module's filters from the deformed cell labels of the whole input tile (so that cells beyond the output tile
+    count in w(x)), then cropped to the output tile. The output tile lies in the image or reaches up to a quarter of
+    its edge past the image's edges, where image and labels are mirrored as at inference, so that voxels near the
+    edges are trained on too."""
     shape = [recipe.tile + 2 * recipe.border] * image.ndim
-    origin = [int(rng.integers(n)) - s // 2 for n, s in zip(image.shape, shape)]
+    origin = []
+    for size in image.shape:
+        reach = recipe.tile // 4
+        low, high = -reach, size - recipe.tile + reach
+        if high < low:  # an image smaller than the tile: centred
+            low = high = (size - recipe.tile) // 2
+        origin.append(int(rng.integers(low, high + 1)) - recipe.border)
     displacement = None
     if recipe.elastic_sd > 0:
         displacement = elastic_displacement(shape, recipe.elastic_sd, rng, recipe.elastic_grid)
@@ -208,7 +218,8 @@ def sample_tile(image, instances, recipe, rng):
     if recipe.weights == "none":
         weights = np.ones(target.shape, dtype=np.float32)
     else:
-        weights = weight_map(separated, recipe.w0 if recipe.weights == "map" else 0.0, recipe.sigma)
+        weights = weight_map(separated, 0.0 if recipe.weights == "balanced" else recipe.w0, recipe.sigma,
+                             balance_classes=recipe.weights != "separation")
     return Sample(tile, separated, centre(target, recipe.border), centre(weights, recipe.border))
 
 
@@ -239,14 +250,14 @@ def held_out_scores(model_file, held_out, threads):
 # Training
 
 
-ARCHITECTURE = ("depth", "width", "dropout")
+ARCHITECTURE = ("depth", "width", "dropout", "batch_norm")
 RECIPE = ("tile", "elastic_sd", "weights", "w0", "sigma", "batch", "optimizer", "learning_rate",
           "final_learning_rate", "seed", "label_type", "mask_threshold")
 
 
-def build_network(dim, depth, width, dropout, mean, standard_deviation):
-    return Normalized(UNet(dim=dim, in_channels=1, classes=2, base=width, depth=depth, valid=True, dropout=dropout),
-                      mean, standard_deviation)
+def build_network(dim, depth, width, dropout, mean, standard_deviation, batch_norm=False):
+    return Normalized(UNet(dim=dim, in_channels=1, classes=2, base=width, depth=depth, valid=True, dropout=dropout,
+                           batch_norm=batch_norm), mean, standard_deviation)
 
 
 def export(model, file_name):
@@ -330,7 +341,7 @@ class Trainer:
             voxels = np.concatenate([i.ravel() for i in images])
             settings["mean"], settings["standard_deviation"] = float(voxels.mean()), float(voxels.std()) or 1.0
         self.model = build_network(dim, settings["depth"], settings["width"], settings["dropout"],
-                                   settings["mean"], settings["standard_deviation"])
+                                   settings["mean"], settings["standard_deviation"], settings.get("batch_norm", False))
         if settings["optimizer"] == "sgd":
             self.optimizer = torch.optim.SGD(self.model.parameters(), lr=settings["learning_rate"], momentum=0.99)
         else:
@@ -472,6 +483,8 @@ def parse_arguments(argv=None):
     parser.add_argument("--depth", type=int, default=4, help="poolings (paper: 4)")
     parser.add_argument("--width", type=int, default=16, help="channels at the top level (paper: 64)")
     parser.add_argument("--dropout", type=float, default=0.5, help="at the end of the contracting path")
+    parser.add_argument("--batch-norm", action="store_true",
+                        help="batch normalisation after each convolution (not in the paper)")
     parser.add_argument("--tile", type=int, default=388, help="output edge of a training tile (4 + 2^depth k)")
     parser.add_argument("--batch", type=int, default=1, help="tiles per step")
     parser.add_argument("--steps", type=int, default=1000)
@@ -479,7 +492,9 @@ def parse_arguments(argv=None):
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     parser.add_argument("--learning-rate", type=float, default=None, help="default: 5e-4 (Adam), 0.01 (SGD)")
     parser.add_argument("--final-learning-rate", type=float, default=None, help="at --steps (default: a tenth)")
-    parser.add_argument("--weights", choices=("map", "balanced", "none"), default="map")
+    parser.add_argument("--weights", choices=("map", "separation", "balanced", "none"), default="map",
+                        help="map: the paper's w(x) = w_c + separation term; separation: 1 + separation term; "
+                             "balanced: w_c only; none: 1")
     parser.add_argument("--w0", type=float, default=10.0)
     parser.add_argument("--sigma", type=float, default=5.0)
     parser.add_argument("--elastic-sd", type=float, default=10.0, help="voxels; 0 turns elastic deformation off")

@@ -19,13 +19,19 @@ def _conv(dim):
 
 
 class Block(nn.Module):
-    def __init__(self, dim, cin, cout, valid):
+    def __init__(self, dim, cin, cout, valid, batch_norm=False):
         super().__init__()
         conv = _conv(dim)
         pad = 0 if valid else 1
-        self.body = nn.Sequential(
-            conv(cin, cout, 3, padding=pad), nn.ReLU(inplace=True),
-            conv(cout, cout, 3, padding=pad), nn.ReLU(inplace=True))
+        if batch_norm:
+            norm = nn.BatchNorm2d if dim == 2 else nn.BatchNorm3d
+            self.body = nn.Sequential(
+                conv(cin, cout, 3, padding=pad), norm(cout), nn.ReLU(inplace=True),
+                conv(cout, cout, 3, padding=pad), norm(cout), nn.ReLU(inplace=True))
+        else:
+            self.body = nn.Sequential(
+                conv(cin, cout, 3, padding=pad), nn.ReLU(inplace=True),
+                conv(cout, cout, 3, padding=pad), nn.ReLU(inplace=True))
 
     def forward(self, x):
         return self.body(x)
@@ -41,21 +47,21 @@ def centre_crop(skip: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 class Level(nn.Module):
     """One resolution level: encode, recurse one level down, up-convolve, concatenate the skip, decode."""
 
-    def __init__(self, dim, cin, width, depth, valid, dropout=0.0):
+    def __init__(self, dim, cin, width, depth, valid, dropout=0.0, batch_norm=False):
         super().__init__()
         self.valid = valid
-        self.encode = Block(dim, cin, width, valid)
+        self.encode = Block(dim, cin, width, valid, batch_norm)
         self.pool = nn.MaxPool2d(2) if dim == 2 else nn.MaxPool3d(2)
         if depth > 1:
-            self.inner = Level(dim, width, 2 * width, depth - 1, valid, dropout)
+            self.inner = Level(dim, width, 2 * width, depth - 1, valid, dropout, batch_norm)
         elif dropout > 0:
             # The bottleneck ends the contracting path: the paper's drop-out goes on its features.
-            self.inner = nn.Sequential(Block(dim, width, 2 * width, valid), nn.Dropout(dropout))
+            self.inner = nn.Sequential(Block(dim, width, 2 * width, valid, batch_norm), nn.Dropout(dropout))
         else:
-            self.inner = Block(dim, width, 2 * width, valid)
+            self.inner = Block(dim, width, 2 * width, valid, batch_norm)
         up = nn.ConvTranspose2d if dim == 2 else nn.ConvTranspose3d
         self.up = up(2 * width, width, 2, stride=2)
-        self.decode = Block(dim, 2 * width, width, valid)
+        self.decode = Block(dim, 2 * width, width, valid, batch_norm)
 
     def forward(self, x):
         skip = self.encode(x)
@@ -66,9 +72,9 @@ class Level(nn.Module):
 
 
 class UNet(nn.Module):
-    def __init__(self, dim=2, in_channels=1, classes=2, base=8, depth=2, valid=True, dropout=0.0):
+    def __init__(self, dim=2, in_channels=1, classes=2, base=8, depth=2, valid=True, dropout=0.0, batch_norm=False):
         super().__init__()
-        self.levels = Level(dim, in_channels, base, depth, valid, dropout)
+        self.levels = Level(dim, in_channels, base, depth, valid, dropout, batch_norm)
         self.head = _conv(dim)(base, classes, 1)
 
     def forward(self, x):
