@@ -21,7 +21,7 @@ else
   # 132-pixel tiles (a valid edge for this model: 4 + 8k): four tile rows, one per stream piece.
   "$segment" --model "$model" --tileSize 132 --streamPieces 4 "$input" "$output"
   itk_dir=$(sed -n 's/^ITK_DIR:[A-Z]*=//p' "$build_dir/CMakeCache.txt")
-  PYTHONPATH=$itk_dir/Wrapping/Generators/Python /usr/bin/python3 "$repo/scripts/score_segmentation.py" \
+  PYTHONPATH=$itk_dir/Wrapping/Generators/Python /usr/bin/python3 "$repo/examples/score_segmentation.py" \
     "$output" "$data/label/23.png" 2>&1 | grep -v "^ios_base_\| module 'itk.ITKPyBasePython' has no attribute"
 fi
 # A picture of the result: the label map's outlines over the slice (UNetRenderLabels, VTK offscreen). Debian's VTK

@@ -1,0 +1,236 @@
+"""Tests of the training tool, examples/train_unet.py, and of the scores it and the demo print
+(examples/score_segmentation.py): mirroring as the filter mirrors, augmentation applied alike to image and labels,
+training inputs from the module's filters, a loss that goes down, and an exported network that the filter runs."""
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+import torch
+
+import itk
+
+EXAMPLES = os.environ["UNET_EXAMPLES_DIR"]
+ISBI = os.environ["UNET_ISBI_DIR"]
+sys.path.insert(0, EXAMPLES)
+import score_segmentation  # noqa: E402
+import train_unet  # noqa: E402
+from unet_models import valid_unet_border  # noqa: E402
+
+
+def isbi_crop(index, size=96):
+    """A crop of an ISBI 2012 slice and its cell labels (through UNetCellLabelImageFilter)."""
+    image = train_unet.read_image(os.path.join(ISBI, "image", f"{index}.png"))[:size, :size]
+    cells = train_unet.read_cells(os.path.join(ISBI, "label", f"{index}.png"))[:size, :size]
+    return np.ascontiguousarray(image), np.ascontiguousarray(cells)
+
+
+class Mirroring(unittest.TestCase):
+    def test_equals_numpy_symmetric_pad(self):
+        """np.pad(mode="symmetric") repeats the edge voxel, as ITK's MirrorPadImageFilter (checked against the filter
+        in the C++ tests); windows reaching past the image, several times past a small one, or wholly outside."""
+        rng = np.random.default_rng(0)
+        for shape in [(7, 5), (4, 6, 3)]:
+            array = rng.integers(0, 100, size=shape)
+            pad = 40
+            padded = np.pad(array, pad, mode="symmetric")
+            for _ in range(20):
+                origin = rng.integers(-pad, 10, size=len(shape))
+                size = rng.integers(1, 30, size=len(shape))
+                expected = padded[tuple(slice(o + pad, o + pad + n) for o, n in zip(origin, size))]
+                np.testing.assert_array_equal(train_unet.mirrored_window(array, origin, size), expected)
+
+    def test_exported_network_in_the_filter_equals_torch_on_the_mirrored_tile(self):
+        """The filter's probabilities for a one-tile image equal the network's softmax on the tool's mirrored tile:
+        the filter mirrors as the tool does, and the normalisation inside the saved network is applied once."""
+        image, _ = isbi_crop(5, size=100)
+        depth = 2
+        border = valid_unet_border(depth)
+        model = train_unet.build_network(2, depth, 8, 0.5, float(image.mean()), float(image.std()))
+        torch.manual_seed(3)
+        train_unet.initialize_as_paper(model.net)
+        with tempfile.TemporaryDirectory() as directory:
+            model_file = os.path.join(directory, "model.pt")
+            train_unet.export(model, model_file)
+            segmenter = itk.UNetSegmentationImageFilter.New(itk.image_from_array(image))
+            segmenter.SetModelFileName(model_file)
+            segmenter.SetTileSize([100, 100])  # one tile: its input is the image mirrored by the border
+            segmenter.Update()
+            probabilities = itk.array_from_image(segmenter.GetProbabilityOutput())
+            self.assertEqual(segmenter.GetModel().GetBorder(), border)
+        tile = train_unet.mirrored_window(image, (-border, -border), (100 + 2 * border,) * 2)
+        model.eval()
+        with torch.no_grad():
+            expected = torch.softmax(model(torch.from_numpy(tile)[None, None]), 1)[0].permute(1, 2, 0).numpy()
+        np.testing.assert_allclose(probabilities, expected, atol=2e-5)
+
+
+class Augmentation(unittest.TestCase):
+    def test_elastic_displacement(self):
+        """Exact at the coarse grid's nodes (corner to corner), a cubic spline in between: equal to interpolating
+        the coarse grid directly in N-D."""
+        from scipy import ndimage
+        for shape in [(61, 45), (13, 21, 17)]:
+            field = train_unet.elastic_displacement(shape, 10.0, np.random.default_rng(4))
+            coarse = np.random.default_rng(4).normal(0.0, 10.0, size=(len(shape),) + (3,) * len(shape))
+            self.assertEqual(field.shape, (len(shape),) + shape)
+            nodes = np.ix_(*[np.array([0, (n - 1) // 2, n - 1]) for n in shape])
+            np.testing.assert_allclose(field[(slice(None),) + nodes], coarse, atol=1e-9)
+            points = np.stack(np.meshgrid(*[np.linspace(0, 2, n) for n in shape], indexing="ij"))
+            direct = np.stack([ndimage.map_coordinates(c, points, order=3, mode="mirror") for c in coarse])
+            np.testing.assert_allclose(field, direct, atol=1e-9)
+
+    def test_image_and_labels_deformed_alike(self):
+        """Image = a voxel coordinate (cubic resampling reproduces it exactly), labels = the same coordinate as an
+        integer (nearest neighbour): after the deformation they differ by at most half a voxel everywhere."""
+        shape = (120, 110)
+        for axis in range(2):
+            coordinate = np.indices((400, 400))[axis]
+            field = train_unet.elastic_displacement(shape, 10.0, np.random.default_rng(axis))
+            image, labels = train_unet.deformed_window(coordinate.astype(np.float32), coordinate, (140, 150), shape,
+                                                       field)
+            self.assertGreater(np.abs(image - np.indices(shape)[axis] - np.array([140, 150])[axis]).max(), 1.0)
+            self.assertLessEqual(np.abs(image - labels).max(), 0.5 + 1e-3)
+        image, labels = train_unet.deformed_window(coordinate.astype(np.float32), coordinate, (-5, 390), shape, None)
+        np.testing.assert_array_equal(labels, train_unet.mirrored_window(coordinate, (-5, 390), shape))
+
+    def test_flips_and_rotations_alike(self):
+        rng = np.random.default_rng(1)
+        for shape in [(6, 6), (3, 5, 5)]:
+            array = rng.normal(size=shape)
+            seen = set()
+            for _ in range(200):
+                first, second = train_unet.flip_and_rotate([array, array.astype(np.float32)], rng)
+                np.testing.assert_array_equal(first.astype(np.float32), second)
+                seen.add(first.tobytes())
+            self.assertEqual(len(seen), 8 if len(shape) == 2 else 16)  # the square's symmetries (x 2 along z)
+
+
+class TrainingInputs(unittest.TestCase):
+    def test_weights_of_a_sampled_tile_are_the_filters(self):
+        """The weights the loss gets for a sampled tile are itk.u_net_weight_map_image_filter on that tile's cell
+        labels (cropped to the output tile); its target is those cells."""
+        image, cells = isbi_crop(2, size=200)
+        recipe = train_unet.Recipe(tile=36, border=valid_unet_border(2))
+        rng = np.random.default_rng(7)
+        for _ in range(3):
+            sample = train_unet.sample_tile(image, cells, recipe, rng)
+            self.assertEqual(sample.image.shape, (36 + 2 * recipe.border,) * 2)
+            self.assertEqual(sample.weights.shape, (36, 36))
+            labels = itk.image_from_array(sample.labels.astype(np.uint64))
+            weights = itk.array_from_image(itk.u_net_weight_map_image_filter(labels, w0=10.0, sigma=5.0))
+            b = recipe.border
+            np.testing.assert_array_equal(sample.weights, weights[b:-b, b:-b])
+            np.testing.assert_array_equal(sample.target, sample.labels[b:-b, b:-b] > 0)
+            # The labels are separated: the target filter finds no touching cells left in them.
+            np.testing.assert_array_equal(train_unet.training_target(sample.labels), sample.labels > 0)
+            self.assertGreater(weights.max(), 3.0)  # membranes between cells weigh more
+
+    def test_instance_labels_read_as_they_are(self):
+        _, cells = isbi_crop(4)
+        with tempfile.TemporaryDirectory() as directory:
+            file_name = os.path.join(directory, "cells.nrrd")
+            itk.imwrite(itk.image_from_array(cells.astype(np.float32)), file_name)
+            np.testing.assert_array_equal(train_unet.read_cells(file_name, "instances"), cells)
+
+
+class Training(unittest.TestCase):
+    def test_loss_goes_down(self):
+        """A few steps on two small crops of the shared slices lower the weighted loss on fixed tiles."""
+        crops = [isbi_crop(0), isbi_crop(1)]
+        settings = dict(depth=2, width=8, dropout=0.5, tile=36, elastic_sd=10.0, weights="map", w0=10.0, sigma=5.0,
+                        batch=2, optimizer="adam", learning_rate=2e-3, final_learning_rate=2e-3, seed=0, steps=60)
+        torch.set_num_threads(2)
+        trainer = train_unet.Trainer(settings, [c[0] for c in crops], [c[1] for c in crops])
+        fixed = trainer.samples(6)
+
+        def fixed_loss():
+            trainer.model.eval()
+            with torch.no_grad():
+                loss = trainer.loss(fixed).item()
+            trainer.model.train()
+            return loss
+
+        before = fixed_loss()
+        for _ in range(settings["steps"]):
+            trainer.train_step()
+        after = fixed_loss()
+        self.assertLess(after, 0.8 * before, f"loss {before} -> {after}")
+
+
+class CommandLine(unittest.TestCase):
+    def test_trains_resumes_and_the_filter_segments_with_the_result(self):
+        with tempfile.TemporaryDirectory() as directory:
+            images, labels = [], []
+            for index, extension in ((0, "png"), (1, "nrrd"), (20, "mha")):
+                image, _ = isbi_crop(index, size=120)
+                mask = itk.array_from_image(itk.imread(os.path.join(ISBI, "label", f"{index}.png"), itk.UC))
+                images.append(os.path.join(directory, f"image{index}.{extension}"))
+                labels.append(os.path.join(directory, f"label{index}.{extension}"))
+                itk.imwrite(itk.image_from_array(image.astype(np.uint8)), images[-1])
+                itk.imwrite(itk.image_from_array(np.ascontiguousarray(mask[:120, :120])), labels[-1])
+            output = os.path.join(directory, "run")
+            tool = [sys.executable, os.path.join(EXAMPLES, "train_unet.py"), "--output", output]
+            common = ["--depth", "2", "--width", "4", "--tile", "40", "--evaluate-every", "2", "--print-every", "1"]
+            run = subprocess.run(tool + common + ["--images"] + images[:2] + ["--labels"] + labels[:2] +
+                                 ["--held-out-images", images[2], "--held-out-labels", labels[2], "--steps", "4"],
+                                 check=True, capture_output=True, text=True)
+            self.assertIn("step 4/4", run.stdout)
+            self.assertIn("adapted Rand error", run.stdout)
+            for name in ("model.pt", "checkpoint.pt", "log.csv", "training.png"):
+                self.assertTrue(os.path.exists(os.path.join(output, name)), name)
+            run = subprocess.run(tool + ["--resume", "--steps", "6", "--evaluate-every", "3"], check=True,
+                                 capture_output=True, text=True)
+            self.assertIn("from step 4 to 6", run.stdout)
+            with open(os.path.join(output, "log.csv")) as log:
+                rows = list(csv.DictReader(log))
+            self.assertEqual([int(r["step"]) for r in rows], [1, 2, 3, 4, 5, 6])
+            self.assertEqual([int(r["step"]) for r in rows if r["rand_error"]], [2, 4, 6])
+
+            image = itk.imread(images[2], itk.UC)
+            segmenter = itk.UNetSegmentationImageFilter.New(image, ModelFileName=os.path.join(output, "model.pt"))
+            segmenter.Update()
+            labels_out = itk.array_from_image(segmenter.GetOutput())
+            self.assertEqual(labels_out.shape, (120, 120))
+            self.assertTrue(set(np.unique(labels_out)) <= {0, 1})
+            # The tool scored the held-out image with the same filter and the same network.
+            truth = train_unet.read_cells(labels[2])
+            scores = score_segmentation.segmentation_scores(labels_out == 1, truth)
+            self.assertAlmostEqual(float(rows[-1]["rand_error"]), scores["rand_error"], places=4)
+
+
+class Scores(unittest.TestCase):
+    def test_perfect_and_known_errors(self):
+        truth = np.zeros((10, 10), dtype=bool)
+        truth[1:4, 1:9] = truth[6:9, 1:9] = True  # two cells of 24 voxels
+        self.assertEqual(score_segmentation.segmentation_scores(truth, truth),
+                         {"pixel_error": 0.0, "dice": 1.0, "rand_error": 0.0})
+        merged = truth.copy()
+        merged[4:6, 4] = True  # joins the two cells: 2 voxels wrong
+        scores = score_segmentation.segmentation_scores(merged, truth)
+        self.assertAlmostEqual(scores["pixel_error"], 0.02)
+        self.assertAlmostEqual(scores["dice"], 96 / 98)
+        # Ordered pairs of ground-truth cell voxels in one true cell: 2 * 24 * 23; in one predicted segment: 48 * 47
+        # (the merged cell holds all of them). Recall 1, precision 2 * 24 * 23 / (48 * 47).
+        precision = 2 * 24 * 23 / (48 * 47)
+        self.assertAlmostEqual(scores["rand_error"], 1 - 2 * precision / (1 + precision))
+
+    def test_predicted_background_inside_a_cell_is_one_more_segment(self):
+        """Predicted membrane voxels inside a true cell form one segment (the predicted background, as
+        skimage.metrics.adapted_rand_error counts label 0 of the prediction): a cell with a hole of 4 voxels loses the
+        pairs between the hole and the rest of the cell, and keeps those within the hole."""
+        truth = np.zeros((8, 8), dtype=bool)
+        truth[1:7, 1:7] = True
+        prediction = truth.copy()
+        prediction[2:4, 2:4] = False
+        n, hole = 36, 4
+        recall = ((n - hole) * (n - hole - 1) + hole * (hole - 1)) / (n * (n - 1))
+        expected = 1 - 2 * recall / (1 + recall)
+        self.assertAlmostEqual(score_segmentation.segmentation_scores(prediction, truth)["rand_error"], expected)
+
+
+if __name__ == "__main__":
+    unittest.main()
