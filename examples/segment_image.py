@@ -21,7 +21,9 @@ def main(model_file, input_file, labels_file, probabilities_file=None):
     classes = model.GetNumberOfClasses()
     print(f"{model.GetFileName()}: {classes} classes, border {model.GetBorder()}")
 
-    labels = itk.array_from_image(segmenter.GetOutput()) * (255 // (classes - 1))
+    # k * 255 / (classes - 1), rounded: 0, 128, 255 for three classes, as the docstring says (not 0, 127, 254).
+    classes_out = itk.array_from_image(segmenter.GetOutput()).astype("uint16")
+    labels = (classes_out * 255 + (classes - 1) // 2) // (classes - 1)
     output = itk.image_from_array(labels.astype("uint8"))
     output.CopyInformation(segmenter.GetOutput())
     itk.imwrite(output, labels_file)

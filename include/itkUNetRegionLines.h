@@ -24,40 +24,6 @@
 namespace itk
 {
 
-/** Calls `visit(lineStart)` for every line of `region` along x (axis 0), in buffer order (x fastest). The module's
- * inner loops run along these lines, over contiguous memory.
- * \ingroup UNetSegmentation */
-template <unsigned int VDimension, typename TVisitor>
-void
-UNetForEachLine(const ImageRegion<VDimension> & region, TVisitor && visit)
-{
-  for (unsigned int axis = 0; axis < VDimension; ++axis)
-  {
-    if (region.GetSize(axis) == 0)
-    {
-      return;
-    }
-  }
-  Index<VDimension> lineStart = region.GetIndex();
-  while (true)
-  {
-    visit(static_cast<const Index<VDimension> &>(lineStart));
-    unsigned int axis = 1;
-    for (; axis < VDimension; ++axis)
-    {
-      if (++lineStart[axis] < region.GetIndex(axis) + static_cast<IndexValueType>(region.GetSize(axis)))
-      {
-        break;
-      }
-      lineStart[axis] = region.GetIndex(axis);
-    }
-    if (axis >= VDimension)
-    {
-      return;
-    }
-  }
-}
-
 /** The first index of every line of `region` along `axis` (default x, axis 0), in buffer order: a range over the
  * region with its extent on that axis reduced to one voxel (empty when the region is).
  * \ingroup UNetSegmentation */

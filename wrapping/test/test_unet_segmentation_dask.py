@@ -221,6 +221,7 @@ class BlockwiseInProcess(unittest.TestCase):
         with self.assertRaises(ValueError) as raised:
             unet_dask.segment(da.zeros((64, 64, 64), chunks=32, dtype=np.float32), MODEL, 32, memory_budget=1.0)
         self.assertIn("more than memory_budget = 1.0 MB", str(raised.exception))
+        self.assertIn("MemoryBudget", str(raised.exception))  # the filter's own message follows
 
     def test_nrrd_reads_whole_file_per_block_with_a_warning(self):
         volume = random_volume((10, 12, 14), 6)

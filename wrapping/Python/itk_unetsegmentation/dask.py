@@ -25,10 +25,11 @@ align are re-chunked to aligned ones with a :class:`ChunkAlignmentWarning` sayin
 chunk so short that its last tile, mirrored at the volume's end, reads further back than the others: it is merged
 into its neighbour.
 
-**Memory per worker.** One filter (and so one loaded model) per worker process, kept between tasks; its forward
-passes stay within ``memory_budget`` (megabytes, the filter's ``MemoryBudget``; ``segment`` refuses tiles whose
-forward pass the model estimates above it). Beside that a worker holds the block grown by the context (input
-voxels) and its output (one byte per voxel, plus 4 bytes per class and voxel while the filter runs). Run one
+**Memory per worker.** One filter (and so one loaded model) per worker process, kept between tasks; its working
+memory stays within ``memory_budget`` (megabytes, the filter's ``MemoryBudget``: forward passes, gathered tiles,
+blending; ``segment`` refuses, with a ``ValueError``, tiles whose working memory the filter estimates above it).
+Beside that a worker holds the block grown by the context (input voxels) and its output (one byte per voxel, plus
+4 bytes per class and voxel with ``probabilities``). Run one
 thread per worker process and give it ``number_of_torch_threads`` cores.
 
 Arrays are in numpy's axis order (z, y, x); ``tile_size`` and the physical metadata (``origin``, ``spacing``,
@@ -300,10 +301,11 @@ def _segment_block(grown, block_info=None, plan=None):
                                f"beyond the {plan.depth} voxels of context it was given.")
         block_image.SetBufferedRegion(grown_region)
         labels.UpdateOutputData()
-        probability_map = segmenter.GetProbabilityOutput()
+        probability_map = segmenter.GetProbabilityOutput()  # None unless plan.probabilities
         # The outputs leave the filter with their pixels (it makes new ones for the next block).
         labels.DisconnectPipeline()
-        probability_map.DisconnectPipeline()
+        if probability_map is not None:
+            probability_map.DisconnectPipeline()
     return _buffered_array(probability_map if plan.probabilities else labels, block_start, block_size)
 
 
@@ -377,16 +379,17 @@ def segment(volume, model_file_name, tile_size, *, probabilities=False, misalign
     settings = tuple(sorted((name, tuple(value) if isinstance(value, list) else value)
                             for name, value in settings.items()))
 
-    planner = _Planner(settings, volume.shape, dtype)
+    try:
+        planner = _Planner(settings, volume.shape, dtype)
+    except RuntimeError as error:
+        # The filter refuses a tile and batch whose working memory exceeds its MemoryBudget (its own estimate,
+        # from the forward memory measured when the model loads): the caller's memory_budget, so a ValueError here.
+        if "MemoryBudget" not in str(error):
+            raise
+        message = str(error).strip().splitlines()[-1]
+        raise ValueError(f"The tiles of {tuple(tile_size)} voxels need more than memory_budget = {memory_budget} MB "
+                         f"per worker: {message}") from None
     model = planner.model
-    input_tile_voxels = math.prod(edge + 2 * model.GetBorder() for edge in planner.tile_size)
-    bytes_per_pass = model.GetEstimatedBytesPerInputVoxel() * input_tile_voxels * max(tiles_per_batch, 1)
-    if bytes_per_pass > memory_budget * 2 ** 20:
-        budget_edge = int((memory_budget * 2 ** 20 / model.GetEstimatedBytesPerInputVoxel()) ** (1 / volume.ndim))
-        largest = model.GetValidOutputSizeAtMost(max(budget_edge - 2 * model.GetBorder(), 0))
-        raise ValueError(f"A forward pass of {max(tiles_per_batch, 1)} tile(s) of {tuple(tile_size)} voxels needs "
-                         f"about {bytes_per_pass / 2 ** 20:.0f} MB, more than memory_budget = {memory_budget} MB; "
-                         f"the largest valid cubic tile edge within the budget is {largest}.")
 
     chunks, depth = _plan_chunks(planner, volume.chunks, misaligned_chunks)
     if chunks != volume.chunks:
