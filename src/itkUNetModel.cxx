@@ -74,11 +74,22 @@ ShapeToString(const c10::IntArrayRef & shape)
 
 /** Receives LibTorch's allocation reports (the profiler's memory hook, thread local, passed on to LibTorch's
  * worker threads with the rest of its thread-local state) and keeps the peak of the running total. */
+/** The type of the running totals LibTorch passes to reportMemoryUsage: int64_t in 1.13, size_t in later releases. */
+template <typename TMember>
+struct ReportedTotalOf;
+template <typename TClass, typename TResult, typename TPointer, typename TSize, typename TTotal, typename TReserved,
+          typename TDevice>
+struct ReportedTotalOf<TResult (TClass::*)(TPointer, TSize, TTotal, TReserved, TDevice)>
+{
+  using Type = TTotal;
+};
+using ReportedTotal = ReportedTotalOf<decltype(&c10::MemoryReportingInfoBase::reportMemoryUsage)>::Type;
+
 class PeakAllocationRecorder : public c10::MemoryReportingInfoBase
 {
 public:
   void
-  reportMemoryUsage(void *, int64_t allocationSize, int64_t, int64_t, c10::Device) override
+  reportMemoryUsage(void *, int64_t allocationSize, ReportedTotal, ReportedTotal, c10::Device) override
   {
     const int64_t now = m_Current.fetch_add(allocationSize) + allocationSize;
     int64_t       peak = m_Peak.load();
