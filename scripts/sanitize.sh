@@ -24,6 +24,7 @@ else
   sudo bash "$repo/scripts/install-deps.sh" >&2
 fi
 itk_dir=$(Python3_EXECUTABLE=$python bash "$repo/scripts/build-itk.sh" | tail -n 1)
+sem_dir=$(bash "$repo/scripts/build-sem.sh" "$itk_dir" | tail -n 1)
 
 sanitize="-fsanitize=address,undefined -fno-omit-frame-pointer"
 # -O1 -g: the optimisation AddressSanitizer's documentation advises, with line numbers in the reports. NDEBUG as in
@@ -38,11 +39,14 @@ cmake -S "$repo" -B "$build_dir" -G Ninja \
   -DCMAKE_RUNTIME_OUTPUT_DIRECTORY="$build_dir/bin" \
   -DUNetSegmentation_WRAP_PYTHON=OFF \
   -DUNetSegmentation_BUILD_EXAMPLES=OFF \
+  -DUNetSegmentation_BUILD_VISUALIZATION=OFF \
   -DUNetSegmentation_BUILD_BENCHMARKS=OFF \
   -DITK_DIR="$itk_dir" \
+  -DSlicerExecutionModel_DIR="$sem_dir" \
   -DPython3_EXECUTABLE="$python" \
   -DBUILD_TESTING=ON >&2
-cmake --build "$build_dir" -j "$jobs" --target UNetSegmentationGTests UNetSegmentationTestModels >&2
+cmake --build "$build_dir" -j "$jobs" --target UNetSegmentationGTests UNetSegmentationTestModels \
+  UNetSegmentationCLI UNetSegmentationCLIGTests >&2
 
 suppressions=$repo/scripts/sanitizers
 # detect_leaks: LeakSanitizer runs at exit; leaks it finds in ITK or LibTorch only are suppressed (lsan.supp).
