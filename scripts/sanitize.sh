@@ -51,8 +51,10 @@ cmake --build "$build_dir" -j "$jobs" --target UNetSegmentationGTests UNetSegmen
 suppressions=$repo/scripts/sanitizers
 # detect_leaks: LeakSanitizer runs at exit; leaks it finds in ITK or LibTorch only are suppressed (lsan.supp).
 # halt_on_error / abort: the first report ends the test program, so that ctest counts it as failed.
+# allocator_may_return_null: an allocation that cannot be made fails as glibc's malloc fails it (null, so
+# std::bad_alloc or LibTorch's error), instead of ASan aborting: the out-of-memory tests ask for too much on purpose.
 # UBSan's checks recover by default (so that suppressions can apply to them); halt_on_error makes a report fatal.
-export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1:suppressions=$suppressions/asan.supp"
+export ASAN_OPTIONS="allocator_may_return_null=1:detect_leaks=1:halt_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1:suppressions=$suppressions/asan.supp"
 export LSAN_OPTIONS="suppressions=$suppressions/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:suppressions=$suppressions/ubsan.supp"
 
