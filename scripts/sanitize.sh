@@ -15,16 +15,10 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${UNETSEG_SANITIZE_BUILD_DIR:-$repo/build-sanitize}
-python=/usr/bin/python3 # Debian's Python: it has torch, for the test models.
 jobs=${UNETSEG_JOBS:-$(nproc)}
 
-if [ "$(id -u)" = 0 ]; then
-  bash "$repo/scripts/install-deps.sh" >&2
-else
-  sudo bash "$repo/scripts/install-deps.sh" >&2
-fi
-itk_dir=$(Python3_EXECUTABLE=$python bash "$repo/scripts/build-itk.sh" | tail -n 1)
-sem_dir=$(bash "$repo/scripts/build-sem.sh" "$itk_dir" | tail -n 1)
+# Debian packages, ITK and SlicerExecutionModel; sets python, itk_dir and sem_dir.
+source "$repo/scripts/dependencies.sh"
 
 sanitize="-fsanitize=address,undefined -fno-omit-frame-pointer"
 # -O1 -g: the optimisation AddressSanitizer's documentation advises, with line numbers in the reports. NDEBUG as in
