@@ -84,8 +84,10 @@ public:
   itkSetStringMacro(Device);
   itkGetStringMacro(Device);
 
-  /** Intra-op threads LibTorch may use; 0, the default, means ITK's global default number of threads. LibTorch
-   * keeps this setting process wide, so it is applied before every forward pass. */
+  /** Threads LibTorch may use; 0, the default, means ITK's global default number of threads. On the CPU a batch of
+   * several tiles is split into up to this many forward passes that run side by side, each with its share of the
+   * threads (faster than one pass over all of them; the outputs are the same). LibTorch keeps its thread count per
+   * calling thread and process wide, so it is applied before every forward pass. */
   void
   SetNumberOfThreads(unsigned int numberOfThreads)
   {
@@ -180,6 +182,15 @@ protected:
 private:
   void
   VerifyLoaded(const char * what) const;
+
+  /** PredictProbabilities for one forward pass of the whole batch on the calling thread, with this many LibTorch
+   * threads. */
+  void
+  PredictProbabilitiesInOnePass(const float *        input,
+                                unsigned int         batchSize,
+                                const TileSizeType & inputTileSize,
+                                float *              probabilities,
+                                unsigned int         numberOfThreads) const;
 
   /** Throws unless the model is loaded and every edge of `inputTileSize` is valid for it. */
   void

@@ -143,7 +143,8 @@ public:
   std::string
   GetDevice() const;
 
-  /** Intra-op threads for LibTorch; 0 (default): ITK's global default number of threads. */
+  /** Threads for LibTorch; 0 (default): ITK's global default number of threads. On the CPU a batch is split into up
+   * to this many forward passes run side by side, each on its share of the threads (UNetModel::SetNumberOfThreads). */
   void
   SetNumberOfTorchThreads(unsigned int numberOfThreads);
   unsigned int

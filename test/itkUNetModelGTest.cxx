@@ -21,6 +21,8 @@
 
 #include "UNetTestHelpers.h"
 
+#include <algorithm>
+#include <random>
 #include <sstream>
 
 namespace
@@ -151,6 +153,36 @@ TEST(UNetModel, PredictGivesTwoClassProbabilities)
     {
       EXPECT_NEAR(output[k * input.size() + voxel], std::exp(scores[k]) / total, 1e-7) << "voxel " << voxel;
     }
+  }
+}
+
+TEST(UNetModel, BatchSplitBetweenThreadsEqualsOnePass)
+{
+  // On the CPU a batch runs as up to NumberOfThreads forward passes side by side (here 2 and 3 passes of an uneven
+  // split, and one pass with a thread per tile); every tile's probabilities must be those of the single pass.
+  const auto                         model = LoadModel("unet2d_valid", 2);
+  const itk::SizeValueType           edge = model->GetValidOutputSizeAtLeast(12) + 2 * model->GetBorder();
+  const itk::SizeValueType           outputEdge = edge - 2 * model->GetBorder();
+  const itk::UNetModel::TileSizeType tile{ edge, edge };
+  const unsigned int                 batch = 5;
+  std::vector<float>                 input(batch * edge * edge);
+  std::mt19937                       random(7);
+  std::normal_distribution<float>    gaussian;
+  for (float & value : input)
+  {
+    value = gaussian(random);
+  }
+  const auto predict = [&](unsigned int threads) {
+    model->SetNumberOfThreads(threads);
+    std::vector<float> output(batch * 2 * outputEdge * outputEdge, -1.0f);
+    model->PredictProbabilities(input.data(), batch, tile, output.data());
+    return output;
+  };
+  const std::vector<float> onePass = predict(1);
+  EXPECT_TRUE(std::all_of(onePass.begin(), onePass.end(), [](float p) { return p >= 0.0f && p <= 1.0f; }));
+  for (const unsigned int threads : { 2u, 3u, 8u })
+  {
+    EXPECT_EQ(predict(threads), onePass) << threads << " threads";
   }
 }
 
