@@ -166,16 +166,33 @@ public:
   double forwardBytesFixed{ 0.0 };
   double forwardBytesPerInputVoxel{ 0.0 };
 
-  static void
-  SetThreads(unsigned int numberOfThreads)
+  /** Sets the calling thread's LibTorch (OpenMP) thread count while it lives, and then gives the caller back its
+   * own: a Python user's torch.set_num_threads must not change because a filter ran on their thread. */
+  class ThreadCount
   {
-    const int wanted =
-      static_cast<int>(numberOfThreads > 0 ? numberOfThreads : MultiThreaderBase::GetGlobalDefaultNumberOfThreads());
-    if (at::get_num_threads() != wanted)
+  public:
+    ITK_DISALLOW_COPY_AND_MOVE(ThreadCount);
+
+    explicit ThreadCount(unsigned int numberOfThreads)
     {
-      at::set_num_threads(wanted);
+      const int wanted =
+        static_cast<int>(numberOfThreads > 0 ? numberOfThreads : MultiThreaderBase::GetGlobalDefaultNumberOfThreads());
+      if (m_Callers != wanted)
+      {
+        at::set_num_threads(wanted);
+      }
     }
-  }
+    ~ThreadCount()
+    {
+      if (at::get_num_threads() != m_Callers)
+      {
+        at::set_num_threads(m_Callers);
+      }
+    }
+
+  private:
+    const int m_Callers{ at::get_num_threads() };
+  };
 
   std::vector<int64_t>
   TorchShape(int64_t batch, int64_t channels, const std::vector<SizeValueType> & edges) const
@@ -525,7 +542,7 @@ UNetModel::Load()
 
   impl.Open(m_FileName, m_Device);
   const std::vector<int64_t> channelCandidates = impl.ReadFirstConvolution(m_FileName, m_ImageDimension);
-  Implementation::SetThreads(m_NumberOfThreads);
+  const Implementation::ThreadCount threadCount(m_NumberOfThreads);
   c10::InferenceMode inferenceMode;
   impl.ProbeGeometry(m_FileName, channelCandidates, m_MaximumProbeSize);
   // Frozen and optimised only once probed, with inputs of the probed channels and valid edges alone: with Debian's
@@ -675,7 +692,7 @@ UNetModel::MeasureForwardBytes(unsigned int batchSize, const TileSizeType & inpu
 {
   this->VerifyInputTileSize("MeasureForwardBytes", inputTileSize);
   Implementation & impl = *m_Implementation;
-  Implementation::SetThreads(m_NumberOfThreads);
+  const Implementation::ThreadCount threadCount(m_NumberOfThreads);
   c10::InferenceMode  inferenceMode;
   const torch::Tensor input = torch::zeros(impl.TorchShape(batchSize, impl.inputChannels, inputTileSize));
   try
@@ -786,7 +803,7 @@ UNetModel::PredictProbabilitiesInOnePass(const float *        input,
   }
 
   // LibTorch's OpenMP thread count belongs to the calling thread.
-  Implementation::SetThreads(numberOfThreads);
+  const Implementation::ThreadCount threadCount(numberOfThreads);
   c10::InferenceMode         inferenceMode;
   const std::vector<int64_t> inputShape = impl.TorchShape(batchSize, impl.inputChannels, inputTileSize);
   const std::vector<int64_t> expectedShape = impl.TorchShape(batchSize, impl.outputChannels, outputTileSize);

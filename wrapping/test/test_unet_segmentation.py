@@ -143,6 +143,21 @@ class SegmentationFromPython(unittest.TestCase):
                                       itk.array_from_image(labels_only.GetOutput()))
         self.assertGreater(labels_only.GetEstimatedWorkingMemory(), 0.0)
 
+    def test_callers_torch_thread_count_kept(self):
+        """The filter runs LibTorch on the caller's thread with its own thread count (and splits a batch between
+        threads), then gives the caller's count back: a script's torch.set_num_threads still holds afterwards."""
+        import torch
+
+        before = torch.get_num_threads()
+        try:
+            for callers in (1, 3):
+                torch.set_num_threads(callers)
+                itk.u_net_segmentation_image_filter(self.slice, model_file_name=model("unet2d_valid"),
+                                                    number_of_torch_threads=2, tiles_per_batch=4)
+                self.assertEqual(torch.get_num_threads(), callers)
+        finally:
+            torch.set_num_threads(before)
+
     def test_model_geometry(self):
         unet = itk.UNetModel.New()
         unet.SetFileName(model("unet2d_paper"))
