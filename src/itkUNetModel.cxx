@@ -716,8 +716,9 @@ UNetModel::PredictProbabilities(const float * input, unsigned int batchSize, con
     m_NumberOfThreads > 0 ? m_NumberOfThreads : MultiThreaderBase::GetGlobalDefaultNumberOfThreads();
   // The tiles of a batch are independent, and on the CPU several smaller forward passes side by side, each on its
   // share of the threads, run a batch faster than one pass spreading each layer over all the threads (whose
-  // synchronisation and serial parts then leave cores idle): measured 1.36-1.42x on 2 cores for batches of four 2-D
-  // tiles, with the same outputs bit for bit (a tile's scores do not depend on its batch). GPUs take the batch whole.
+  // synchronisation and serial parts then leave cores idle): on 2 cores, batches of four 2-D tiles ran 1.43x (median
+  // of 9 rounds, paper-style U-Net, benchmarks/UNetSegmentationBenchmark) and 1.49x (same-padded U-Net, 8 pairs)
+  // faster, with the same outputs bit for bit (a tile's scores do not depend on its batch). GPUs take the batch whole.
   const unsigned int passes = impl.device.is_cpu() ? std::max(1u, std::min(threads, batchSize)) : 1u;
   if (passes == 1)
   {
