@@ -294,12 +294,14 @@ def plot(history, file_name):
     loss_axes.set_yscale("log")
     loss_axes.legend()
     if history["scores"]:
-        evaluated = [s for s, _ in history["scores"]]
         for name, label in (("pixel_error", "pixel error"), ("rand_error", "adapted Rand error"),
-                            ("dice", "1 - cell Dice")):
-            values = [v[name] for _, v in history["scores"]]
-            score_axes.plot(evaluated, [1.0 - v for v in values] if name == "dice" else values, marker=".",
-                            label=label)
+                            ("rand_error_thinned", "adapted Rand error, borders thinned"), ("dice", "1 - cell Dice")):
+            # A checkpoint written before a score existed holds none for its earlier evaluations.
+            points = [(s, v[name]) for s, v in history["scores"] if name in v]
+            if points:
+                steps_scored, values = zip(*points)
+                score_axes.plot(steps_scored, [1.0 - v for v in values] if name == "dice" else values, marker=".",
+                                label=label)
         score_axes.set_yscale("log")
         score_axes.legend()
     score_axes.set_xlabel("step")
@@ -313,11 +315,12 @@ def write_log(history, file_name):
     scores = dict(history["scores"])
     with open(file_name, "w", newline="") as log:
         writer = csv.writer(log)
-        writer.writerow(["step", "seconds", "loss", "learning_rate", "pixel_error", "dice", "rand_error"])
+        names = ("pixel_error", "dice", "rand_error", "rand_error_thinned")
+        writer.writerow(["step", "seconds", "loss", "learning_rate", *names])
         for (step, loss), seconds, rate in zip(history["loss"], history["seconds"], history["learning_rate"]):
-            s = scores.get(step)
+            s = scores.get(step, {})
             writer.writerow([step, f"{seconds:.1f}", f"{loss:.5f}", f"{rate:.3g}"] +
-                            ([f"{s[k]:.5f}" for k in ("pixel_error", "dice", "rand_error")] if s else ["", "", ""]))
+                            [f"{s[k]:.5f}" if k in s else "" for k in names])
 
 
 class Trainer:

@@ -200,6 +200,7 @@ class CommandLine(unittest.TestCase):
             truth = train_unet.read_cells(labels[2])
             scores = score_segmentation.segmentation_scores(labels_out == 1, truth)
             self.assertAlmostEqual(float(rows[-1]["rand_error"]), scores["rand_error"], places=4)
+            self.assertAlmostEqual(float(rows[-1]["rand_error_thinned"]), scores["rand_error_thinned"], places=4)
 
 
 class Scores(unittest.TestCase):
@@ -207,7 +208,7 @@ class Scores(unittest.TestCase):
         truth = np.zeros((10, 10), dtype=bool)
         truth[1:4, 1:9] = truth[6:9, 1:9] = True  # two cells of 24 voxels
         self.assertEqual(score_segmentation.segmentation_scores(truth, truth),
-                         {"pixel_error": 0.0, "dice": 1.0, "rand_error": 0.0})
+                         {"pixel_error": 0.0, "dice": 1.0, "rand_error": 0.0, "rand_error_thinned": 0.0})
         merged = truth.copy()
         merged[4:6, 4] = True  # joins the two cells: 2 voxels wrong
         scores = score_segmentation.segmentation_scores(merged, truth)
@@ -217,6 +218,8 @@ class Scores(unittest.TestCase):
         # (the merged cell holds all of them). Recall 1, precision 2 * 24 * 23 / (48 * 47).
         precision = 2 * 24 * 23 / (48 * 47)
         self.assertAlmostEqual(scores["rand_error"], 1 - 2 * precision / (1 + precision))
+        # Thinning borders does not undo a merge: the prediction has no background voxel inside a true cell.
+        self.assertAlmostEqual(scores["rand_error_thinned"], scores["rand_error"])
 
     def test_predicted_background_inside_a_cell_is_one_more_segment(self):
         """Predicted membrane voxels inside a true cell form one segment (the predicted background, as
@@ -229,7 +232,32 @@ class Scores(unittest.TestCase):
         n, hole = 36, 4
         recall = ((n - hole) * (n - hole - 1) + hole * (hole - 1)) / (n * (n - 1))
         expected = 1 - 2 * recall / (1 + recall)
-        self.assertAlmostEqual(score_segmentation.segmentation_scores(prediction, truth)["rand_error"], expected)
+        scores = score_segmentation.segmentation_scores(prediction, truth)
+        self.assertAlmostEqual(scores["rand_error"], expected)
+        # With the borders thinned the hole joins the cell around it.
+        self.assertEqual(scores["rand_error_thinned"], 0.0)
+
+    def test_thick_border_costs_nothing_once_thinned(self):
+        """Two true cells apart by a one-voxel membrane, predicted apart by three: the plain score counts the extra
+        membrane voxels over each cell as one more segment; thinned, each joins its nearest cell and nothing is
+        wrong. A cell mistaken for background joins a neighbour once thinned: a merge."""
+        truth = np.zeros((11, 8), dtype=bool)
+        truth[0:5] = truth[6:11] = True
+        prediction = np.zeros_like(truth)
+        prediction[0:4] = prediction[7:11] = True
+        # Plain: true voxels in rows 4 and 6 (8 each, one per cell) form one predicted segment of 16.
+        n, extra = 40, 8
+        precision = 2 * ((n - extra) * (n - extra - 1) + extra * (extra - 1)) / (2 * (n - extra) * (n - extra - 1)
+                                                                               + 2 * extra * (2 * extra - 1))
+        recall = 2 * ((n - extra) * (n - extra - 1) + extra * (extra - 1)) / (2 * n * (n - 1))
+        scores = score_segmentation.segmentation_scores(prediction, truth)
+        self.assertAlmostEqual(scores["rand_error"], 1 - 2 * precision * recall / (precision + recall))
+        self.assertEqual(scores["rand_error_thinned"], 0.0)
+        only_one = prediction.copy()
+        only_one[7:11] = False
+        merged = score_segmentation.segmentation_scores(only_one, truth)["rand_error_thinned"]
+        precision = 2 * n * (n - 1) / (2 * n * (2 * n - 1))
+        self.assertAlmostEqual(merged, 1 - 2 * precision / (1 + precision))
 
 
 if __name__ == "__main__":
