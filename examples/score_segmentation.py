@@ -37,11 +37,8 @@ def cell_segments(cells):
     return connected_components(np.asarray(cells, dtype=bool), connectivity=1)
 
 
-def thinned_segments(predicted_cells):
-    """The face-connected components of the cell mask, each predicted background voxel given to its nearest one."""
-    segments = cell_segments(predicted_cells)
-    if not segments.any():
-        return segments
+def thinned_segments(segments):
+    """`segments` with each background voxel given to its nearest segment (all background stays background)."""
     return expand_labels(segments, distance=np.inf)
 
 
@@ -59,15 +56,17 @@ def segmentation_scores(predicted_cells, true_segments):
     both = np.count_nonzero(predicted_cells & true_cells)
     cells = np.count_nonzero(predicted_cells) + np.count_nonzero(true_cells)
 
+    true_segments = true_segments.astype(np.int64)
+    segments = cell_segments(predicted_cells).astype(np.int64)
+
     def rand_error(segments):
-        return float(adapted_rand_error(true_segments.astype(np.int64), segments.astype(np.int64),
-                                        ignore_labels=(0,))[0])
+        return float(adapted_rand_error(true_segments, segments, ignore_labels=(0,))[0])
 
     return {
         "pixel_error": float(np.count_nonzero(predicted_cells != true_cells)) / predicted_cells.size,
         "dice": 2.0 * both / cells if cells else 1.0,
-        "rand_error": rand_error(cell_segments(predicted_cells)),
-        "rand_error_thinned": rand_error(thinned_segments(predicted_cells)),
+        "rand_error": rand_error(segments),
+        "rand_error_thinned": rand_error(thinned_segments(segments)),
     }
 
 
