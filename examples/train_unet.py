@@ -27,6 +27,9 @@ The recipe, as in the paper:
 The optimiser is Adam with an exponentially decaying learning rate (--optimizer sgd: the paper's SGD with momentum
 0.99), which trained faster on a CPU here.
 
+--initial-model starts from a network this tool saved (the bundled model included) rather than from the paper's
+random initialisation: its architecture and intensity normalisation are kept (fine-tuning).
+
 Every --evaluate-every steps (and at the end) the network is saved as TorchScript with the intensity normalisation
 (the training images' mean and standard deviation) inside, segments the held-out images through
 itk.UNetSegmentationImageFilter exactly as a user would, and is scored (pixel error, cell Dice, adapted Rand error;
@@ -252,12 +255,33 @@ def held_out_scores(model_file, held_out, threads):
 
 ARCHITECTURE = ("depth", "width", "dropout", "batch_norm")
 RECIPE = ("tile", "elastic_sd", "weights", "w0", "sigma", "batch", "optimizer", "learning_rate",
-          "final_learning_rate", "seed", "label_type", "mask_threshold")
+          "final_learning_rate", "seed", "label_type", "mask_threshold", "initial_model")
 
 
 def build_network(dim, depth, width, dropout, mean, standard_deviation, batch_norm=False):
     return Normalized(UNet(dim=dim, in_channels=1, classes=2, base=width, depth=depth, valid=True, dropout=dropout,
                            batch_norm=batch_norm), mean, standard_deviation)
+
+
+def initial_network(file_name):
+    """The architecture, intensity normalisation and weights of a network this tool saved (model.pt, or the
+    bundled model): what --initial-model starts from."""
+    try:
+        scripted = torch.jit.load(file_name, map_location="cpu")
+    except Exception as error:
+        raise ValueError(f"--initial-model {file_name}: not a TorchScript file ({error})") from None
+    state = scripted.state_dict()
+    if not (hasattr(scripted, "mean") and hasattr(scripted, "scale") and "net.levels.encode.body.0.weight" in state):
+        raise ValueError(f"--initial-model {file_name}: not a U-Net saved by this tool")
+    first = state["net.levels.encode.body.0.weight"]
+    architecture = {"dim": first.dim() - 2, "width": first.shape[0],
+                    "depth": sum(1 for key in state if key.endswith(".up.weight")),
+                    "batch_norm": any(key.endswith("running_mean") for key in state),
+                    "dropout_in_network": any(".inner.0.body." in key for key in state)}
+    if first.shape[1] != 1 or state["net.head.weight"].shape[0] != 2:
+        raise ValueError(f"--initial-model {file_name}: {first.shape[1]} input channels and "
+                         f"{state['net.head.weight'].shape[0]} classes; this tool trains 1 and 2")
+    return architecture, float(scripted.mean), 1.0 / float(scripted.scale), state
 
 
 def export(model, file_name):
@@ -332,6 +356,17 @@ class Trainer:
         dim = images[0].ndim
         if dim not in (2, 3) or any(i.ndim != dim for i in images):
             raise ValueError("the images must all be 2-D or all 3-D")
+        initial = None
+        if checkpoint is None and settings.get("initial_model"):
+            # Fine-tuning: the architecture and normalisation are the initial network's, whatever the options say.
+            architecture, settings["mean"], settings["standard_deviation"], initial = \
+                initial_network(settings["initial_model"])
+            if architecture["dim"] != dim:
+                raise ValueError(f"--initial-model is {architecture['dim']}-D, the images {dim}-D")
+            settings.update(depth=architecture["depth"], width=architecture["width"],
+                            batch_norm=architecture["batch_norm"])
+            if architecture["dropout_in_network"] != (settings["dropout"] > 0):
+                settings["dropout"] = 0.5 if architecture["dropout_in_network"] else 0.0
         tile = settings["tile"]
         if valid_unet_output_edge(settings["depth"], tile) != tile:
             raise ValueError(f"--tile {tile} is no output edge of a valid U-Net of depth {settings['depth']}: "
@@ -340,7 +375,7 @@ class Trainer:
         self.recipe = Recipe(tile=tile, border=valid_unet_border(settings["depth"]),
                              elastic_sd=settings["elastic_sd"], weights=settings["weights"], w0=settings["w0"],
                              sigma=settings["sigma"])
-        if checkpoint is None:
+        if checkpoint is None and initial is None:
             voxels = np.concatenate([i.ravel() for i in images])
             settings["mean"], settings["standard_deviation"] = float(voxels.mean()), float(voxels.std()) or 1.0
         self.model = build_network(dim, settings["depth"], settings["width"], settings["dropout"],
@@ -352,7 +387,10 @@ class Trainer:
         self.rng = np.random.default_rng(settings["seed"])
         self.step = 0
         self.history = {"loss": [], "seconds": [], "learning_rate": [], "scores": []}
-        if checkpoint is None:
+        if initial is not None:
+            torch.manual_seed(settings["seed"])
+            self.model.load_state_dict(initial)
+        elif checkpoint is None:
             torch.manual_seed(settings["seed"])
             initialize_as_paper(self.model.net)
         else:
@@ -506,6 +544,10 @@ def parse_arguments(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from --output/checkpoint.pt")
+    parser.add_argument("--initial-model", default=None,
+                        help="start from this network (a model.pt this tool wrote, or the bundled model) instead of "
+                             "random weights: fine-tuning; its depth, width, batch normalisation and intensity "
+                             "normalisation are kept")
     args = parser.parse_args(argv)
     if not args.resume and not (args.images and args.labels):
         parser.error("--images and --labels are needed (or --resume)")

@@ -161,6 +161,52 @@ class Training(unittest.TestCase):
         self.assertLess(after, 0.8 * before, f"loss {before} -> {after}")
 
 
+class InitialModel(unittest.TestCase):
+    SETTINGS = dict(depth=2, width=4, dropout=0.5, batch_norm=True, tile=36, elastic_sd=0.0, weights="none", w0=10.0,
+                    sigma=5.0, batch=1, optimizer="adam", learning_rate=1e-3, final_learning_rate=1e-3, seed=0,
+                    steps=2)
+
+    def test_fine_tuning_starts_from_the_saved_network(self):
+        """--initial-model: the network, its architecture and its intensity normalisation are the file's, whatever
+        the options say; the images' own statistics are not used."""
+        image, cells = isbi_crop(0)
+        first = train_unet.Trainer(dict(self.SETTINGS), [image], [cells])
+        first.train_step()
+        with tempfile.TemporaryDirectory() as directory:
+            model_file = os.path.join(directory, "model.pt")
+            train_unet.export(first.model, model_file)
+            settings = dict(self.SETTINGS, depth=3, width=8, batch_norm=False, dropout=0.0, initial_model=model_file)
+            second = train_unet.Trainer(settings, [image * 2.0 + 7.0], [cells])
+        self.assertEqual((settings["depth"], settings["width"], settings["batch_norm"]), (2, 4, True))
+        self.assertEqual(settings["dropout"], 0.5)
+        self.assertAlmostEqual(second.model.mean, first.model.mean, places=5)
+        self.assertAlmostEqual(second.model.scale, first.model.scale, places=5)
+        second_state = second.model.state_dict()
+        for name, value in first.model.state_dict().items():
+            self.assertTrue(torch.equal(value, second_state[name]), name)
+        tile = torch.from_numpy(train_unet.mirrored_window(image, (-20, -20), (36 + 2 * 20, 36 + 2 * 20))[None, None])
+        first.model.eval()
+        second.model.eval()
+        with torch.no_grad():
+            self.assertTrue(torch.equal(first.model(tile), second.model(tile)))
+        loss, _ = second.train_step()
+        self.assertTrue(np.isfinite(loss))
+
+    def test_a_file_that_is_no_saved_u_net_is_refused(self):
+        image, cells = isbi_crop(0)
+        with tempfile.TemporaryDirectory() as directory:
+            not_torchscript = os.path.join(directory, "weights.pt")
+            with open(not_torchscript, "w") as file:
+                file.write("not a model")
+            other_network = os.path.join(directory, "conv.pt")
+            torch.jit.save(torch.jit.script(torch.nn.Conv2d(1, 2, 3)), other_network)
+            for file_name, message in ((not_torchscript, "not a TorchScript file"),
+                                       (other_network, "not a U-Net saved by this tool"),
+                                       (os.path.join(directory, "missing.pt"), "not a TorchScript file")):
+                with self.assertRaisesRegex(ValueError, message):
+                    train_unet.Trainer(dict(self.SETTINGS, initial_model=file_name), [image], [cells])
+
+
 class CommandLine(unittest.TestCase):
     def test_trains_resumes_and_the_filter_segments_with_the_result(self):
         with tempfile.TemporaryDirectory() as directory:
