@@ -59,7 +59,8 @@ import itk
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from score_segmentation import format_scores, mean_scores, segmentation_scores  # noqa: E402
-from unet_models import Normalized, UNet, initialize_as_paper, valid_unet_border, valid_unet_output_edge  # noqa: E402
+from unet_models import (Normalized, UNet, initialize_as_paper, unet_architecture, valid_unet_border,  # noqa: E402
+                         valid_unet_output_edge)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -254,6 +255,7 @@ def held_out_scores(model_file, held_out, threads):
 
 
 ARCHITECTURE = ("depth", "width", "dropout", "batch_norm")
+PAPER_DROPOUT = 0.5  # the paper's drop-out rate; a saved network keeps the layer, not the rate
 RECIPE = ("tile", "elastic_sd", "weights", "w0", "sigma", "batch", "optimizer", "learning_rate",
           "final_learning_rate", "seed", "label_type", "mask_threshold", "initial_model")
 
@@ -264,23 +266,19 @@ def build_network(dim, depth, width, dropout, mean, standard_deviation, batch_no
 
 
 def initial_network(file_name):
-    """The architecture, intensity normalisation and weights of a network this tool saved (model.pt, or the
-    bundled model): what --initial-model starts from."""
+    """The architecture (unet_architecture), intensity normalisation and weights of a network this tool saved
+    (model.pt, or the bundled model): what --initial-model starts from."""
     try:
         scripted = torch.jit.load(file_name, map_location="cpu")
     except Exception as error:
         raise ValueError(f"--initial-model {file_name}: not a TorchScript file ({error})") from None
     state = scripted.state_dict()
-    if not (hasattr(scripted, "mean") and hasattr(scripted, "scale") and "net.levels.encode.body.0.weight" in state):
+    architecture = unet_architecture(state)
+    if architecture is None or not (hasattr(scripted, "mean") and hasattr(scripted, "scale")):
         raise ValueError(f"--initial-model {file_name}: not a U-Net saved by this tool")
-    first = state["net.levels.encode.body.0.weight"]
-    architecture = {"dim": first.dim() - 2, "width": first.shape[0],
-                    "depth": sum(1 for key in state if key.endswith(".up.weight")),
-                    "batch_norm": any(key.endswith("running_mean") for key in state),
-                    "dropout_in_network": any(".inner.0.body." in key for key in state)}
-    if first.shape[1] != 1 or state["net.head.weight"].shape[0] != 2:
-        raise ValueError(f"--initial-model {file_name}: {first.shape[1]} input channels and "
-                         f"{state['net.head.weight'].shape[0]} classes; this tool trains 1 and 2")
+    if architecture["in_channels"] != 1 or architecture["classes"] != 2:
+        raise ValueError(f"--initial-model {file_name}: {architecture['in_channels']} input channels and "
+                         f"{architecture['classes']} classes; this tool trains 1 and 2")
     return architecture, float(scripted.mean), 1.0 / float(scripted.scale), state
 
 
@@ -363,10 +361,10 @@ class Trainer:
                 initial_network(settings["initial_model"])
             if architecture["dim"] != dim:
                 raise ValueError(f"--initial-model is {architecture['dim']}-D, the images {dim}-D")
-            settings.update(depth=architecture["depth"], width=architecture["width"],
+            settings.update(depth=architecture["depth"], width=architecture["base"],
                             batch_norm=architecture["batch_norm"])
-            if architecture["dropout_in_network"] != (settings["dropout"] > 0):
-                settings["dropout"] = 0.5 if architecture["dropout_in_network"] else 0.0
+            if architecture["has_dropout"] != (settings["dropout"] > 0):
+                settings["dropout"] = PAPER_DROPOUT if architecture["has_dropout"] else 0.0
         tile = settings["tile"]
         if valid_unet_output_edge(settings["depth"], tile) != tile:
             raise ValueError(f"--tile {tile} is no output edge of a valid U-Net of depth {settings['depth']}: "
@@ -387,12 +385,12 @@ class Trainer:
         self.rng = np.random.default_rng(settings["seed"])
         self.step = 0
         self.history = {"loss": [], "seconds": [], "learning_rate": [], "scores": []}
-        if initial is not None:
+        if checkpoint is None:
             torch.manual_seed(settings["seed"])
-            self.model.load_state_dict(initial)
-        elif checkpoint is None:
-            torch.manual_seed(settings["seed"])
-            initialize_as_paper(self.model.net)
+            if initial is None:
+                initialize_as_paper(self.model.net)
+            else:
+                self.model.load_state_dict(initial)
         else:
             self.model.load_state_dict(checkpoint["model"])
             self.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -523,7 +521,7 @@ def parse_arguments(argv=None):
                         help="cell voxels are at or above it (default: half the mask's largest value)")
     parser.add_argument("--depth", type=int, default=4, help="poolings (paper: 4)")
     parser.add_argument("--width", type=int, default=16, help="channels at the top level (paper: 64)")
-    parser.add_argument("--dropout", type=float, default=0.5, help="at the end of the contracting path")
+    parser.add_argument("--dropout", type=float, default=PAPER_DROPOUT, help="at the end of the contracting path")
     parser.add_argument("--batch-norm", action="store_true",
                         help="batch normalisation after each convolution (not in the paper)")
     parser.add_argument("--tile", type=int, default=388, help="output edge of a training tile (4 + 2^depth k)")

@@ -94,6 +94,18 @@ class Normalized(nn.Module):
         return self.net((x - self.mean) * self.scale)
 
 
+def unet_architecture(state):
+    """The constructor arguments of the UNet whose state_dict is `state` (keys as saved inside Normalized, "net."
+    first), or None for any other network. Drop-out has no parameters: only whether the network has the layer."""
+    first, head = state.get("net.levels.encode.body.0.weight"), state.get("net.head.weight")
+    if first is None or head is None:
+        return None
+    return {"dim": first.dim() - 2, "in_channels": first.shape[1], "classes": head.shape[0], "base": first.shape[0],
+            "depth": sum(1 for key in state if key.endswith(".up.weight")),
+            "batch_norm": any(key.endswith("running_mean") for key in state),
+            "has_dropout": any(".inner.0.body." in key for key in state)}
+
+
 def initialize_as_paper(net):
     """The paper's initialisation: weights from a Gaussian with standard deviation sqrt(2 / N), N the number of
     incoming nodes of a neuron (kernel voxels times input channels); biases 0."""
