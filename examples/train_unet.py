@@ -18,7 +18,8 @@ The recipe, as in the paper:
   mirrors;
 - augmentation: elastic deformation (displacements drawn on a coarse 3 x 3 grid from a Gaussian with
   --elastic-sd voxels standard deviation, per-voxel displacements by cubic interpolation; the image resampled
-  cubically, the labels by nearest neighbour), random flips and right-angle rotations;
+  cubically, the labels by nearest neighbour), random flips and right-angle rotations (--flips x: flips along x
+  only, for annotations that draw borders on one side of an edge along y or z, as ISBI 2012's do);
 - for each deformed tile, the module's own filters make the training inputs from its cell labels:
   itk.UNetTrainingTargetImageFilter the target (cells 1, background and the borders between touching cells 0) and
   itk.UNetWeightMapImageFilter the weight map w(x) from the cells so separated (--weights map; "separation": w_c = 1,
@@ -160,10 +161,13 @@ def deformed_window(image, labels, origin, shape, displacement):
     return deformed_image, deformed_labels
 
 
-def flip_and_rotate(arrays, rng):
-    """The same random right-angle rotation (in the last two axes) and flips (along every axis) of all arrays."""
-    turns = int(rng.integers(4))
-    flips = [axis for axis in range(arrays[0].ndim) if rng.integers(2)]
+def flip_and_rotate(arrays, rng, which="all"):
+    """The same random orientation change of all arrays. `which`: "all", a right-angle rotation (in the last two
+    axes) and flips along every axis; "x", a flip along the last axis (x) only, which keeps every other axis's
+    direction, so that a network can learn where annotators draw a border relative to an edge along those axes."""
+    turns = int(rng.integers(4)) if which == "all" else 0
+    axes = range(arrays[0].ndim) if which == "all" else [arrays[0].ndim - 1]
+    flips = [axis for axis in axes if rng.integers(2)]
     out = []
     for array in arrays:
         array = np.rot90(array, turns, axes=(-2, -1))
@@ -191,7 +195,7 @@ class Recipe:
     border: int = 92           # voxels the network loses each side
     elastic_sd: float = 10.0   # 0: no elastic deformation
     elastic_grid: int = 3
-    flips: bool = True
+    flips: str = "all"         # all (rotations and flips), x (flips along x only) or none
     weights: str = "map"       # map, separation, balanced or none
     w0: float = 10.0
     sigma: float = 5.0
@@ -215,8 +219,8 @@ def sample_tile(image, instances, recipe, rng):
     if recipe.elastic_sd > 0:
         displacement = elastic_displacement(shape, recipe.elastic_sd, rng, recipe.elastic_grid)
     tile, labels = deformed_window(image, instances, origin, shape, displacement)
-    if recipe.flips:
-        tile, labels = flip_and_rotate([tile, labels], rng)
+    if recipe.flips != "none":
+        tile, labels = flip_and_rotate([tile, labels], rng, recipe.flips)
     target = training_target(labels)
     separated = np.where(target == 1, labels, 0)
     if recipe.weights == "none":
@@ -256,7 +260,7 @@ def held_out_scores(model_file, held_out, threads):
 
 ARCHITECTURE = ("depth", "width", "dropout", "batch_norm")
 PAPER_DROPOUT = 0.5  # the paper's drop-out rate; a saved network keeps the layer, not the rate
-RECIPE = ("tile", "elastic_sd", "weights", "w0", "sigma", "batch", "optimizer", "learning_rate",
+RECIPE = ("tile", "elastic_sd", "flips", "weights", "w0", "sigma", "batch", "optimizer", "learning_rate",
           "final_learning_rate", "seed", "label_type", "mask_threshold", "initial_model")
 
 
@@ -372,7 +376,7 @@ class Trainer:
                              f"{valid_unet_output_edge(settings['depth'], tile) - 2 ** settings['depth']}")
         self.recipe = Recipe(tile=tile, border=valid_unet_border(settings["depth"]),
                              elastic_sd=settings["elastic_sd"], weights=settings["weights"], w0=settings["w0"],
-                             sigma=settings["sigma"])
+                             sigma=settings["sigma"], flips=settings.get("flips", "all"))
         if checkpoint is None and initial is None:
             voxels = np.concatenate([i.ravel() for i in images])
             settings["mean"], settings["standard_deviation"] = float(voxels.mean()), float(voxels.std()) or 1.0
@@ -483,7 +487,8 @@ def train(args):
     trainer = Trainer(settings, images, cells, checkpoint)
     print(f"{len(images)} training and {len(held_out)} held-out images; U-Net depth {settings['depth']}, width "
           f"{settings['width']}, tiles {trainer.recipe.tile + 2 * trainer.recipe.border} -> {trainer.recipe.tile}; "
-          f"weights {settings['weights']}, elastic sd {settings['elastic_sd']}; from step {trainer.step} to "
+          f"weights {settings['weights']}, elastic sd {settings['elastic_sd']}, flips {settings.get('flips', 'all')}; "
+          f"from step {trainer.step} to "
           f"{settings['steps']}", flush=True)
 
     start = last_print = time.time()
@@ -537,6 +542,9 @@ def parse_arguments(argv=None):
     parser.add_argument("--w0", type=float, default=10.0)
     parser.add_argument("--sigma", type=float, default=5.0)
     parser.add_argument("--elastic-sd", type=float, default=10.0, help="voxels; 0 turns elastic deformation off")
+    parser.add_argument("--flips", choices=("all", "x", "none"), default="all",
+                        help="all: random right-angle rotations and flips along every axis; x: flips along x only "
+                             "(for annotations drawn on one side of an edge, consistently along y or z); none")
     parser.add_argument("--evaluate-every", type=int, default=100)
     parser.add_argument("--print-every", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)

@@ -108,6 +108,19 @@ class Augmentation(unittest.TestCase):
                 seen.add(first.tobytes())
             self.assertEqual(len(seen), 8 if len(shape) == 2 else 16)  # the square's symmetries (x 2 along z)
 
+    def test_flips_along_x_keep_every_other_axis(self):
+        """--flips x: each array as it is or mirrored along its last axis, both seen, the same for all arrays."""
+        rng = np.random.default_rng(2)
+        for shape in [(6, 6), (3, 5, 5)]:
+            array = rng.normal(size=shape)
+            seen = set()
+            for _ in range(100):
+                first, second = train_unet.flip_and_rotate([array, array.astype(np.float32)], rng, "x")
+                np.testing.assert_array_equal(first.astype(np.float32), second)
+                self.assertTrue(np.array_equal(first, array) or np.array_equal(first, array[..., ::-1]))
+                seen.add(first.tobytes())
+            self.assertEqual(len(seen), 2)
+
 
 class TrainingInputs(unittest.TestCase):
     def test_weights_of_a_sampled_tile_are_the_filters(self):
