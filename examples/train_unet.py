@@ -44,6 +44,7 @@ Runs with Debian's Python (torch, scipy, skimage, matplotlib) and ITK's Python w
 PYTHONPATH. For speed on a CPU, set GLIBC_TUNABLES as the README says.
 """
 import argparse
+import copy
 import csv
 import dataclasses
 import math
@@ -254,6 +255,26 @@ def held_out_scores(model_file, held_out, threads):
                         for image, cells in held_out])
 
 
+def cell_probability(model_file, image, threads):
+    """p(cell) over `image` by itk.UNetSegmentationImageFilter with the saved network."""
+    segmenter = itk.UNetSegmentationImageFilter.New(itk.image_from_array(np.ascontiguousarray(image, np.float32)))
+    segmenter.SetModelFileName(model_file)
+    segmenter.SetNumberOfTorchThreads(threads)
+    segmenter.Update()
+    return itk.array_from_image(segmenter.GetProbabilityOutput())[..., 1]
+
+
+DECISION_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
+
+
+def decision_threshold(probabilities, cells):
+    """Of DECISION_THRESHOLDS, the p(cell) threshold with the fewest misclassified voxels over the images (the
+    lowest of equals); `probabilities` p(cell) per image, `cells` their labels (cell voxels > 0)."""
+    errors = [sum(np.count_nonzero((p > t) != (c > 0)) for p, c in zip(probabilities, cells))
+              for t in DECISION_THRESHOLDS]
+    return float(DECISION_THRESHOLDS[int(np.argmin(errors))])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Training
 
@@ -261,7 +282,7 @@ def held_out_scores(model_file, held_out, threads):
 ARCHITECTURE = ("depth", "width", "dropout", "batch_norm")
 PAPER_DROPOUT = 0.5  # the paper's drop-out rate; a saved network keeps the layer, not the rate
 RECIPE = ("tile", "elastic_sd", "flips", "weights", "w0", "sigma", "batch", "optimizer", "learning_rate",
-          "final_learning_rate", "seed", "label_type", "mask_threshold", "initial_model")
+          "final_learning_rate", "seed", "label_type", "mask_threshold", "initial_model", "calibrate_decision")
 
 
 def build_network(dim, depth, width, dropout, mean, standard_deviation, batch_norm=False):
@@ -286,10 +307,17 @@ def initial_network(file_name):
     return architecture, float(scripted.mean), 1.0 / float(scripted.scale), state
 
 
-def export(model, file_name):
-    """TorchScript of the network in inference mode (drop-out off), written atomically."""
-    model.eval()
-    scripted = torch.jit.script(model)
+def export(model, file_name, cell_threshold=0.5):
+    """TorchScript of the network in inference mode (drop-out off), written atomically. With `cell_threshold` t
+    the cell score of the copy exported is raised by -logit(t), so that its most probable class is the cell class
+    exactly where the trained network's p(cell) > t."""
+    exported = model
+    if cell_threshold != 0.5:
+        exported = copy.deepcopy(model)
+        with torch.no_grad():
+            exported.net.head.bias[1] -= math.log(cell_threshold / (1.0 - cell_threshold))
+    exported.eval()
+    scripted = torch.jit.script(exported)
     model.train()
     temporary = file_name + ".part"
     torch.jit.save(scripted, temporary)
@@ -339,14 +367,16 @@ def plot(history, file_name):
 
 def write_log(history, file_name):
     scores = dict(history["scores"])
+    thresholds = dict(history.get("thresholds", []))
     with open(file_name, "w", newline="") as log:
         writer = csv.writer(log)
         names = ("pixel_error", "dice", "rand_error", "rand_error_thinned")
-        writer.writerow(["step", "seconds", "loss", "learning_rate", *names])
+        writer.writerow(["step", "seconds", "loss", "learning_rate", *names, "cell_threshold"])
         for (step, loss), seconds, rate in zip(history["loss"], history["seconds"], history["learning_rate"]):
             s = scores.get(step, {})
             writer.writerow([step, f"{seconds:.1f}", f"{loss:.5f}", f"{rate:.3g}"] +
-                            [f"{s[k]:.5f}" if k in s else "" for k in names])
+                            [f"{s[k]:.5f}" if k in s else "" for k in names] +
+                            [f"{thresholds[step]:.2f}" if step in thresholds else ""])
 
 
 class Trainer:
@@ -451,9 +481,18 @@ def read_pairs(image_files, label_files, label_type, mask_threshold, what):
 
 
 def evaluate(trainer, held_out, output, threads):
-    """Saves the network, segments the held-out images with it through the filter, records and prints the scores."""
+    """Saves the network, segments the held-out images with it through the filter, records and prints the scores.
+    With --calibrate-decision the network saved decides at the p(cell) threshold that misclassifies the fewest
+    training voxels (decision_threshold, the training images segmented through the filter)."""
     model_file = os.path.join(output, "model.pt")
     export(trainer.model, model_file)
+    if trainer.settings.get("calibrate_decision"):
+        threshold = decision_threshold([cell_probability(model_file, image, threads) for image in trainer.images],
+                                       trainer.cells)
+        export(trainer.model, model_file, threshold)
+        trainer.history.setdefault("thresholds", []).append((trainer.step, threshold))
+        print(f"step {trainer.step}: decision at p(cell) > {threshold:.2f} (fewest misclassified training voxels)",
+              flush=True)
     if held_out:
         scores = held_out_scores(model_file, held_out, threads)
         trainer.history["scores"].append((trainer.step, scores))
@@ -545,6 +584,10 @@ def parse_arguments(argv=None):
     parser.add_argument("--flips", choices=("all", "x", "none"), default="all",
                         help="all: random right-angle rotations and flips along every axis; x: flips along x only "
                              "(for annotations drawn on one side of an edge, consistently along y or z); none")
+    parser.add_argument("--calibrate-decision", action="store_true",
+                        help="the saved network decides at the p(cell) threshold (0.05 to 0.95) that misclassifies "
+                             "the fewest training voxels, rather than at 0.5: undoes the weight map's pull towards "
+                             "the background class")
     parser.add_argument("--evaluate-every", type=int, default=100)
     parser.add_argument("--print-every", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)

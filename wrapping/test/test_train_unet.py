@@ -220,6 +220,36 @@ class InitialModel(unittest.TestCase):
                     train_unet.Trainer(dict(self.SETTINGS, initial_model=file_name), [image], [cells])
 
 
+class DecisionCalibration(unittest.TestCase):
+    def test_saved_network_decides_at_the_threshold(self):
+        """export(..., t): the saved network's most probable class is the cell class exactly where the trained
+        network's p(cell) > t; the trained network itself is left as it was, in training mode."""
+        image, cells = isbi_crop(0)
+        trainer = train_unet.Trainer(dict(InitialModel.SETTINGS), [image], [cells])
+        trainer.train_step()
+        before = {name: value.clone() for name, value in trainer.model.state_dict().items()}
+        tile = torch.from_numpy(train_unet.mirrored_window(image, (-20, -20), (36 + 2 * 20, 36 + 2 * 20))[None, None])
+        with tempfile.TemporaryDirectory() as directory:
+            plain, calibrated = os.path.join(directory, "plain.pt"), os.path.join(directory, "calibrated.pt")
+            train_unet.export(trainer.model, plain)
+            train_unet.export(trainer.model, calibrated, 0.3)
+            with torch.no_grad():
+                p_cell = torch.softmax(torch.jit.load(plain)(tile), 1)[0, 1]
+                decided = torch.jit.load(calibrated)(tile).argmax(1)[0]
+        self.assertTrue(0 < int(((p_cell > 0.3) & (p_cell <= 0.5)).sum()), "no voxel between the thresholds")
+        self.assertTrue(torch.equal(decided == 1, p_cell > 0.3))
+        self.assertTrue(trainer.model.training)
+        for name, value in trainer.model.state_dict().items():
+            self.assertTrue(torch.equal(value, before[name]), name)
+
+    def test_threshold_with_fewest_misclassified_voxels_over_all_images(self):
+        rng = np.random.default_rng(3)
+        p = [rng.random((40, 50)), rng.random((10, 10))]
+        self.assertEqual(train_unet.decision_threshold(p, [np.where(q > 0.3, 5, 0) for q in p]), 0.3)
+        # 0.7 misclassifies the small image's voxels between 0.65 and 0.7, 0.65 the large image's: fewer at 0.7.
+        self.assertEqual(train_unet.decision_threshold(p, [p[0] > 0.7, p[1] > 0.65]), 0.7)
+
+
 class CommandLine(unittest.TestCase):
     def test_trains_resumes_and_the_filter_segments_with_the_result(self):
         with tempfile.TemporaryDirectory() as directory:
@@ -235,10 +265,12 @@ class CommandLine(unittest.TestCase):
             tool = [sys.executable, os.path.join(EXAMPLES, "train_unet.py"), "--output", output]
             common = ["--depth", "2", "--width", "4", "--tile", "40", "--evaluate-every", "2", "--print-every", "1"]
             run = subprocess.run(tool + common + ["--images"] + images[:2] + ["--labels"] + labels[:2] +
-                                 ["--held-out-images", images[2], "--held-out-labels", labels[2], "--steps", "4"],
+                                 ["--held-out-images", images[2], "--held-out-labels", labels[2], "--steps", "4",
+                                  "--calibrate-decision"],
                                  check=True, capture_output=True, text=True)
             self.assertIn("step 4/4", run.stdout)
             self.assertIn("adapted Rand error", run.stdout)
+            self.assertIn("step 4: decision at p(cell) > ", run.stdout)
             for name in ("model.pt", "checkpoint.pt", "log.csv", "training.png"):
                 self.assertTrue(os.path.exists(os.path.join(output, name)), name)
             run = subprocess.run(tool + ["--resume", "--steps", "6", "--evaluate-every", "3"], check=True,
@@ -248,6 +280,7 @@ class CommandLine(unittest.TestCase):
                 rows = list(csv.DictReader(log))
             self.assertEqual([int(r["step"]) for r in rows], [1, 2, 3, 4, 5, 6])
             self.assertEqual([int(r["step"]) for r in rows if r["rand_error"]], [2, 4, 6])
+            self.assertEqual([int(r["step"]) for r in rows if r["cell_threshold"]], [2, 4, 6])  # kept on --resume
 
             image = itk.imread(images[2], itk.UC)
             segmenter = itk.UNetSegmentationImageFilter.New(image, ModelFileName=os.path.join(output, "model.pt"))
