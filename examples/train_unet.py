@@ -241,13 +241,18 @@ def weighted_cross_entropy(scores, target, weights):
 # Segmenting and scoring through the filter
 
 
-def segment(model_file, image, threads):
-    """Class map of `image` by itk.UNetSegmentationImageFilter with the saved network (its own tile choice)."""
+def run_segmentation(model_file, image, threads):
+    """itk.UNetSegmentationImageFilter with the saved network (its own tile choice), updated over `image`."""
     segmenter = itk.UNetSegmentationImageFilter.New(itk.image_from_array(np.ascontiguousarray(image, np.float32)))
     segmenter.SetModelFileName(model_file)
     segmenter.SetNumberOfTorchThreads(threads)
     segmenter.Update()
-    return itk.array_from_image(segmenter.GetOutput())
+    return segmenter
+
+
+def segment(model_file, image, threads):
+    """Class map of `image` by the filter with the saved network."""
+    return itk.array_from_image(run_segmentation(model_file, image, threads).GetOutput())
 
 
 def held_out_scores(model_file, held_out, threads):
@@ -256,12 +261,8 @@ def held_out_scores(model_file, held_out, threads):
 
 
 def cell_probability(model_file, image, threads):
-    """p(cell) over `image` by itk.UNetSegmentationImageFilter with the saved network."""
-    segmenter = itk.UNetSegmentationImageFilter.New(itk.image_from_array(np.ascontiguousarray(image, np.float32)))
-    segmenter.SetModelFileName(model_file)
-    segmenter.SetNumberOfTorchThreads(threads)
-    segmenter.Update()
-    return itk.array_from_image(segmenter.GetProbabilityOutput())[..., 1]
+    """p(cell) over `image` by the filter with the saved network."""
+    return itk.array_from_image(run_segmentation(model_file, image, threads).GetProbabilityOutput())[..., 1]
 
 
 DECISION_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
@@ -526,9 +527,8 @@ def train(args):
     trainer = Trainer(settings, images, cells, checkpoint)
     print(f"{len(images)} training and {len(held_out)} held-out images; U-Net depth {settings['depth']}, width "
           f"{settings['width']}, tiles {trainer.recipe.tile + 2 * trainer.recipe.border} -> {trainer.recipe.tile}; "
-          f"weights {settings['weights']}, elastic sd {settings['elastic_sd']}, flips {settings.get('flips', 'all')}; "
-          f"from step {trainer.step} to "
-          f"{settings['steps']}", flush=True)
+          f"weights {settings['weights']}, elastic sd {settings['elastic_sd']}, flips {trainer.recipe.flips}; "
+          f"from step {trainer.step} to {settings['steps']}", flush=True)
 
     start = last_print = time.time()
     offset = trainer.history["seconds"][-1] if trainer.history["seconds"] else 0.0
