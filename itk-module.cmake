@@ -9,7 +9,9 @@ itk_module(UNetSegmentation
     ITKCommon
   COMPILE_DEPENDS
     ITKConnectedComponents
+    ITKImageIntensity
     ITKThresholding
+    ITKWatersheds
   TEST_DEPENDS
     ITKImageFilterBase
     ITKImageGrid

@@ -26,6 +26,8 @@ itk_options=(
   -DModule_ITKThresholding=ON
   -DModule_ITKDistanceMap=ON
   -DModule_ITKConnectedComponents=ON
+  # UNetCellSeparationImageFilter grows cells from seeds with ITK's MorphologicalWatershedFromMarkersImageFilter.
+  -DModule_ITKWatersheds=ON
   -DModule_ITKIOImageBase=ON
   -DModule_ITKIOPNG=ON
   -DModule_ITKIOMeta=ON
