@@ -98,8 +98,9 @@ UNetCellSeparationImageFilter<TProbabilityImage, TLabelImage>::GenerateData()
   grown->SetFullyConnected(m_FullyConnected);
 
   // The flood covers the whole image; the voxels the network finds unlikely to be cell go back to 0 afterwards. (A
-  // flood confined to them would differ only where it must cross such voxels to reach others: on the ISBI 2012 slices
-  // 16,108 of 6,291,456 voxels, with the same scores to 0.0006.)
+  // flood confined to them differs only where it would cross such voxels to reach others: for the bundled model on
+  // the 24 ISBI 2012 slices, seeds 0.7, cells 0.2, in 16,108 of 6,291,456 voxels, and the held-out pixel and adapted
+  // Rand errors by under 0.001.)
   auto cellVoxels = atLeast(m_CellThreshold);
   cellVoxels->SetInput(cellProbability->GetOutput());
   auto cells = MaskImageFilter<LabelImageType, BinaryImageType, LabelImageType>::New();
