@@ -28,8 +28,6 @@
 #include "itkProgressAccumulator.h"
 #include "itkVectorIndexSelectionCastImageFilter.h"
 
-#include <cmath>
-
 namespace itk
 {
 

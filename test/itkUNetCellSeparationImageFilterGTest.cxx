@@ -28,6 +28,7 @@
 #include <random>
 #include <set>
 #include <sstream>
+#include <vector>
 
 namespace
 {
