@@ -33,6 +33,7 @@
 #include "itkImageIOFactory.h"
 #include "itkImageRegionSplitterSlowDimension.h"
 #include "itkRealTimeClock.h"
+#include "itkUNetCellSeparationImageFilter.h"
 #include "itkUNetSegmentationImageFilter.h"
 #include "itkVectorImage.h"
 #include "itksys/SystemTools.hxx"
@@ -65,10 +66,16 @@ public:
               << "\" </filter-comment>\n</filter-start>" << std::endl;
   }
 
+  /** Reports only progress forward: ITK 5.2's threshold filters, inside the cell separation, report theirs out of
+   * order from several threads, and a progress bar should not go back. */
   void
-  Report(double fraction) const
+  Report(double fraction)
   {
-    std::cout << "<filter-progress>" << fraction << "</filter-progress>" << std::endl;
+    if (fraction >= m_Reported)
+    {
+      m_Reported = fraction;
+      std::cout << "<filter-progress>" << fraction << "</filter-progress>" << std::endl;
+    }
   }
 
   void
@@ -82,6 +89,7 @@ private:
   itk::RealTimeClock::Pointer m_Clock{ itk::RealTimeClock::New() };
   std::string                 m_Name;
   double                      m_Start;
+  double                      m_Reported{ 0.0 };
 };
 
 /** Writes one output of the pipeline that arrives piece by piece: pasted into the file piece by piece where its
@@ -280,7 +288,8 @@ Segment(int argc, char * argv[])
 
   segmenter->SetFreezeModel(!noFreeze);
   segmenter->SetTestTimeFlipAxes(FlipAxesFromArgument<VDimension>(flipAxes));
-  segmenter->SetGenerateProbabilities(!outputProbabilityVolume.empty());
+  const bool separateCells = !outputCellVolume.empty();
+  segmenter->SetGenerateProbabilities(!outputProbabilityVolume.empty() || separateCells);
 
   // Loads and probes the network and lays out the tiles.
   segmenter->UpdateOutputInformation();
@@ -289,9 +298,11 @@ Segment(int argc, char * argv[])
   const unsigned int     classes = model->GetNumberOfClasses();
   // Slabs along the last axis, as ImageFileWriter streams. The segmenter grows each to whole tiles and keeps what
   // the next slab shares, so every tile runs once whatever the slabs.
-  const auto         splitter = itk::ImageRegionSplitterSlowDimension::New();
-  const auto         image = grid.GetImageRegion();
-  const unsigned int numberOfPieces = splitter->GetNumberOfSplits(image, static_cast<unsigned int>(streamPieces));
+  const auto splitter = itk::ImageRegionSplitterSlowDimension::New();
+  const auto image = grid.GetImageRegion();
+  // The cells need the whole probability image (a cell may reach across any piece): one piece then.
+  const unsigned int numberOfPieces =
+    splitter->GetNumberOfSplits(image, separateCells ? 1u : static_cast<unsigned int>(streamPieces));
   std::vector<itk::ImageRegion<VDimension>> pieces(numberOfPieces, image);
   for (unsigned int p = 0; p < numberOfPieces; ++p)
   {
@@ -323,9 +334,28 @@ Segment(int argc, char * argv[])
       segmenter->GetProbabilityOutput(), outputProbabilityVolume, false, pieces.size());
   }
 
-  size_t piecesDone = 0;
+  using CellImageType = itk::Image<unsigned int, VDimension>;
+  using SeparationType =
+    itk::UNetCellSeparationImageFilter<typename SegmenterType::ProbabilityImageType, CellImageType>;
+  auto separation = SeparationType::New();
+  separation->SetCellClass(static_cast<unsigned int>(cellClass));
+  separation->SetSeedThreshold(seedThreshold);
+  separation->SetCellThreshold(cellThreshold);
+  if (separateCells)
+  {
+    // Bad separation settings fail here, before the segmentation rather than after it.
+    separation->SetInput(segmenter->GetProbabilityOutput());
+    separation->UpdateOutputInformation();
+  }
+
+  // The separation counts as one more piece in the progress.
+  const double steps = static_cast<double>(pieces.size() + (separateCells ? 1 : 0));
+  size_t       piecesDone = 0;
   segmenter->AddObserver(itk::ProgressEvent(), [&](const itk::EventObject &) {
-    progress.Report((static_cast<double>(piecesDone) + segmenter->GetProgress()) / static_cast<double>(pieces.size()));
+    progress.Report((static_cast<double>(piecesDone) + segmenter->GetProgress()) / steps);
+  });
+  separation->AddObserver(itk::ProgressEvent(), [&](const itk::EventObject &) {
+    progress.Report((static_cast<double>(piecesDone) + separation->GetProgress()) / steps);
   });
   for (const auto & piece : pieces)
   {
@@ -342,6 +372,13 @@ Segment(int argc, char * argv[])
   if (probabilityWriter)
   {
     probabilityWriter->Finish();
+  }
+  if (separateCells)
+  {
+    // The segmenter ran on the whole image in its one piece: the separation reads its probabilities as they are.
+    separation->Update();
+    std::cout << "Cells: " << separation->GetNumberOfCells() << std::endl;
+    itk::WriteImage(separation->GetOutput(), outputCellVolume, true);
   }
 
   if (!returnParameterFile.empty())

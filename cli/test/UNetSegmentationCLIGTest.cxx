@@ -29,6 +29,7 @@
 #include "itkImageRegionIteratorWithIndex.h"
 #include "itkMersenneTwisterRandomVariateGenerator.h"
 #include "itkRGBPixel.h"
+#include "itkUNetCellSeparationImageFilter.h"
 #include "itkUNetSegmentationImageFilter.h"
 #include "itkVectorImage.h"
 #include "itksys/SystemTools.hxx"
@@ -37,6 +38,7 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -312,6 +314,7 @@ TEST_F(UNetSegmentationCLI, DescriptionParsesWithEveryParameter)
     { "inputVolume", "image", "any", "", "0", "input", "", {} },
     { "outputLabelVolume", "image", "label", "", "1", "output", "", {} },
     { "outputProbabilityVolume", "image", "vector", "probabilities", "", "output", "", {} },
+    { "outputCellVolume", "image", "label", "cells", "", "output", "", {} },
     { "modelFile", "file", "scalar", "model", "", "input", "", {} },
     { "normalizationMean", "float-vector", "", "normalizationMean", "", "", "", {} },
     { "normalizationStandardDeviation", "float-vector", "", "normalizationStandardDeviation", "", "", "", {} },
@@ -334,6 +337,9 @@ TEST_F(UNetSegmentationCLI, DescriptionParsesWithEveryParameter)
     { "flipAxes", "integer-vector", "", "flipAxes", "", "", "", {} },
     { "noFreeze", "boolean", "", "noFreeze", "", "", "false", {} },
     { "streamPieces", "integer", "", "streamPieces", "", "", "4", {} },
+    { "cellClass", "integer", "", "cellClass", "", "", "1", {} },
+    { "seedThreshold", "double", "", "seedThreshold", "", "", "0.5", {} },
+    { "cellThreshold", "double", "", "cellThreshold", "", "", "0.2", {} },
     { "modelBorder", "integer", "", "", "", "output", "0", {} },
     { "numberOfClasses", "integer", "", "", "", "output", "0", {} },
     { "tileSizeUsed", "integer-vector", "", "", "", "output", "", {} },
@@ -467,6 +473,69 @@ TEST_F(UNetSegmentationCLI, StreamedMetaImageWithProbabilitiesEqualsFilter)
   ASSERT_EQ(probabilities->GetNumberOfComponentsPerPixel(), 2u);
   ExpectSameGeometry(itk::ReadImage<ImageType>(input), probabilities, 1e-12);
   EXPECT_EQ(CountDifferences<ProbabilityImageType>(segmenter->GetProbabilityOutput(), probabilities), 0u);
+}
+
+TEST_F(UNetSegmentationCLI, CellsEqualTheSeparationFilter)
+{
+  // The cells the module writes equal UNetCellSeparationImageFilter on the filter's probabilities; thresholds at
+  // quantiles of this random network's cell probabilities, so that there are several seeds and cells grow.
+  const std::string model = Model("unet3d_valid");
+  const auto        edge = SmallTileEdge(model, 3);
+  const std::string input = this->Path("volume.nrrd");
+  const std::string output = this->Path("labels.nrrd");
+  const std::string cellsFile = this->Path("cells.nrrd");
+  itk::WriteImage(MakeVolume(), input);
+  const auto segmenter = SegmentWithFilter(input, model, edge, SegmenterType::FlipAxesType::Filled(false), false);
+  std::vector<float> cellProbabilities;
+  const auto *       probabilities = segmenter->GetProbabilityOutput();
+  for (itk::ImageRegionConstIterator<SegmenterType::ProbabilityImageType> it(probabilities,
+                                                                             probabilities->GetLargestPossibleRegion());
+       !it.IsAtEnd();
+       ++it)
+  {
+    cellProbabilities.push_back(it.Get()[1]);
+  }
+  std::sort(cellProbabilities.begin(), cellProbabilities.end());
+  const double seedThreshold = cellProbabilities[cellProbabilities.size() * 9 / 10];
+  const double cellThreshold = cellProbabilities[cellProbabilities.size() / 4];
+
+  using CellImageType = itk::Image<unsigned int, 3>;
+  auto separation = itk::UNetCellSeparationImageFilter<SegmenterType::ProbabilityImageType, CellImageType>::New();
+  separation->SetInput(probabilities);
+  separation->SetSeedThreshold(seedThreshold);
+  separation->SetCellThreshold(cellThreshold);
+  separation->Update();
+  ASSERT_GE(separation->GetNumberOfCells(), 2u);
+
+  std::ostringstream thresholds;
+  thresholds.precision(17);
+  thresholds << "--noFreeze --streamPieces 3 --seedThreshold " << seedThreshold << " --cellThreshold " << cellThreshold
+             << " --cells '" << cellsFile << "'";
+  const ModuleRun run = this->RunModule(SlicerArguments(model, edge, thresholds.str(), input, output));
+  ASSERT_EQ(run.exitStatus, 0) << run.err;
+  ExpectSlicerProgress(run.out);
+  EXPECT_NE(run.out.find(", 1 piece(s)"), std::string::npos) << run.out; // the whole image, for the cells
+  EXPECT_NE(run.out.find("Cells: " + std::to_string(separation->GetNumberOfCells())), std::string::npos) << run.out;
+
+  const auto cells = itk::ReadImage<CellImageType>(cellsFile);
+  EXPECT_EQ(ComponentTypeOf(cellsFile), itk::IOComponentEnum::UINT);
+  ExpectSameGeometry(itk::ReadImage<ImageType>(input), cells, 1e-12);
+  EXPECT_EQ(CountDifferences<CellImageType>(separation->GetOutput(), cells), 0u);
+  EXPECT_EQ(CountDifferences<LabelImageType>(segmenter->GetOutput(), itk::ReadImage<LabelImageType>(output)), 0u);
+}
+
+TEST_F(UNetSegmentationCLI, BadCellSeparationFailsBeforeSegmenting)
+{
+  const std::string input = this->Path("volume.nrrd");
+  itk::WriteImage(MakeVolume(), input);
+  const std::string output = this->Path("labels.nrrd");
+  const ModuleRun   run =
+    this->RunModule("--model '" + Model("unet3d_valid") + "' --seedThreshold 0.3 --cellThreshold 0.6 --cells '" +
+                    this->Path("cells.nrrd") + "' '" + input + "' '" + output + "'");
+  EXPECT_NE(run.exitStatus, 0);
+  EXPECT_NE(run.err.find("CellThreshold must be in (0, SeedThreshold = 0.3]"), std::string::npos) << run.err;
+  EXPECT_EQ(run.out.find("<filter-progress>"), std::string::npos) << run.out; // nothing was segmented
+  EXPECT_FALSE(itksys::SystemTools::FileExists(output));
 }
 
 TEST_F(UNetSegmentationCLI, RgbPngFeedsThreeChannelNetwork)
