@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Scores a cell segmentation against its ground truth with the metrics of the ISBI 2012 challenge.
 
-    score_segmentation.py labels.png truth.png [more_labels.png more_truth.png ...]
+    score_segmentation.py [--cells] labels.png truth.png [more_labels.png more_truth.png ...]
 
 Both images are read with ITK (any format it reads); cell voxels are those at or above half the image's largest
 value (the segmentation filter's label maps as the examples write them, class 1 = 255; ISBI 2012 ground truth,
-255 = cell interior, 0 = membrane). With several pairs the scores are the means over the pairs.
+255 = cell interior, 0 = membrane). With --cells the first image of each pair is a cell label image (the command-line
+module's --cells output, UNetCellSeparationImageFilter's): its cell voxels are the non-zero ones. With several pairs
+the scores are the means over the pairs.
 
 The metrics, per image (`segmentation_scores`):
 - pixel error: the fraction of voxels whose class (cell or not) differs from the ground truth;
@@ -79,18 +81,24 @@ def format_scores(scores):
             f"adapted Rand error {scores['rand_error']:.4f} ({scores['rand_error_thinned']:.4f} with borders thinned)")
 
 
-def main(files):
+def main(files, cell_labels=False):
     import itk
 
-    def cells(file_name):
+    def cells(file_name, labels=False):
         array = itk.array_from_image(itk.imread(file_name, itk.F))
+        if labels:
+            return array > 0
         return array >= 0.5 * array.max() if array.max() > 0 else array > 0
 
-    scores = [segmentation_scores(cells(labels), cells(truth)) for labels, truth in zip(files[::2], files[1::2])]
+    scores = [segmentation_scores(cells(labels, cell_labels), cells(truth))
+              for labels, truth in zip(files[::2], files[1::2])]
     print(format_scores(mean_scores(scores)))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3 or len(sys.argv) % 2 == 0:
+    arguments = sys.argv[1:]
+    cell_labels = bool(arguments) and arguments[0] == "--cells"
+    files = arguments[1:] if cell_labels else arguments
+    if len(files) < 2 or len(files) % 2:
         sys.exit(__doc__)
-    main(sys.argv[1:])
+    main(files, cell_labels)

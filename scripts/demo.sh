@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: sets up, builds, and segments a held-out ISBI 2012 EM slice with the bundled U-Net through the 3D
 # Slicer command-line module (as Slicer would run it: progress tags on standard output), streamed in pieces; writes
-# the label map, scores it against the slice's ground truth, and draws its outlines over the slice.
+# the label map, then (a second, whole run) the separated cells, scores both against the slice's ground truth, and
+# draws their outlines over the slice.
 #
 #   scripts/demo.sh [input output]     (any 2-D image ITK reads; output: the label map, class indices)
 set -euo pipefail
@@ -20,17 +21,30 @@ else
   mkdir -p "$(dirname "$output")"
   # 132-pixel tiles (a valid edge for this model: 4 + 8k): four tile rows, one per stream piece.
   "$segment" --model "$model" --tileSize 132 --streamPieces 4 "$input" "$output"
+  # Again, whole, for the separated cells (UNetCellSeparationImageFilter); the label map it writes is the same.
+  cells=${output%-labels.nrrd}-cells.nrrd
+  "$segment" --model "$model" --tileSize 132 --cells "$cells" "$input" "$output" | grep -v "^<\|^ *$"
   itk_dir=$(sed -n 's/^ITK_DIR:[A-Z]*=//p' "$build_dir/CMakeCache.txt")
-  PYTHONPATH=$itk_dir/Wrapping/Generators/Python /usr/bin/python3 "$repo/examples/score_segmentation.py" \
-    "$output" "$data/label/23.png" 2>&1 | grep -v "^ios_base_\| module 'itk.ITKPyBasePython' has no attribute"
+  score() {
+    PYTHONPATH=$itk_dir/Wrapping/Generators/Python /usr/bin/python3 "$repo/examples/score_segmentation.py" "$@" 2>&1 |
+      grep -v "^ios_base_\| module 'itk.ITKPyBasePython' has no attribute"
+  }
+  echo "the network's decision ($output): $(score "$output" "$data/label/23.png")"
+  echo "the separated cells ($cells): $(score --cells "$cells" "$data/label/23.png")"
 fi
-# A picture of the result: the label map's outlines over the slice (UNetRenderLabels, VTK offscreen). Debian's VTK
+# Pictures of the result: a label map's outlines over the slice (UNetRenderLabels, VTK offscreen). Debian's VTK
 # renders through X only, so without a display it runs under a virtual X server (xvfb-run).
-picture=${output%.*}-contours.png
-render=("$build_dir/examples/UNetRenderLabels" "$output" "$picture" --image "$input")
-if [ -n "${DISPLAY:-}" ]; then
-  "${render[@]}" >/dev/null
-else
-  xvfb-run -a -s "-screen 0 1280x1024x24" "${render[@]}" >/dev/null
+render() {
+  local picture=${1%.*}-contours.png
+  local command=("$build_dir/examples/UNetRenderLabels" "$1" "$picture" --image "$input")
+  if [ -n "${DISPLAY:-}" ]; then
+    "${command[@]}" >/dev/null
+  else
+    xvfb-run -a -s "-screen 0 1280x1024x24" "${command[@]}" >/dev/null
+  fi
+  echo "picture of $2 (outlines over the slice): $picture"
+}
+render "$output" "the segmentation"
+if [ -z "${1:-}" ]; then
+  render "$cells" "the separated cells"
 fi
-echo "picture of the segmentation (outlines over the slice): $picture"

@@ -312,6 +312,23 @@ class Scores(unittest.TestCase):
         # Thinning borders does not undo a merge: the prediction has no background voxel inside a true cell.
         self.assertAlmostEqual(scores["rand_error_thinned"], scores["rand_error"])
 
+    def test_command_line_reads_cell_labels(self):
+        """With --cells the prediction is a cell label image, every non-zero label a cell: two touching cells with
+        labels 1 and 200 score as the truth does, where half the largest value would drop cell 1."""
+        truth = np.zeros((10, 10), dtype=np.uint8)
+        truth[1:4, 1:9] = truth[6:9, 1:9] = 255
+        cells = np.zeros((10, 10), dtype=np.uint8)
+        cells[1:4, 1:9], cells[6:9, 1:9] = 1, 200
+        with tempfile.TemporaryDirectory() as directory:
+            files = [os.path.join(directory, name) for name in ("cells.nrrd", "truth.png")]
+            itk.imwrite(itk.image_from_array(cells), files[0])
+            itk.imwrite(itk.image_from_array(truth), files[1])
+            script = os.path.join(EXAMPLES, "score_segmentation.py")
+            run = subprocess.run([sys.executable, script, "--cells"] + files, check=True, capture_output=True, text=True)
+            self.assertIn("pixel error 0.0000, cell Dice 1.0000, adapted Rand error 0.0000", run.stdout)
+            run = subprocess.run([sys.executable, script] + files, check=True, capture_output=True, text=True)
+            self.assertIn("pixel error 0.2400", run.stdout)  # without --cells cell 1 (24 voxels) is not a cell
+
     def test_predicted_background_inside_a_cell_is_one_more_segment(self):
         """Predicted membrane voxels inside a true cell form one segment (the predicted background, as
         skimage.metrics.adapted_rand_error counts label 0 of the prediction): a cell with a hole of 4 voxels loses the
