@@ -656,9 +656,8 @@ def main():
         result, stage, message = results.get(k, ("MISSING", "start", "no result"))
         if result in ("CRASH", "HANG"):
             # A crash can be the late effect of an earlier case's memory corruption, and a case can overrun its time
-            # limit on a loaded machine without hanging (case 31, whose probe fails at every size it tries, formats a
-            # LibTorch error each time: 6-9 s alone, over 30 s once within a full ctest run): it is run again alone.
-            # A case that ends alone within the limit counts as it ended there.
+            # limit on a loaded machine without hanging: it is run again alone. A case that ends alone within the
+            # limit counts as it ended there.
             alone_dir = os.path.join(args.work, "alone-%04d" % index)
             os.makedirs(alone_dir, exist_ok=True)
             alone = run_cases(command, [path], alone_dir, args.timeout)[0]
