@@ -40,9 +40,10 @@ namespace itk
  * Input: the probability image of UNetSegmentationImageFilter (GetProbabilityOutput(): a VectorImage<float> with one
  * probability per class); CellClass selects the cell class's component (default 1). Output: instance labels 1, 2, ...
  * for the cells (one per seed), 0 for the other voxels (membranes, background, the lines between cells), with the
- * input's geometry. A mini-pipeline of ITK filters does the work (VectorIndexSelectionCastImageFilter,
- * BinaryThresholdImageFilter, ConnectedComponentImageFilter, InvertIntensityImageFilter,
- * MorphologicalWatershedFromMarkersImageFilter, MaskImageFilter), which reports its progress as this filter's.
+ * input's geometry. A mini-pipeline does the work (ITK's VectorIndexSelectionCastImageFilter, this module's
+ * UNetCellLabelImageFilter for the seeds, ITK's InvertIntensityImageFilter,
+ * MorphologicalWatershedFromMarkersImageFilter, BinaryThresholdImageFilter and MaskImageFilter), which reports its
+ * progress as this filter's.
  *
  * Defaults: SeedThreshold 0.5 keeps the network's own cells (its decision) as the seeds; a higher one splits more of
  * the cells the network merges through gaps, but a cell with no voxel that sure joins a neighbour. CellThreshold 0.2
