@@ -34,7 +34,9 @@ random initialisation: its architecture and intensity normalisation are kept (fi
 Every --evaluate-every steps (and at the end) the network is saved as TorchScript with the intensity normalisation
 (the training images' mean and standard deviation) inside, segments the held-out images through
 itk.UNetSegmentationImageFilter exactly as a user would, and is scored (pixel error, cell Dice, adapted Rand error;
-see score_segmentation.py). Written to --output:
+see score_segmentation.py) twice: the network's decision (its most probable class), and the cells that
+itk.UNetCellSeparationImageFilter makes from its probabilities (--seed-threshold, --cell-threshold; the filter's
+defaults), what the command-line module's --cells writes. Written to --output:
     model.pt        the TorchScript network, for UNetSegmentationImageFilter as it is
     checkpoint.pt   weights, optimiser and random states, history: --resume continues from it
     log.csv         loss per step, held-out scores per evaluation
@@ -255,9 +257,35 @@ def segment(model_file, image, threads):
     return itk.array_from_image(run_segmentation(model_file, image, threads).GetOutput())
 
 
-def held_out_scores(model_file, held_out, threads):
-    return mean_scores([segmentation_scores(segment(model_file, image, threads) == 1, cells)
-                        for image, cells in held_out])
+SEPARATED = "cells_"  # the prefix of the separated cells' scores among an evaluation's scores
+
+
+def check_separation_thresholds(seed_threshold, cell_threshold):
+    """The separation filter's own check of its thresholds, made before training rather than at the first
+    evaluation: its output information for a one-voxel probability image."""
+    probabilities = itk.image_from_array(np.full((1, 1, 2), 0.5, np.float32), is_vector=True)
+    separation = itk.UNetCellSeparationImageFilter.New(probabilities, SeedThreshold=seed_threshold,
+                                                       CellThreshold=cell_threshold)
+    try:
+        separation.UpdateOutputInformation()
+    except RuntimeError as error:
+        message = str(error).strip().splitlines()[-1]
+        raise ValueError(f"--seed-threshold {seed_threshold:g}, --cell-threshold {cell_threshold:g}: {message}") \
+            from None
+
+
+def held_out_scores(model_file, held_out, threads, seed_threshold=0.5, cell_threshold=0.2):
+    """The mean scores over the held-out (image, cells) pairs of the network's decision and, prefixed SEPARATED, of
+    the cells UNetCellSeparationImageFilter makes from the same segmentation's probabilities."""
+    decisions, separations = [], []
+    for image, cells in held_out:
+        segmenter = run_segmentation(model_file, image, threads)
+        decisions.append(segmentation_scores(itk.array_from_image(segmenter.GetOutput()) == 1, cells))
+        separated = itk.u_net_cell_separation_image_filter(segmenter.GetProbabilityOutput(),
+                                                           seed_threshold=seed_threshold,
+                                                           cell_threshold=cell_threshold)
+        separations.append(segmentation_scores(itk.array_from_image(separated) > 0, cells))
+    return {**mean_scores(decisions), **{SEPARATED + k: v for k, v in mean_scores(separations).items()}}
 
 
 def cell_probability(model_file, image, threads):
@@ -284,6 +312,8 @@ ARCHITECTURE = ("depth", "width", "dropout", "batch_norm")
 PAPER_DROPOUT = 0.5  # the paper's drop-out rate; a saved network keeps the layer, not the rate
 RECIPE = ("tile", "elastic_sd", "flips", "weights", "w0", "sigma", "batch", "optimizer", "learning_rate",
           "final_learning_rate", "seed", "label_type", "mask_threshold", "initial_model", "calibrate_decision")
+EVALUATION = ("steps", "evaluate_every", "seed_threshold", "cell_threshold")  # a --resume may change these
+SEPARATION_DEFAULTS = {"seed_threshold": 0.5, "cell_threshold": 0.2}  # UNetCellSeparationImageFilter's
 
 
 def build_network(dim, depth, width, dropout, mean, standard_deviation, batch_norm=False):
@@ -308,15 +338,15 @@ def initial_network(file_name):
     return architecture, float(scripted.mean), 1.0 / float(scripted.scale), state
 
 
-def export(model, file_name, cell_threshold=0.5):
-    """TorchScript of the network in inference mode (drop-out off), written atomically. With `cell_threshold` t
+def export(model, file_name, decision_threshold=0.5):
+    """TorchScript of the network in inference mode (drop-out off), written atomically. With `decision_threshold` t
     the cell score of the copy exported is raised by -logit(t), so that its most probable class is the cell class
     exactly where the trained network's p(cell) > t."""
     exported = model
-    if cell_threshold != 0.5:
+    if decision_threshold != 0.5:
         exported = copy.deepcopy(model)
         with torch.no_grad():
-            exported.net.head.bias[1] -= math.log(cell_threshold / (1.0 - cell_threshold))
+            exported.net.head.bias[1] -= math.log(decision_threshold / (1.0 - decision_threshold))
     exported.eval()
     scripted = torch.jit.script(exported)
     model.train()
@@ -349,13 +379,16 @@ def plot(history, file_name):
     loss_axes.set_yscale("log")
     loss_axes.legend()
     if history["scores"]:
-        for name, label in (("pixel_error", "pixel error"), ("rand_error", "adapted Rand error"),
-                            ("rand_error_thinned", "adapted Rand error, borders thinned"), ("dice", "1 - cell Dice")):
+        for name, label, style in (("pixel_error", "pixel error", "C0."), ("rand_error", "adapted Rand error", "C1."),
+                                   ("rand_error_thinned", "adapted Rand error, borders thinned", "C2."),
+                                   ("dice", "1 - cell Dice", "C3."),
+                                   (SEPARATED + "pixel_error", "pixel error, separated cells", "C0x--"),
+                                   (SEPARATED + "rand_error", "adapted Rand error, separated cells", "C1x--")):
             # A checkpoint written before a score existed holds none for its earlier evaluations.
             points = [(s, v[name]) for s, v in history["scores"] if name in v]
             if points:
                 steps_scored, values = zip(*points)
-                score_axes.plot(steps_scored, [1.0 - v for v in values] if name == "dice" else values, marker=".",
+                score_axes.plot(steps_scored, [1.0 - v for v in values] if name == "dice" else values, style,
                                 label=label)
         score_axes.set_yscale("log")
         score_axes.legend()
@@ -372,7 +405,8 @@ def write_log(history, file_name):
     with open(file_name, "w", newline="") as log:
         writer = csv.writer(log)
         names = ("pixel_error", "dice", "rand_error", "rand_error_thinned")
-        writer.writerow(["step", "seconds", "loss", "learning_rate", *names, "cell_threshold"])
+        names += tuple(SEPARATED + name for name in names)
+        writer.writerow(["step", "seconds", "loss", "learning_rate", *names, "decision_threshold"])
         for (step, loss), seconds, rate in zip(history["loss"], history["seconds"], history["learning_rate"]):
             s = scores.get(step, {})
             writer.writerow([step, f"{seconds:.1f}", f"{loss:.5f}", f"{rate:.3g}"] +
@@ -495,9 +529,13 @@ def evaluate(trainer, held_out, output, threads):
         print(f"step {trainer.step}: decision at p(cell) > {threshold:.2f} (fewest misclassified training voxels)",
               flush=True)
     if held_out:
-        scores = held_out_scores(model_file, held_out, threads)
+        settings = trainer.settings
+        scores = held_out_scores(model_file, held_out, threads, settings["seed_threshold"], settings["cell_threshold"])
         trainer.history["scores"].append((trainer.step, scores))
         print(f"step {trainer.step}: held-out {format_scores(scores)}", flush=True)
+        separated = {k[len(SEPARATED):]: v for k, v in scores.items() if k.startswith(SEPARATED)}
+        print(f"step {trainer.step}: held-out, separated cells (seeds {settings['seed_threshold']:g}, cells "
+              f"{settings['cell_threshold']:g}) {format_scores(separated)}", flush=True)
     save_checkpoint(trainer, os.path.join(output, "checkpoint.pt"))
     write_log(trainer.history, os.path.join(output, "log.csv"))
     plot(trainer.history, os.path.join(output, "training.png"))
@@ -514,12 +552,15 @@ def train(args):
             raise FileNotFoundError(f"--resume: no {checkpoint_file}")
         checkpoint = torch.load(checkpoint_file)
         settings = checkpoint["settings"]
-        settings.update(steps=args.steps, evaluate_every=args.evaluate_every)
+        settings.update({name: getattr(args, name) for name in EVALUATION if getattr(args, name) is not None})
     else:
-        settings = {name: getattr(args, name) for name in ARCHITECTURE + RECIPE}
-        settings.update(steps=args.steps, evaluate_every=args.evaluate_every, images=args.images,
-                        labels=args.labels, held_out_images=args.held_out_images or [],
+        settings = {name: getattr(args, name) for name in ARCHITECTURE + RECIPE + EVALUATION}
+        settings.update(images=args.images, labels=args.labels, held_out_images=args.held_out_images or [],
                         held_out_labels=args.held_out_labels or [])
+    for name, value in SEPARATION_DEFAULTS.items():  # given neither now nor in the checkpoint
+        if settings.get(name) is None:
+            settings[name] = value
+    check_separation_thresholds(settings["seed_threshold"], settings["cell_threshold"])
     images, cells = read_pairs(settings["images"], settings["labels"], settings["label_type"],
                                settings["mask_threshold"], "training")
     held_out = list(zip(*read_pairs(settings["held_out_images"], settings["held_out_labels"],
@@ -588,6 +629,11 @@ def parse_arguments(argv=None):
                         help="the saved network decides at the p(cell) threshold (0.05 to 0.95) that misclassifies "
                              "the fewest training voxels, rather than at 0.5: undoes the weight map's pull towards "
                              "the background class")
+    parser.add_argument("--seed-threshold", type=float, default=None,
+                        help="the held-out images are also scored as UNetCellSeparationImageFilter separates their "
+                             "cells: seeds where p(cell) >= this (default 0.5, or the checkpoint's on --resume)")
+    parser.add_argument("--cell-threshold", type=float, default=None,
+                        help="... grown into p(cell) >= this (default 0.2, or the checkpoint's on --resume)")
     parser.add_argument("--evaluate-every", type=int, default=100)
     parser.add_argument("--print-every", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)

@@ -265,7 +265,7 @@ class CommandLine(unittest.TestCase):
             common = ["--depth", "2", "--width", "4", "--tile", "40", "--evaluate-every", "2", "--print-every", "1"]
             run = subprocess.run(tool + common + ["--images"] + images[:2] + ["--labels"] + labels[:2] +
                                  ["--held-out-images", images[2], "--held-out-labels", labels[2], "--steps", "4",
-                                  "--calibrate-decision"],
+                                  "--calibrate-decision", "--seed-threshold", "0.6", "--cell-threshold", "0.3"],
                                  check=True, capture_output=True, text=True)
             self.assertIn("step 4/4", run.stdout)
             self.assertIn("adapted Rand error", run.stdout)
@@ -279,7 +279,7 @@ class CommandLine(unittest.TestCase):
                 rows = list(csv.DictReader(log))
             self.assertEqual([int(r["step"]) for r in rows], [1, 2, 3, 4, 5, 6])
             self.assertEqual([int(r["step"]) for r in rows if r["rand_error"]], [2, 4, 6])
-            self.assertEqual([int(r["step"]) for r in rows if r["cell_threshold"]], [2, 4, 6])  # kept on --resume
+            self.assertEqual([int(r["step"]) for r in rows if r["decision_threshold"]], [2, 4, 6])  # kept on --resume
 
             image = itk.imread(images[2], itk.UC)
             segmenter = itk.UNetSegmentationImageFilter.New(image, ModelFileName=os.path.join(output, "model.pt"))
@@ -292,6 +292,27 @@ class CommandLine(unittest.TestCase):
             scores = score_segmentation.segmentation_scores(labels_out == 1, truth)
             self.assertAlmostEqual(float(rows[-1]["rand_error"]), scores["rand_error"], places=4)
             self.assertAlmostEqual(float(rows[-1]["rand_error_thinned"]), scores["rand_error_thinned"], places=4)
+            # ... and the cells the separation filter makes from its probabilities, at the thresholds given.
+            self.assertIn("separated cells (seeds 0.6, cells 0.3)", run.stdout)  # the first run's, kept on --resume
+            cells_out = itk.u_net_cell_separation_image_filter(segmenter.GetProbabilityOutput(), seed_threshold=0.6,
+                                                               cell_threshold=0.3)
+            scores = score_segmentation.segmentation_scores(itk.array_from_image(cells_out) > 0, truth)
+            for name in ("pixel_error", "dice", "rand_error", "rand_error_thinned"):
+                self.assertAlmostEqual(float(rows[-1]["cells_" + name]), scores[name], places=4, msg=name)
+
+    def test_bad_separation_thresholds_fail_before_training(self):
+        with tempfile.TemporaryDirectory() as directory:
+            image = os.path.join(ISBI, "image", "0.png")
+            label = os.path.join(ISBI, "label", "0.png")
+            run = subprocess.run([sys.executable, os.path.join(EXAMPLES, "train_unet.py"), "--output", directory,
+                                  "--images", image, "--labels", label, "--held-out-images", image,
+                                  "--held-out-labels", label, "--seed-threshold", "0.3", "--cell-threshold", "0.5"],
+                                 capture_output=True, text=True)
+            self.assertNotEqual(run.returncode, 0)
+            self.assertIn("--seed-threshold 0.3, --cell-threshold 0.5", run.stderr)
+            self.assertIn("CellThreshold must be in (0, SeedThreshold = 0.3]", run.stderr)
+            self.assertEqual(run.stdout, "")
+            self.assertEqual(os.listdir(directory), [])
 
 
 class Scores(unittest.TestCase):
@@ -324,7 +345,8 @@ class Scores(unittest.TestCase):
             itk.imwrite(itk.image_from_array(cells), files[0])
             itk.imwrite(itk.image_from_array(truth), files[1])
             script = os.path.join(EXAMPLES, "score_segmentation.py")
-            run = subprocess.run([sys.executable, script, "--cells"] + files, check=True, capture_output=True, text=True)
+            run = subprocess.run([sys.executable, script, "--cells"] + files, check=True, capture_output=True,
+                                 text=True)
             self.assertIn("pixel error 0.0000, cell Dice 1.0000, adapted Rand error 0.0000", run.stdout)
             run = subprocess.run([sys.executable, script] + files, check=True, capture_output=True, text=True)
             self.assertIn("pixel error 0.2400", run.stdout)  # without --cells cell 1 (24 voxels) is not a cell
