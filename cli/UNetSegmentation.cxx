@@ -33,9 +33,11 @@
 #include "itkImageIOFactory.h"
 #include "itkImageRegionSplitterSlowDimension.h"
 #include "itkRealTimeClock.h"
+#include "itkStatisticsImageFilter.h"
 #include "itkUNetCellSeparationImageFilter.h"
 #include "itkUNetSegmentationImageFilter.h"
 #include "itkVectorImage.h"
+#include "itkVectorIndexSelectionCastImageFilter.h"
 #include "itksys/SystemTools.hxx"
 
 #include <fstream>
@@ -236,6 +238,58 @@ VerifyNotNegative(const char * flag, int value)
   }
 }
 
+/** --standardizeTo M,S: the per-channel normalisation (value - mean') / sd' that maps each channel of `image`
+ * linearly to mean M and standard deviation S over the whole image (ITK's StatisticsImageFilter: sample standard
+ * deviation) and then applies the normalisation (value - mean) / sd given. */
+template <typename TImage>
+void
+StandardizeNormalization(TImage * image, const std::vector<float> & standardizeTo, std::vector<double> & mean,
+                         std::vector<double> & standardDeviation)
+{
+  if (standardizeTo.size() != 2 || !(standardizeTo[1] > 0.0f))
+  {
+    itkGenericExceptionMacro("--standardizeTo takes two values, a mean and a positive standard deviation; got "
+                             << standardizeTo.size() << " value(s).");
+  }
+  image->UpdateOutputInformation();
+  const unsigned int channels = image->GetNumberOfComponentsPerPixel();
+  const auto         perChannel = [channels](const std::vector<double> & values, const char * flag, double none) {
+    if (values.size() > 1 && values.size() != channels)
+    {
+      itkGenericExceptionMacro(<< flag << " takes one value or " << channels << "; got " << values.size() << '.');
+    }
+    return [values, none](unsigned int c) { return values.empty() ? none : values[values.size() == 1 ? 0 : c]; };
+  };
+  const auto          givenMean = perChannel(mean, "--normalizationMean", 0.0);
+  const auto          givenStandardDeviation = perChannel(standardDeviation, "--normalizationStandardDeviation", 1.0);
+  const double        toMean = standardizeTo[0];
+  const double        toStandardDeviation = standardizeTo[1];
+  std::vector<double> standardizedMean(channels);
+  std::vector<double> standardizedStandardDeviation(channels);
+  using ChannelImageType = itk::Image<float, TImage::ImageDimension>;
+  for (unsigned int c = 0; c < channels; ++c)
+  {
+    auto channel = itk::VectorIndexSelectionCastImageFilter<TImage, ChannelImageType>::New();
+    channel->SetInput(image);
+    channel->SetIndex(c);
+    auto statistics = itk::StatisticsImageFilter<ChannelImageType>::New();
+    statistics->SetInput(channel->GetOutput());
+    statistics->Update();
+    const double sigma = statistics->GetSigma();
+    if (!(sigma > 0.0))
+    {
+      itkGenericExceptionMacro("--standardizeTo: channel " << c << " of the image is constant ("
+                                                           << statistics->GetMean()
+                                                           << "); it has no standard deviation to standardise.");
+    }
+    // (x - m) / sigma * S + M, then (. - mean) / sd: one affine map, written as (x - mean') / sd'.
+    standardizedMean[c] = statistics->GetMean() + (givenMean(c) - toMean) * sigma / toStandardDeviation;
+    standardizedStandardDeviation[c] = sigma * givenStandardDeviation(c) / toStandardDeviation;
+  }
+  mean = standardizedMean;
+  standardDeviation = standardizedStandardDeviation;
+}
+
 template <unsigned int VDimension>
 int
 Segment(int argc, char * argv[])
@@ -282,9 +336,14 @@ Segment(int argc, char * argv[])
   {
     segmenter->SetBoundaryConditionToConstant(boundaryCondition == "zero" ? 0.0 : boundaryConstant);
   }
-  segmenter->SetNormalizationMean(std::vector<double>(normalizationMean.begin(), normalizationMean.end()));
-  segmenter->SetNormalizationStandardDeviation(
-    std::vector<double>(normalizationStandardDeviation.begin(), normalizationStandardDeviation.end()));
+  std::vector<double> mean(normalizationMean.begin(), normalizationMean.end());
+  std::vector<double> standardDeviation(normalizationStandardDeviation.begin(), normalizationStandardDeviation.end());
+  if (!standardizeTo.empty())
+  {
+    StandardizeNormalization(reader->GetOutput(), standardizeTo, mean, standardDeviation);
+  }
+  segmenter->SetNormalizationMean(mean);
+  segmenter->SetNormalizationStandardDeviation(standardDeviation);
 
   segmenter->SetFreezeModel(!noFreeze);
   segmenter->SetTestTimeFlipAxes(FlipAxesFromArgument<VDimension>(flipAxes));

@@ -318,6 +318,7 @@ TEST_F(UNetSegmentationCLI, DescriptionParsesWithEveryParameter)
     { "modelFile", "file", "scalar", "model", "", "input", "", {} },
     { "normalizationMean", "float-vector", "", "normalizationMean", "", "", "", {} },
     { "normalizationStandardDeviation", "float-vector", "", "normalizationStandardDeviation", "", "", "", {} },
+    { "standardizeTo", "float-vector", "", "standardizeTo", "", "", "", {} },
     { "tileSize", "integer-vector", "", "tileSize", "", "", "", {} },
     { "tileOverlap", "integer", "", "tileOverlap", "", "", "0", {} },
     { "blending", "string-enumeration", "", "blending", "", "", "gaussian", { "gaussian", "uniform" } },
@@ -524,6 +525,72 @@ TEST_F(UNetSegmentationCLI, CellsEqualTheSeparationFilter)
   EXPECT_EQ(CountDifferences<LabelImageType>(segmenter->GetOutput(), itk::ReadImage<LabelImageType>(output)), 0u);
 }
 
+TEST_F(UNetSegmentationCLI, StandardizedEqualsTheFilterNormalizedWithTheImagesOwnStatistics)
+{
+  // --standardizeTo M,S maps the image to mean M and standard deviation S before the normalisation given (0.25, 0.8
+  // in SlicerArguments): the filter with (x - m) / s * S + M, then (. - 0.25) / 0.8, as one normalisation, where m
+  // and s (sample standard deviation) are counted here voxel by voxel.
+  const std::string model = Model("unet3d_valid");
+  const auto        edge = SmallTileEdge(model, 3);
+  const std::string input = this->Path("volume.nrrd");
+  const std::string output = this->Path("labels.nrrd");
+  const std::string probabilitiesFile = this->Path("probabilities.nrrd");
+  const auto        volume = MakeVolume();
+  itk::WriteImage(volume, input);
+  double sum = 0.0;
+  double count = 0.0;
+  for (itk::ImageRegionConstIterator<ImageType> it(volume, volume->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
+  {
+    sum += it.Get();
+    ++count;
+  }
+  const double m = sum / count;
+  double       squares = 0.0;
+  for (itk::ImageRegionConstIterator<ImageType> it(volume, volume->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
+  {
+    squares += (it.Get() - m) * (it.Get() - m);
+  }
+  const double s = std::sqrt(squares / (count - 1.0));
+  const double toMean = 3.0;
+  const double toStandardDeviation = 2.0;
+
+  const ModuleRun run = this->RunModule(SlicerArguments(
+    model, edge, "--streamPieces 2 --standardizeTo 3,2 --probabilities '" + probabilitiesFile + "'", input, output));
+  ASSERT_EQ(run.exitStatus, 0) << run.err;
+  ExpectSlicerProgress(run.out);
+
+  auto segmenter = SegmenterType::New();
+  segmenter->SetInput(volume);
+  segmenter->SetModelFileName(model);
+  SegmenterType::SizeType tile;
+  tile.Fill(edge);
+  segmenter->SetTileSize(tile);
+  segmenter->SetNormalizationMean({ m + (0.25 - toMean) * s / toStandardDeviation });
+  segmenter->SetNormalizationStandardDeviation({ s * 0.8 / toStandardDeviation });
+  segmenter->SetNumberOfTorchThreads(1);
+  segmenter->Update();
+
+  using ProbabilityImageType = SegmenterType::ProbabilityImageType;
+  const auto probabilities = itk::ReadImage<ProbabilityImageType>(probabilitiesFile);
+  ASSERT_EQ(probabilities->GetLargestPossibleRegion(), segmenter->GetProbabilityOutput()->GetLargestPossibleRegion());
+  double largest = 0.0;
+  for (itk::ImageRegionConstIterator<ProbabilityImageType>
+         e(segmenter->GetProbabilityOutput(), probabilities->GetLargestPossibleRegion()),
+       a(probabilities, probabilities->GetLargestPossibleRegion());
+       !e.IsAtEnd();
+       ++e, ++a)
+  {
+    for (unsigned int k = 0; k < 2; ++k)
+    {
+      largest = std::max(largest, std::abs(static_cast<double>(e.Get()[k]) - a.Get()[k]));
+    }
+  }
+  EXPECT_LT(largest, 1e-5); // m and s summed in another order
+  // ... and not the plain normalisation's: the standardisation changed what the network saw.
+  const auto plain = SegmentWithFilter(input, model, edge);
+  EXPECT_GT(CountDifferences<ProbabilityImageType>(plain->GetProbabilityOutput(), probabilities), 0u);
+}
+
 TEST_F(UNetSegmentationCLI, BadCellSeparationFailsBeforeSegmenting)
 {
   const std::string input = this->Path("volume.nrrd");
@@ -620,6 +687,15 @@ TEST_F(UNetSegmentationCLI, BadArgumentsFailWithMessage)
   run = this->RunModule(model + "--tileSize " + std::to_string(invalidEdge) + " '" + input + "' '" + output + "'");
   EXPECT_NE(run.exitStatus, 0);
   EXPECT_NE(run.err.find("is not valid for the network"), std::string::npos) << run.err;
+
+  run = this->RunModule(model + "--standardizeTo 100 '" + input + "' '" + output + "'");
+  EXPECT_NE(run.exitStatus, 0);
+  EXPECT_NE(run.err.find("--standardizeTo takes two values, a mean and a positive standard deviation; got 1"),
+            std::string::npos)
+    << run.err;
+  run = this->RunModule(model + "--standardizeTo 100,0 '" + input + "' '" + output + "'");
+  EXPECT_NE(run.exitStatus, 0);
+  EXPECT_NE(run.err.find("--standardizeTo takes two values"), std::string::npos) << run.err;
 
   run = this->RunModule(model + "--flipAxes 3 '" + input + "' '" + output + "'");
   EXPECT_NE(run.exitStatus, 0);
