@@ -164,7 +164,7 @@ SmallTileEdge(const std::string & model, unsigned int dimension)
 SegmenterType::Pointer
 SegmentWithFilter(const std::string & fileName, const std::string & model, itk::SizeValueType tileEdge,
                   const SegmenterType::FlipAxesType & flips = SegmenterType::FlipAxesType::Filled(false),
-                  bool                                freeze = true)
+                  bool freeze = true, double normalizationMean = 0.25, double normalizationStandardDeviation = 0.8)
 {
   auto segmenter = SegmenterType::New();
   segmenter->SetTestTimeFlipAxes(flips);
@@ -174,8 +174,8 @@ SegmentWithFilter(const std::string & fileName, const std::string & model, itk::
   SegmenterType::SizeType tile;
   tile.Fill(tileEdge);
   segmenter->SetTileSize(tile);
-  segmenter->SetNormalizationMean({ 0.25 });
-  segmenter->SetNormalizationStandardDeviation({ 0.8 });
+  segmenter->SetNormalizationMean({ normalizationMean });
+  segmenter->SetNormalizationStandardDeviation({ normalizationStandardDeviation });
   segmenter->SetNumberOfTorchThreads(1);
   segmenter->Update();
   return segmenter;
@@ -559,16 +559,13 @@ TEST_F(UNetSegmentationCLI, StandardizedEqualsTheFilterNormalizedWithTheImagesOw
   ASSERT_EQ(run.exitStatus, 0) << run.err;
   ExpectSlicerProgress(run.out);
 
-  auto segmenter = SegmenterType::New();
-  segmenter->SetInput(volume);
-  segmenter->SetModelFileName(model);
-  SegmenterType::SizeType tile;
-  tile.Fill(edge);
-  segmenter->SetTileSize(tile);
-  segmenter->SetNormalizationMean({ m + (0.25 - toMean) * s / toStandardDeviation });
-  segmenter->SetNormalizationStandardDeviation({ s * 0.8 / toStandardDeviation });
-  segmenter->SetNumberOfTorchThreads(1);
-  segmenter->Update();
+  const auto segmenter = SegmentWithFilter(input,
+                                           model,
+                                           edge,
+                                           SegmenterType::FlipAxesType::Filled(false),
+                                           true,
+                                           m + (0.25 - toMean) * s / toStandardDeviation,
+                                           s * 0.8 / toStandardDeviation);
 
   using ProbabilityImageType = SegmenterType::ProbabilityImageType;
   const auto probabilities = itk::ReadImage<ProbabilityImageType>(probabilitiesFile);
