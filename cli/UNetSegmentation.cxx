@@ -238,38 +238,33 @@ VerifyNotNegative(const char * flag, int value)
   }
 }
 
-/** --standardizeTo M,S: the per-channel normalisation (value - mean') / sd' that maps each channel of `image`
- * linearly to mean M and standard deviation S over the whole image (ITK's StatisticsImageFilter: sample standard
- * deviation) and then applies the normalisation (value - mean) / sd given. */
-template <typename TImage>
+/** --standardizeTo M,S: the segmenter's per-channel normalisation (value - mean') / sd' that maps each channel of its
+ * input linearly to mean M and standard deviation S over the whole image (ITK's StatisticsImageFilter: sample
+ * standard deviation) and then applies the normalisation (value - mean) / sd it has. Called after the segmenter's
+ * output information, which has checked that normalisation's number of values. */
+template <typename TSegmenter>
 void
-StandardizeNormalization(TImage * image, const std::vector<float> & standardizeTo, std::vector<double> & mean,
-                         std::vector<double> & standardDeviation)
+StandardizeNormalization(TSegmenter * segmenter, const std::vector<float> & standardizeTo)
 {
+  using ImageType = typename TSegmenter::InputImageType;
   if (standardizeTo.size() != 2 || !(standardizeTo[1] > 0.0f))
   {
     itkGenericExceptionMacro("--standardizeTo takes two values, a mean and a positive standard deviation; got "
                              << standardizeTo.size() << " value(s).");
   }
-  image->UpdateOutputInformation();
+  const ImageType *  image = segmenter->GetInput();
   const unsigned int channels = image->GetNumberOfComponentsPerPixel();
-  const auto         perChannel = [channels](const std::vector<double> & values, const char * flag, double none) {
-    if (values.size() > 1 && values.size() != channels)
-    {
-      itkGenericExceptionMacro(<< flag << " takes one value or " << channels << "; got " << values.size() << '.');
-    }
-    return [values, none](unsigned int c) { return values.empty() ? none : values[values.size() == 1 ? 0 : c]; };
+  const auto         given = [](const std::vector<double> & values, unsigned int c, double none) {
+    return values.empty() ? none : values[values.size() == 1 ? 0 : c];
   };
-  const auto          givenMean = perChannel(mean, "--normalizationMean", 0.0);
-  const auto          givenStandardDeviation = perChannel(standardDeviation, "--normalizationStandardDeviation", 1.0);
   const double        toMean = standardizeTo[0];
   const double        toStandardDeviation = standardizeTo[1];
   std::vector<double> standardizedMean(channels);
   std::vector<double> standardizedStandardDeviation(channels);
-  using ChannelImageType = itk::Image<float, TImage::ImageDimension>;
+  using ChannelImageType = itk::Image<float, ImageType::ImageDimension>;
   for (unsigned int c = 0; c < channels; ++c)
   {
-    auto channel = itk::VectorIndexSelectionCastImageFilter<TImage, ChannelImageType>::New();
+    auto channel = itk::VectorIndexSelectionCastImageFilter<ImageType, ChannelImageType>::New();
     channel->SetInput(image);
     channel->SetIndex(c);
     auto statistics = itk::StatisticsImageFilter<ChannelImageType>::New();
@@ -283,11 +278,13 @@ StandardizeNormalization(TImage * image, const std::vector<float> & standardizeT
                                                            << "); it has no standard deviation to standardise.");
     }
     // (x - m) / sigma * S + M, then (. - mean) / sd: one affine map, written as (x - mean') / sd'.
-    standardizedMean[c] = statistics->GetMean() + (givenMean(c) - toMean) * sigma / toStandardDeviation;
-    standardizedStandardDeviation[c] = sigma * givenStandardDeviation(c) / toStandardDeviation;
+    standardizedMean[c] =
+      statistics->GetMean() + (given(segmenter->GetNormalizationMean(), c, 0.0) - toMean) * sigma / toStandardDeviation;
+    standardizedStandardDeviation[c] =
+      sigma * given(segmenter->GetNormalizationStandardDeviation(), c, 1.0) / toStandardDeviation;
   }
-  mean = standardizedMean;
-  standardDeviation = standardizedStandardDeviation;
+  segmenter->SetNormalizationMean(standardizedMean);
+  segmenter->SetNormalizationStandardDeviation(standardizedStandardDeviation);
 }
 
 template <unsigned int VDimension>
@@ -336,14 +333,9 @@ Segment(int argc, char * argv[])
   {
     segmenter->SetBoundaryConditionToConstant(boundaryCondition == "zero" ? 0.0 : boundaryConstant);
   }
-  std::vector<double> mean(normalizationMean.begin(), normalizationMean.end());
-  std::vector<double> standardDeviation(normalizationStandardDeviation.begin(), normalizationStandardDeviation.end());
-  if (!standardizeTo.empty())
-  {
-    StandardizeNormalization(reader->GetOutput(), standardizeTo, mean, standardDeviation);
-  }
-  segmenter->SetNormalizationMean(mean);
-  segmenter->SetNormalizationStandardDeviation(standardDeviation);
+  segmenter->SetNormalizationMean(std::vector<double>(normalizationMean.begin(), normalizationMean.end()));
+  segmenter->SetNormalizationStandardDeviation(
+    std::vector<double>(normalizationStandardDeviation.begin(), normalizationStandardDeviation.end()));
 
   segmenter->SetFreezeModel(!noFreeze);
   segmenter->SetTestTimeFlipAxes(FlipAxesFromArgument<VDimension>(flipAxes));
@@ -352,6 +344,10 @@ Segment(int argc, char * argv[])
 
   // Loads and probes the network and lays out the tiles.
   segmenter->UpdateOutputInformation();
+  if (!standardizeTo.empty())
+  {
+    StandardizeNormalization(segmenter.GetPointer(), standardizeTo);
+  }
   const itk::UNetModel * model = segmenter->GetModel();
   const auto &           grid = segmenter->GetTileGrid();
   const unsigned int     classes = model->GetNumberOfClasses();

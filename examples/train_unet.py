@@ -252,11 +252,6 @@ def run_segmentation(model_file, image, threads):
     return segmenter
 
 
-def segment(model_file, image, threads):
-    """Class map of `image` by the filter with the saved network."""
-    return itk.array_from_image(run_segmentation(model_file, image, threads).GetOutput())
-
-
 SEPARATED = "cells_"  # the prefix of the separated cells' scores among an evaluation's scores
 
 
@@ -274,7 +269,7 @@ def check_separation_thresholds(seed_threshold, cell_threshold):
             from None
 
 
-def held_out_scores(model_file, held_out, threads, seed_threshold=0.5, cell_threshold=0.2):
+def held_out_scores(model_file, held_out, threads, seed_threshold, cell_threshold):
     """The mean scores over the held-out (image, cells) pairs of the network's decision and, prefixed SEPARATED, of
     the cells UNetCellSeparationImageFilter makes from the same segmentation's probabilities."""
     decisions, separations = [], []
