@@ -211,6 +211,32 @@ TileSizeFromArgument(const std::vector<int> & values)
   return size;
 }
 
+/** `valueAt(axis)` for each axis. */
+template <unsigned int VDimension, typename TValueAt>
+itk::Size<VDimension>
+PerAxis(TValueAt && valueAt)
+{
+  itk::Size<VDimension> values;
+  for (unsigned int axis = 0; axis < VDimension; ++axis)
+  {
+    values[axis] = valueAt(axis);
+  }
+  return values;
+}
+
+/** "x,y[,z]": a returned integer-vector parameter as Slicer reads it. */
+template <unsigned int VDimension>
+std::string
+CommaSeparated(const itk::Size<VDimension> & values)
+{
+  std::string text;
+  for (unsigned int axis = 0; axis < VDimension; ++axis)
+  {
+    text += (axis > 0 ? "," : "") + std::to_string(values[axis]);
+  }
+  return text;
+}
+
 /** The axes given (0: x, 1: y, 2: z) as the filter's flags. */
 template <unsigned int VDimension>
 itk::FixedArray<bool, VDimension>
@@ -364,9 +390,11 @@ Segment(int argc, char * argv[])
     splitter->GetSplit(p, numberOfPieces, pieces[p]);
   }
   std::cout << "Model " << modelFile << ": " << model->GetNumberOfInputChannels() << " input channel(s), " << classes
-            << " classes, border " << model->GetBorder() << "; tiles " << grid.GetTileSize() << " x "
-            << grid.GetNumberOfTiles() << ", " << pieces.size() << " piece(s), estimated working memory "
-            << segmenter->GetEstimatedWorkingMemory() << " MB" << std::endl;
+            << " classes, border " << grid.GetBorder() << ", downsampling factor "
+            << PerAxis<VDimension>([model](unsigned int axis) { return model->GetDownsamplingFactor(axis); })
+            << "; tiles " << grid.GetTileSize() << " every " << grid.GetStride() << " x " << grid.GetNumberOfTiles()
+            << ", " << pieces.size() << " piece(s), estimated working memory " << segmenter->GetEstimatedWorkingMemory()
+            << " MB" << std::endl;
 
   std::unique_ptr<PieceWriter<VDimension>> labelWriter;
   auto                                     toBytes = itk::CastImageFilter<ClassImageType, ByteLabelImageType>::New();
@@ -439,12 +467,13 @@ Segment(int argc, char * argv[])
   if (!returnParameterFile.empty())
   {
     std::ofstream returned(returnParameterFile);
-    returned << "modelBorder = " << model->GetBorder() << "\nnumberOfClasses = " << classes << "\ntileSizeUsed = ";
-    for (unsigned int axis = 0; axis < VDimension; ++axis)
-    {
-      returned << (axis > 0 ? "," : "") << grid.GetTileSize()[axis];
-    }
-    returned << "\nestimatedWorkingMemory = " << segmenter->GetEstimatedWorkingMemory() << std::endl;
+    returned << "modelBorder = " << CommaSeparated<VDimension>(grid.GetBorder()) << "\nmodelDownsamplingFactor = "
+             << CommaSeparated<VDimension>(
+                  PerAxis<VDimension>([model](unsigned int axis) { return model->GetDownsamplingFactor(axis); }))
+             << "\nnumberOfClasses = " << classes
+             << "\ntileSizeUsed = " << CommaSeparated<VDimension>(grid.GetTileSize())
+             << "\ntileStrideUsed = " << CommaSeparated<VDimension>(grid.GetStride())
+             << "\nestimatedWorkingMemory = " << segmenter->GetEstimatedWorkingMemory() << std::endl;
     if (!returned)
     {
       itkGenericExceptionMacro("Cannot write the return parameter file \"" << returnParameterFile << "\".");

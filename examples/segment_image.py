@@ -19,7 +19,8 @@ def main(model_file, input_file, labels_file, probabilities_file=None):
     print()
     model = segmenter.GetModel()
     classes = model.GetNumberOfClasses()
-    print(f"{model.GetFileName()}: {classes} classes, border {model.GetBorder()}")
+    border = [model.GetBorder(axis) for axis in range(model.GetNetworkDimension())]
+    print(f"{model.GetFileName()}: {classes} classes, border {border} (x, y)")
 
     # k * 255 / (classes - 1), rounded: 0, 128, 255 for three classes, as the docstring says (not 0, 127, 254).
     classes_out = itk.array_from_image(segmenter.GetOutput()).astype("uint16")

@@ -15,16 +15,13 @@
  *  limitations under the License.
  *
  *=========================================================================*/
-// The boundary's kinds are UNetSegmentationImageFilterEnums, in the filter's header, which includes this one once
-// they are defined; included first, this header includes the filter's, which then defines this class.
-#include "itkUNetSegmentationImageFilter.h"
-
 #ifndef itkUNetBoundaryCondition_h
-#  define itkUNetBoundaryCondition_h
+#define itkUNetBoundaryCondition_h
 
-#  include "itkImageRegion.h"
+#include "itkImageRegion.h"
+#include "itkUNetSegmentationImageFilterEnums.h"
 
-#  include <algorithm>
+#include <algorithm>
 
 namespace itk
 {
@@ -39,6 +36,7 @@ namespace itk
  * Mirror repeats the edge voxel (... 1 0 | 0 1 ... n-1 | n-1 n-2 ...), again and again when the context is wider
  * than the image, as ITK's MirrorPadImageFilter does.
  *
+ * \sa UNetSegmentationImageFilter, MirrorPadImageFilter
  * \ingroup UNetSegmentation
  */
 template <unsigned int VDimension>

@@ -41,14 +41,17 @@ namespace itk
  *   has no convolution weight),
  * - the number of classes (output channels; a network with a single output channel is read as a two-class network
  *   whose foreground probability is the sigmoid of that channel),
- * - the border, the context each side of a tile loses to valid convolutions (0 for same-padded networks),
- * - the size granularity and the smallest valid input size: valid input edges are
- *   `MinimumInputSize + k * SizeGranularity`, k >= 0 (for a U-Net of depth d, the granularity is 2^d).
+ * - per axis, the border, the context each side of a tile loses to valid convolutions (0 for same-padded networks),
+ * - per axis, the downsampling factor and the smallest valid input size: valid input edges are
+ *   `MinimumInputSize + k * DownsamplingFactor`, k >= 0 (for a U-Net that pools d times by 2, the factor is 2^d).
  *
  * An edge is valid when the network maps it to `edge - 2 * border`: paper-style networks that centre-crop their
  * skip connections run on any large enough edge but shift their pooling grid on the others, and those are not
- * valid. Probing runs the network on cubic zero inputs, doubling the edge until it runs and then stepping up one
- * voxel at a time until two valid edges are found, so it costs a few dozen forward passes of small inputs.
+ * valid. Probing runs the network on zero inputs: cubes, doubling the edge until it runs; then each axis halved
+ * while it still runs; then every edge stepped up one voxel at a time until each axis has two valid edges, whose
+ * spacing is the factor. Where some steps fail, each axis is also tried alone, so that an axis pooled less than the
+ * others gets its own factor. A third valid edge per axis, and the smallest tile and the next larger one with all
+ * axes together, confirm the geometry. Probing costs a few dozen forward passes of small inputs.
  *
  * The class keeps every LibTorch type behind a private implementation, so that no LibTorch header reaches the users
  * of this header (nor castxml, when the module is wrapped).
@@ -130,26 +133,34 @@ public:
   GetNumberOfInputChannels() const;
   unsigned int
   GetNumberOfClasses() const;
+
+  /** The geometry along `axis` (0: x, 1: y, 2: z; ITK's order, as ImageIOBase::GetDimensions(axis)): networks that
+   * pool or convolve some axes less than others (in-plane only, say) have a geometry of their own on each axis. */
+  /** Voxels a tile loses on each side to valid convolutions (0 for same-padded networks). */
   SizeValueType
-  GetBorder() const;
+  GetBorder(unsigned int axis) const;
+  /** The network's downsampling factor: the product of its poolings' strides (2^k for k poolings by 2, 1 for a
+   * network without pooling), probed as the spacing of its valid input edges. Tiles whose first input voxels lie a
+   * multiple of it apart see the image on the same pooling grid, so they agree where they overlap. */
   SizeValueType
-  GetSizeGranularity() const;
+  GetDownsamplingFactor(unsigned int axis) const;
+  /** The smallest valid input edge; valid edges are `GetMinimumInputSize(axis) + k * GetDownsamplingFactor(axis)`. */
   SizeValueType
-  GetMinimumInputSize() const;
+  GetMinimumInputSize(unsigned int axis) const;
   SizeValueType
-  GetMinimumOutputSize() const;
+  GetMinimumOutputSize(unsigned int axis) const;
 
   /** Whether the network maps an output edge of this length from an input edge of `outputSize + 2 * border`. */
   bool
-  IsValidOutputSize(SizeValueType outputSize) const;
+  IsValidOutputSize(unsigned int axis, SizeValueType outputSize) const;
 
   /** The smallest valid output edge that is at least `outputSize`. */
   SizeValueType
-  GetValidOutputSizeAtLeast(SizeValueType outputSize) const;
+  GetValidOutputSizeAtLeast(unsigned int axis, SizeValueType outputSize) const;
 
   /** The largest valid output edge that is at most `outputSize`, or 0 if there is none. */
   SizeValueType
-  GetValidOutputSizeAtMost(SizeValueType outputSize) const;
+  GetValidOutputSizeAtMost(unsigned int axis, SizeValueType outputSize) const;
 
   /** Estimated peak bytes LibTorch allocates during one forward pass of `batchSize` tiles of `inputTileSize`
    * (activations and scores; the input tiles are the caller's). Load() measures the allocations of forward passes
@@ -183,14 +194,15 @@ private:
   void
   VerifyLoaded(const char * what) const;
 
+  /** Throws unless the model is loaded and has `axis`. */
+  void
+  VerifyAxis(const char * what, unsigned int axis) const;
+
   /** PredictProbabilities for one forward pass of the whole batch on the calling thread, with this many LibTorch
    * threads. */
   void
-  PredictProbabilitiesInOnePass(const float *        input,
-                                unsigned int         batchSize,
-                                const TileSizeType & inputTileSize,
-                                float *              probabilities,
-                                unsigned int         numberOfThreads) const;
+  PredictProbabilitiesInOnePass(const float * input, unsigned int batchSize, const TileSizeType & inputTileSize,
+                                float * probabilities, unsigned int numberOfThreads) const;
 
   /** Throws unless the model is loaded and every edge of `inputTileSize` is valid for it. */
   void

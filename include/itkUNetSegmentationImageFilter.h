@@ -20,7 +20,9 @@
 
 #include "itkImageToImageFilter.h"
 #include "itkLexicographicCompare.h"
+#include "itkUNetBoundaryCondition.h"
 #include "itkUNetModel.h"
+#include "itkUNetSegmentationImageFilterEnums.h"
 #include "itkUNetTileFlips.h"
 #include "itkUNetTileGrid.h"
 #include "itkVectorImage.h"
@@ -35,42 +37,17 @@
 namespace itk
 {
 
-/** \class UNetSegmentationImageFilterEnums
- * \brief Enums of UNetSegmentationImageFilter, in a class of their own as ITK's wrapping expects.
- * \ingroup UNetSegmentation */
-class UNetSegmentationImageFilterEnums
-{
-public:
-  /** What fills a tile's context outside the image (see UNetBoundaryCondition). */
-  enum class BoundaryCondition : uint8_t
-  {
-    /** Mirror the image at its edges, repeating the edge voxel (... 1 0 | 0 1 ... n-1 | n-1 n-2 ...), again and
-     * again when the context is wider than the image; the convention of ITK's MirrorPadImageFilter. */
-    Mirror,
-    /** A constant value (0: zero padding). */
-    Constant
-  };
-};
-
-/** Prints "Mirror" or "Constant". */
-extern UNetSegmentation_EXPORT std::ostream &
-operator<<(std::ostream & out, const UNetSegmentationImageFilterEnums::BoundaryCondition value);
-
-} // end namespace itk
-
-#include "itkUNetBoundaryCondition.h"
-
-namespace itk
-{
-
 /** \class UNetSegmentationImageFilter
  * \brief Segments an image of any size with a TorchScript U-Net, tile by tile (overlap-tile strategy).
  *
  * The network's geometry is probed from the model file (see UNetModel): input channels, classes, the border its
- * valid convolutions lose, and its valid tile sizes. Output tiles sit edge to edge on a grid anchored at the image's
- * first index; each input tile carries the border of context on every side, and context outside the image is
- * mirrored (Ronneberger et al. 2015, Fig. 2) or filled with a constant. Because the grid depends only on the image,
- * never on the requested region, a streamed result is identical to a one-shot one, whatever the network.
+ * valid convolutions lose, its downsampling factor, and its valid tile sizes. Output tiles sit on a grid anchored at
+ * the image's first index, advancing by multiples of the downsampling factor so that every tile sees the image on
+ * one pooling grid (see TileOverlap); each input tile carries the border of context on every side, and context
+ * outside the image is mirrored (Ronneberger et al. 2015, Fig. 2) or filled with a constant. For a valid network the
+ * result is therefore that of one tile over the whole image, whatever the tile size. Because the grid depends only
+ * on the image, never on the requested region, a streamed result is identical to a one-shot one, whatever the
+ * network.
  *
  * For same-padded networks (border 0) an overlap between neighbouring tiles, blended with Gaussian weights centred on
  * each tile, removes the seams those networks leave at tile edges.
@@ -152,12 +129,21 @@ public:
 
   /** Output edge of a tile along each axis. 0 along an axis (default) chooses it: the valid edges that need the
    * fewest network input voxels for the whole image (fewer, larger tiles lose less to the border; a last tile that
-   * overhangs the image wastes the overhang) while the estimated working memory stays within MemoryBudget. A
-   * non-zero edge must be valid for the network (UNetModel::IsValidOutputSize), or the update throws. */
+   * overhangs the image wastes the overhang, and the overlap that aligning tiles to the pooling grid leaves is
+   * computed twice) while the estimated working memory stays within MemoryBudget. A non-zero edge must be valid for
+   * the network (UNetModel::IsValidOutputSize) and, where the image needs more than one tile along that axis, at least
+   * TileOverlap plus the downsampling factor, or the update throws. */
   itkSetMacro(TileSize, SizeType);
   itkGetConstReferenceMacro(TileSize, SizeType);
 
-  /** Output voxels that neighbouring tiles share along each axis, and whose predictions are blended (default 0). */
+  /** Output voxels that neighbouring tiles share along each axis, and whose predictions are blended (default 0).
+   *
+   * Tiles advance by a multiple of the network's downsampling factor (UNetModel::GetDownsamplingFactor), so that
+   * every tile sees the image on the pooling grid of one tile over the whole image: the stride is the largest such
+   * multiple that keeps this overlap, so tiles may overlap by more. Without an overlap asked for (0), voxels that
+   * tiles share come from one of them (a valid network gives the same values in each), and the result of a valid
+   * network does not depend on the tile size; with one, they are blended, which a same-padded network, whose tiles
+   * disagree near their edges, needs. */
   itkSetMacro(TileOverlap, SizeValueType);
   itkGetConstMacro(TileOverlap, SizeValueType);
 
@@ -187,6 +173,14 @@ public:
    * exceeds it makes the update throw rather than run out of memory. */
   itkSetMacro(MemoryBudget, double);
   itkGetConstMacro(MemoryBudget, double);
+
+  /** How far apart neighbouring tiles start along each axis, in output voxels (see TileOverlap); valid once the output
+   * information is generated. */
+  const SizeType &
+  GetTileStride() const
+  {
+    return m_TileGrid.GetStride();
+  }
 
   /** The working memory, in megabytes, estimated for the tile size and batch of the last update (see MemoryBudget);
    * valid once the output information is generated. */
@@ -312,6 +306,16 @@ private:
   double
   EstimateWorkingMemory(const RegionType & image, const SizeType & tileSize, unsigned int batchSize,
                         bool batchOnly = false) const;
+
+  /** Throws unless TileSize[axis] is 0 (automatic) or valid for the network and, where an image of `extent` voxels
+   * needs more than one tile, alignable to its pooling grid with TileOverlap. */
+  void
+  VerifyTileEdge(unsigned int axis, SizeValueType extent) const;
+
+  /** How many tiles of `edge` on the aligned grid cover `extent` voxels along `axis`; 0 when such tiles cannot be
+   * aligned and one does not cover the extent. */
+  SizeValueType
+  NumberOfTilesAlong(unsigned int axis, SizeValueType extent, SizeValueType edge) const;
 
   /** The automatic tile size: the fewest network input voxels for `image` within MemoryBudget. */
   SizeType

@@ -274,27 +274,20 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::ConfigureTiling()
   {
     itkExceptionMacro("The network has " << classes << " classes, more than the label pixel type can hold.");
   }
+  const RegionType image = input->GetLargestPossibleRegion();
   for (unsigned int axis = 0; axis < ImageDimension; ++axis)
   {
-    if (m_TileSize[axis] != 0 && m_TileOverlap >= m_TileSize[axis])
-    {
-      itkExceptionMacro("The tile overlap (" << m_TileOverlap << ") must be smaller than the tile edge ("
-                                             << m_TileSize[axis] << ").");
-    }
-    if (m_TileSize[axis] != 0 && !m_Model->IsValidOutputSize(m_TileSize[axis]))
-    {
-      itkExceptionMacro("TileSize[" << axis << "] = " << m_TileSize[axis] << " is not valid for the network in \""
-                                    << m_Model->GetFileName() << "\"; the nearest valid tile edges are "
-                                    << m_Model->GetValidOutputSizeAtMost(m_TileSize[axis]) << " and "
-                                    << m_Model->GetValidOutputSizeAtLeast(m_TileSize[axis])
-                                    << " (valid edges: " << m_Model->GetMinimumOutputSize() << " + k * "
-                                    << m_Model->GetSizeGranularity() << ").");
-    }
+    this->VerifyTileEdge(axis, image.GetSize(axis));
   }
-
-  const RegionType image = input->GetLargestPossibleRegion();
-  const SizeType   tileSize = this->ChooseTileSize(image);
-  m_TileGrid = TileGridType(image, tileSize, m_TileOverlap, m_Model->GetBorder());
+  const SizeType tileSize = this->ChooseTileSize(image);
+  SizeType       factor;
+  SizeType       border;
+  for (unsigned int axis = 0; axis < ImageDimension; ++axis)
+  {
+    factor[axis] = m_Model->GetDownsamplingFactor(axis);
+    border[axis] = m_Model->GetBorder(axis);
+  }
+  m_TileGrid = TileGridType(image, tileSize, m_TileOverlap, factor, border);
 
   const double budget = m_MemoryBudget * 1024.0 * 1024.0;
   if (m_TilesPerBatch > 0)
@@ -327,6 +320,42 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::ConfigureTiling()
 }
 
 template <typename TInputImage, typename TOutputImage>
+void
+UNetSegmentationImageFilter<TInputImage, TOutputImage>::VerifyTileEdge(unsigned int axis, SizeValueType extent) const
+{
+  const SizeValueType edge = m_TileSize[axis];
+  if (edge == 0)
+  {
+    return;
+  }
+  if (m_TileOverlap >= edge)
+  {
+    itkExceptionMacro("The tile overlap (" << m_TileOverlap << ") must be smaller than the tile edge (" << edge
+                                           << ").");
+  }
+  if (!m_Model->IsValidOutputSize(axis, edge))
+  {
+    itkExceptionMacro("TileSize[" << axis << "] = " << edge << " is not valid for the network in \""
+                                  << m_Model->GetFileName() << "\"; the nearest valid tile edges are "
+                                  << m_Model->GetValidOutputSizeAtMost(axis, edge) << " and "
+                                  << m_Model->GetValidOutputSizeAtLeast(axis, edge)
+                                  << " (valid edges: " << m_Model->GetMinimumOutputSize(axis) << " + k * "
+                                  << m_Model->GetDownsamplingFactor(axis) << ").");
+  }
+  const SizeValueType factor = m_Model->GetDownsamplingFactor(axis);
+  if (edge < extent && TileGridType::AlignedStride(edge, m_TileOverlap, factor) == 0)
+  {
+    itkExceptionMacro(
+      "TileSize[" << axis << "] = " << edge << " cannot be aligned to the network's pooling grid: "
+                  << "tiles must advance by a multiple of its downsampling factor (" << factor
+                  << ") and overlap by at least TileOverlap (" << m_TileOverlap << "), so an edge must be at least "
+                  << m_TileOverlap + factor << "; the nearest tile edges that work are "
+                  << m_Model->GetValidOutputSizeAtLeast(axis, m_TileOverlap + factor) << ", or "
+                  << m_Model->GetValidOutputSizeAtLeast(axis, extent) << " (one tile across the image).");
+  }
+}
+
+template <typename TInputImage, typename TOutputImage>
 double
 UNetSegmentationImageFilter<TInputImage, TOutputImage>::EstimateWorkingMemory(const RegionType & image,
                                                                               const SizeType &   tileSize,
@@ -335,13 +364,12 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::EstimateWorkingMemory(co
 {
   const double            channels = m_Model->GetNumberOfInputChannels();
   const double            classes = m_Model->GetNumberOfClasses();
-  const SizeValueType     border = m_Model->GetBorder();
   UNetModel::TileSizeType inputTileSize(ImageDimension);
   double                  inputTileVoxels = 1.0;
   double                  outputTileVoxels = 1.0;
   for (unsigned int axis = 0; axis < ImageDimension; ++axis)
   {
-    inputTileSize[axis] = tileSize[axis] + 2 * border;
+    inputTileSize[axis] = tileSize[axis] + 2 * m_Model->GetBorder(axis);
     inputTileVoxels *= static_cast<double>(inputTileSize[axis]);
     outputTileVoxels *= static_cast<double>(tileSize[axis]);
   }
@@ -357,7 +385,7 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::EstimateWorkingMemory(co
   {
     return bytes;
   }
-  const bool blend = m_TileOverlap > 0;
+  const bool blend = m_TileOverlap > 0; // as the tile grid decides
   if (blend)
   {
     bytes += outputTileVoxels * sizeof(float); // the blending weights
@@ -366,14 +394,13 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::EstimateWorkingMemory(co
   // piece grows by up to a layer at each end, and keeps a copy of the voxels it shares with the next piece.
   constexpr unsigned int last = ImageDimension - 1;
   double                 layerOutputVoxels = static_cast<double>(tileSize[last]);
-  double layerInputVoxels = static_cast<double>(std::min(tileSize[last] + 2 * border, image.GetSize(last)));
-  double layerTiles = 1.0;
+  double                 layerInputVoxels = static_cast<double>(std::min(inputTileSize[last], image.GetSize(last)));
+  double                 layerTiles = 1.0;
   for (unsigned int axis = 0; axis < last; ++axis)
   {
     layerOutputVoxels *= static_cast<double>(image.GetSize(axis));
     layerInputVoxels *= static_cast<double>(image.GetSize(axis));
-    layerTiles *= static_cast<double>(TileGridType::NumberOfTilesAlong(
-      image.GetSize(axis), tileSize[axis], std::min(m_TileOverlap, tileSize[axis] - 1)));
+    layerTiles *= static_cast<double>(this->NumberOfTilesAlong(axis, image.GetSize(axis), tileSize[axis]));
   }
   const double accumulatorBytes = classes * sizeof(float) + sizeof(float); // blended sums and weight sums
   const double outputVoxelBytes =
@@ -390,13 +417,24 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::EstimateWorkingMemory(co
 }
 
 template <typename TInputImage, typename TOutputImage>
+SizeValueType
+UNetSegmentationImageFilter<TInputImage, TOutputImage>::NumberOfTilesAlong(unsigned int axis, SizeValueType extent,
+                                                                           SizeValueType edge) const
+{
+  const SizeValueType stride = TileGridType::AlignedStride(edge, m_TileOverlap, m_Model->GetDownsamplingFactor(axis));
+  if (stride == 0)
+  {
+    return edge >= extent ? 1 : 0;
+  }
+  return TileGridType::NumberOfTilesAlong(extent, edge, stride);
+}
+
+template <typename TInputImage, typename TOutputImage>
 auto
 UNetSegmentationImageFilter<TInputImage, TOutputImage>::ChooseTileSize(const RegionType & image) const -> SizeType
 {
-  const double        budget = m_MemoryBudget * 1024.0 * 1024.0;
-  const SizeValueType border = m_Model->GetBorder();
-  const SizeValueType smallest = m_Model->GetValidOutputSizeAtLeast(m_TileOverlap + 1);
-  const unsigned int  batch = std::max(m_TilesPerBatch, 1u);
+  const double       budget = m_MemoryBudget * 1024.0 * 1024.0;
+  const unsigned int batch = std::max(m_TilesPerBatch, 1u);
 
   // Per axis, the candidate edges (ascending) and the network input they cost along it: the smallest valid edge
   // for each number of tiles, since a larger one with as many tiles costs more input and memory for nothing.
@@ -406,33 +444,28 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::ChooseTileSize(const Reg
   for (unsigned int axis = 0; axis < ImageDimension; ++axis)
   {
     const SizeValueType extent = image.GetSize(axis);
+    const auto          addCandidate = [&](SizeValueType edge, SizeValueType tiles) {
+      candidates[axis].push_back(edge);
+      inputAlong[axis].push_back(static_cast<double>(tiles * (edge + 2 * m_Model->GetBorder(axis))));
+    };
     if (m_TileSize[axis] != 0)
     {
-      candidates[axis].push_back(m_TileSize[axis]);
+      addCandidate(m_TileSize[axis], this->NumberOfTilesAlong(axis, extent, m_TileSize[axis]));
     }
     else
     {
-      for (SizeValueType tiles = 1;; ++tiles)
+      const SizeValueType oneTile = m_Model->GetValidOutputSizeAtLeast(axis, std::max(extent, m_TileOverlap + 1));
+      SizeValueType       previousTiles = 0;
+      for (SizeValueType edge = m_Model->GetValidOutputSizeAtLeast(axis, m_TileOverlap + 1); edge <= oneTile;
+           edge += m_Model->GetDownsamplingFactor(axis))
       {
-        // `tiles` tiles of edge t at stride t - overlap cover the extent when t >= (extent + (tiles - 1) overlap) /
-        // tiles.
-        const SizeValueType needed = (extent + (tiles - 1) * m_TileOverlap + tiles - 1) / tiles;
-        const SizeValueType edge = std::max(smallest, m_Model->GetValidOutputSizeAtLeast(needed));
-        if (candidates[axis].empty() || edge != candidates[axis].back())
+        const SizeValueType tiles = this->NumberOfTilesAlong(axis, extent, edge);
+        if (tiles != 0 && tiles != previousTiles)
         {
-          candidates[axis].push_back(edge);
-        }
-        if (edge == smallest)
-        {
-          break;
+          addCandidate(edge, tiles);
+          previousTiles = tiles;
         }
       }
-      std::reverse(candidates[axis].begin(), candidates[axis].end());
-    }
-    for (const SizeValueType edge : candidates[axis])
-    {
-      inputAlong[axis].push_back(
-        static_cast<double>(TileGridType::NumberOfTilesAlong(extent, edge, m_TileOverlap) * (edge + 2 * border)));
     }
     size[axis] = candidates[axis].front();
   }
@@ -551,7 +584,7 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GetTilesNeeded(const Reg
   for (const TileIndexType & tile :
        ImageRegionIndexRange<ImageDimension>(m_TileGrid.GetTilesIntersecting(outputRegion)))
   {
-    RegionType covered = m_TileGrid.GetTileRegion(tile);
+    RegionType covered = m_TileGrid.GetWrittenRegion(tile);
     covered.Crop(outputRegion);
     if (reusedRegion.GetNumberOfPixels() == 0 || !reusedRegion.IsInside(covered))
     {
@@ -618,11 +651,10 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GatherInputTile(const In
   const auto *       source = reinterpret_cast<const InputValueType *>(input->GetBufferPointer());
   const RegionType & buffered = input->GetBufferedRegion();
   const auto &       bufferStrides = input->GetOffsetTable();
-  const auto         border = static_cast<IndexValueType>(m_TileGrid.GetBorder());
   const UNetBoundaryCondition<ImageDimension> boundary(m_BoundaryCondition, m_TileGrid.GetImageRegion());
 
   RegionType tileInput = tile;
-  tileInput.PadByRadius(border);
+  tileInput.PadByRadius(m_TileGrid.GetBorder());
   SizeValueType tileVoxels = tileInput.GetNumberOfPixels();
 
   // Per axis, the buffer offset each tile position reads (a multiple of the stride), or -1 for the constant.
@@ -760,7 +792,7 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GenerateData()
   const SizeValueType                 inputTileVoxels = RegionType(inputTileSize).GetNumberOfPixels();
   const SizeValueType                 outputTileVoxels = RegionType(m_TileGrid.GetTileSize()).GetNumberOfPixels();
   const auto         batchSize = static_cast<unsigned int>(std::min<SizeValueType>(m_BatchSize, tilesNeeded.size()));
-  const bool         blend = m_TileOverlap > 0;
+  const bool         blend = m_TileGrid.GetBlend();
   const RegionType & image = m_TileGrid.GetImageRegion();
 
   // A ProgressEvent for each tile run through the network (not for those kept from the last piece).
@@ -793,7 +825,7 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GenerateData()
     // Accumulates a tile's probabilities; an overlapping tile that reaches past this piece is kept for the next.
     const auto accumulate = [&](const TileIndexType & tile, const float * tileProbabilities) {
       const RegionType tileRegion = m_TileGrid.GetTileRegion(tile);
-      accumulator.Add(tileRegion, tileProbabilities);
+      accumulator.Add(tileRegion, m_TileGrid.GetWrittenRegion(tile), tileProbabilities);
       RegionType inImage = tileRegion;
       inImage.Crop(image);
       if (blend && !outputRegion.IsInside(inImage))

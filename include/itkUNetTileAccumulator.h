@@ -32,11 +32,11 @@ namespace itk
  * \brief Puts the class probabilities of tiles into an output region: the label map and, optionally, the
  * probabilities.
  *
- * Edge-to-edge tiles cover each voxel once: their probabilities are copied and their labels (the most probable
- * class, the lowest on ties) written as each tile arrives. Overlapping tiles are blended: every voxel accumulates
- * weight * probability over the tiles covering it, with the weights of a Gaussian centred on each tile (sigma = edge
- * / 8 along each axis) or equal weights, and Finish() divides by the summed weights and writes the labels. The
- * accumulation runs in the order the tiles are added, so adding them in the same order gives the same bits.
+ * Tiles that are not blended write each voxel once: their probabilities are copied and their labels (the most
+ * probable class, the lowest on ties) written as each tile arrives. Overlapping tiles are blended: every voxel
+ * accumulates weight * probability over the tiles covering it, with the weights of a Gaussian centred on each tile
+ * (sigma = edge / 8 along each axis) or equal weights, and Finish() divides by the summed weights and writes the
+ * labels. The accumulation runs in the order the tiles are added, so adding them in the same order gives the same bits.
  *
  * \ingroup UNetSegmentation
  */
@@ -72,11 +72,12 @@ public:
     m_TileWeights = MakeBlendingWeights(tileSize, gaussian);
   }
 
-  /** Adds a tile's probabilities (`classes` x tile voxels, class by class, x fastest) over its part of the region. */
+  /** Adds the probabilities of the tile whose output region is `tile` (`classes` x tile voxels, class by class, x
+   * fastest) over `written` (the part of the tile it writes) within the region. */
   void
-  Add(const RegionType & tile, const float * tileProbabilities)
+  Add(const RegionType & tile, const RegionType & written, const float * tileProbabilities)
   {
-    RegionType covered = tile;
+    RegionType covered = written;
     if (!covered.Crop(m_Region))
     {
       return;

@@ -31,13 +31,22 @@ namespace itk
 
 /** \class UNetTileGrid
  * \brief The overlap-tile layout: output tiles on a grid anchored at the image's first index, each read with a
- * border of context.
+ * border of context, each advancing by a multiple of the network's downsampling factor.
  *
- * Tile k along an axis covers output indices [start + k * stride, start + k * stride + tileSize), stride = tileSize
- * - overlap; there are as many tiles as cover the image, the last one reaching past its end (its input there is
- * mirrored or constant, never unread memory). The layout depends only on the image's region and the tile
- * parameters, so any requested region is computed from exactly the tiles, and so the values, a whole-image update
- * uses.
+ * Tile k along an axis covers output indices [start + k * stride, start + k * stride + tileSize). The stride is the
+ * largest multiple of the network's downsampling factor that leaves the requested overlap: every tile's input then
+ * starts a multiple of the factor from the same anchor (the image's first index less the border), so every tile sees
+ * the image on the pooling grid of one tile over the whole image, and a valid network gives the same values in every
+ * tile that covers a voxel. There are as many tiles as cover the image, the last one reaching past its end (its
+ * input there is mirrored or constant, never unread memory).
+ *
+ * Which tiles write a voxel: with an overlap asked for (TileOverlap > 0, for same-padded networks, whose tiles
+ * disagree near their edges) every tile covering it, blended; otherwise one tile, the last to start at or before it
+ * (tile k writes [start_k, start_k + stride), the last tile its whole extent), and the overlap that alignment leaves
+ * between tiles is computed twice and written once.
+ *
+ * The layout depends only on the image's region and the tile parameters, so any requested region is computed from
+ * exactly the tiles, and so the values, a whole-image update uses.
  *
  * \ingroup UNetSegmentation
  */
@@ -53,28 +62,50 @@ public:
 
   UNetTileGrid() = default;
 
-  UNetTileGrid(const RegionType & image, const SizeType & tileSize, SizeValueType overlap, SizeValueType border)
+  /** Tiles of `tileSize` output voxels over `image`, overlapping by at least `overlap` (blended when positive), each
+   * input tile `border` voxels larger on each side, advancing by multiples of `factor` (the network's downsampling
+   * factor). Throws where a tile cannot advance by a multiple of the factor and more than one tile is needed. */
+  UNetTileGrid(const RegionType & image, const SizeType & tileSize, SizeValueType overlap, const SizeType & factor,
+               const SizeType & border)
     : m_Image(image)
     , m_TileSize(tileSize)
     , m_Border(border)
+    , m_Blend(overlap > 0)
   {
     for (unsigned int axis = 0; axis < VDimension; ++axis)
     {
-      if (overlap >= tileSize[axis])
+      if (tileSize[axis] == 0 || factor[axis] == 0)
       {
-        itkGenericExceptionMacro("The tile overlap (" << overlap << ") must be smaller than the tile edge ("
-                                                      << tileSize[axis] << ").");
+        itkGenericExceptionMacro("Tile edges and downsampling factors must be positive; got tile "
+                                 << tileSize << " and factor " << factor << '.');
       }
-      m_Stride[axis] = tileSize[axis] - overlap;
-      m_NumberOfTiles[axis] = NumberOfTilesAlong(image.GetSize(axis), tileSize[axis], overlap);
+      m_Stride[axis] = AlignedStride(tileSize[axis], overlap, factor[axis]);
+      if (m_Stride[axis] == 0 && image.GetSize(axis) > tileSize[axis])
+      {
+        itkGenericExceptionMacro(
+          "Tiles of edge " << tileSize[axis] << " overlapping by at least " << overlap << " cannot advance along axis "
+                           << axis << " by a multiple of the network's downsampling factor " << factor[axis] << '.');
+      }
+      if (m_Stride[axis] == 0)
+      {
+        m_Stride[axis] = tileSize[axis]; // one tile covers the axis
+      }
+      m_NumberOfTiles[axis] = NumberOfTilesAlong(image.GetSize(axis), tileSize[axis], m_Stride[axis]);
     }
   }
 
-  /** How many tiles of edge `edge` overlapping by `overlap` (< edge) cover `extent` voxels. */
+  /** The stride of tiles of edge `edge` that overlap by at least `overlap` and advance by a multiple of `factor`: 0
+   * when there is none (the edge is smaller than the overlap plus one factor). */
   static SizeValueType
-  NumberOfTilesAlong(SizeValueType extent, SizeValueType edge, SizeValueType overlap)
+  AlignedStride(SizeValueType edge, SizeValueType overlap, SizeValueType factor)
   {
-    const SizeValueType stride = edge - overlap;
+    return edge > overlap ? (edge - overlap) / factor * factor : 0;
+  }
+
+  /** How many tiles of edge `edge` at stride `stride` (> 0) cover `extent` voxels. */
+  static SizeValueType
+  NumberOfTilesAlong(SizeValueType extent, SizeValueType edge, SizeValueType stride)
+  {
     return 1 + (extent > edge ? (extent - edge + stride - 1) / stride : 0);
   }
 
@@ -88,10 +119,22 @@ public:
   {
     return m_TileSize;
   }
-  SizeValueType
+  /** How far apart neighbouring tiles start, per axis. */
+  const SizeType &
+  GetStride() const
+  {
+    return m_Stride;
+  }
+  const SizeType &
   GetBorder() const
   {
     return m_Border;
+  }
+  /** Whether voxels covered by several tiles blend them (an overlap was asked for), rather than take one. */
+  bool
+  GetBlend() const
+  {
+    return m_Blend;
   }
   const SizeType &
   GetNumberOfTiles() const
@@ -104,7 +147,7 @@ public:
     SizeType size;
     for (unsigned int axis = 0; axis < VDimension; ++axis)
     {
-      size[axis] = m_TileSize[axis] + 2 * m_Border;
+      size[axis] = m_TileSize[axis] + 2 * m_Border[axis];
     }
     return size;
   }
@@ -122,7 +165,19 @@ public:
     return region;
   }
 
-  /** The tiles whose output regions intersect `region`, as a range of tile indices. */
+  /** The part of tile `tile`'s output region that it writes (see the class description). */
+  RegionType
+  GetWrittenRegion(const TileIndexType & tile) const
+  {
+    RegionType region = this->GetTileRegion(tile);
+    for (unsigned int axis = 0; axis < VDimension; ++axis)
+    {
+      region.SetSize(axis, this->WrittenWidth(axis, tile[axis]));
+    }
+    return region;
+  }
+
+  /** The tiles that write a voxel of `region`, as a range of tile indices. */
   TileRangeType
   GetTilesIntersecting(const RegionType & region) const
   {
@@ -130,21 +185,23 @@ public:
     for (unsigned int axis = 0; axis < VDimension; ++axis)
     {
       const auto           stride = static_cast<IndexValueType>(m_Stride[axis]);
+      const auto           lastOfGrid = static_cast<IndexValueType>(m_NumberOfTiles[axis]) - 1;
+      const auto           width = static_cast<IndexValueType>(this->WrittenWidth(axis, 0));
       const IndexValueType first = region.GetIndex(axis) - m_Image.GetIndex(axis);
       const IndexValueType last = first + static_cast<IndexValueType>(region.GetSize(axis)) - 1;
+      // The first tile whose written part ends at or after `first` (the last tile writes its whole extent).
       const IndexValueType firstTile =
-        std::max<IndexValueType>(0, FloorDivide(first - static_cast<IndexValueType>(m_TileSize[axis]), stride) + 1);
-      const IndexValueType lastTile =
-        std::min<IndexValueType>(static_cast<IndexValueType>(m_NumberOfTiles[axis]) - 1, FloorDivide(last, stride));
+        std::min(lastOfGrid, std::max<IndexValueType>(0, FloorDivide(first - width, stride) + 1));
+      const IndexValueType lastTile = std::min(lastOfGrid, FloorDivide(last, stride));
       range.SetIndex(axis, firstTile);
       range.SetSize(axis, lastTile >= firstTile ? static_cast<SizeValueType>(lastTile - firstTile + 1) : 0);
     }
     return range;
   }
 
-  /** The voxels of the image whose every covering tile lies in `tiles`, so whose values those tiles alone decide:
-   * for edge-to-edge tiles their union (cropped to the image); for overlapping tiles that union less the margins
-   * that neighbouring tiles outside `tiles` also cover. Computing `tiles` completes this region. */
+  /** The voxels of the image whose every writing tile lies in `tiles`, so whose values those tiles alone decide: the
+   * union of their written parts (cropped to the image), less, for blended tiles, the margins that neighbouring
+   * tiles outside `tiles` also write. Computing `tiles` completes this region. */
   RegionType
   GetRegionCompletedBy(const TileRangeType & tiles) const
   {
@@ -156,13 +213,14 @@ public:
         return RegionType{};
       }
       const auto           stride = static_cast<IndexValueType>(m_Stride[axis]);
-      const auto           edge = static_cast<IndexValueType>(m_TileSize[axis]);
       const IndexValueType first = tiles.GetIndex(axis);
       const IndexValueType last = tiles.GetUpperIndex()[axis];
       const IndexValueType imageBegin = m_Image.GetIndex(axis);
       const IndexValueType imageEnd = m_Image.GetUpperIndex()[axis];
-      // Past the end of tile first - 1, and before the start of tile last + 1.
-      const IndexValueType begin = first == 0 ? imageBegin : imageBegin + (first - 1) * stride + edge;
+      // Past the written part of tile first - 1, and before the start of tile last + 1.
+      const IndexValueType begin = first == 0 ? imageBegin
+                                              : imageBegin + (first - 1) * stride +
+                                                  static_cast<IndexValueType>(this->WrittenWidth(axis, first - 1));
       const IndexValueType end = last + 1 >= static_cast<IndexValueType>(m_NumberOfTiles[axis])
                                    ? imageEnd
                                    : std::min(imageEnd, imageBegin + (last + 1) * stride - 1);
@@ -180,7 +238,7 @@ public:
   operator==(const UNetTileGrid & other) const
   {
     return m_Image == other.m_Image && m_TileSize == other.m_TileSize && m_Stride == other.m_Stride &&
-           m_Border == other.m_Border;
+           m_Border == other.m_Border && m_Blend == other.m_Blend;
   }
   bool
   operator!=(const UNetTileGrid & other) const
@@ -195,11 +253,19 @@ public:
   {
     RegionType span = this->GetTileRegion(tiles.GetIndex());
     span.SetUpperIndex(this->GetTileRegion(tiles.GetUpperIndex()).GetUpperIndex());
-    span.PadByRadius(static_cast<IndexValueType>(m_Border));
+    span.PadByRadius(m_Border);
     return span;
   }
 
 private:
+  /** How many voxels along `axis` tile `tile` writes from its start. */
+  SizeValueType
+  WrittenWidth(unsigned int axis, IndexValueType tile) const
+  {
+    const bool last = tile + 1 >= static_cast<IndexValueType>(m_NumberOfTiles[axis]);
+    return m_Blend || last ? m_TileSize[axis] : m_Stride[axis];
+  }
+
   static IndexValueType
   FloorDivide(IndexValueType numerator, IndexValueType denominator)
   {
@@ -211,11 +277,12 @@ private:
     return quotient;
   }
 
-  RegionType    m_Image{};
-  SizeType      m_TileSize{ { 0 } };
-  SizeType      m_Stride{ { 1 } };
-  SizeType      m_NumberOfTiles{ { 0 } };
-  SizeValueType m_Border{ 0 };
+  RegionType m_Image{};
+  SizeType   m_TileSize{ { 0 } };
+  SizeType   m_Stride{ { 1 } };
+  SizeType   m_NumberOfTiles{ { 0 } };
+  SizeType   m_Border{ { 0 } };
+  bool       m_Blend{ false };
 };
 
 } // end namespace itk

@@ -137,11 +137,22 @@ TensorFitsItsStorage(const torch::Tensor & tensor)
 
 struct ProbeResult
 {
-  bool        ran{ false };
-  int64_t     outputEdge{ 0 };
-  int64_t     outputChannels{ 0 };
-  std::string error{};
+  bool                 ran{ false };
+  std::vector<int64_t> outputEdges{}; // per axis, x first
+  int64_t              outputChannels{ 0 };
+  std::string          error{};
 };
+
+std::string
+EdgesToString(const std::vector<SizeValueType> & edges)
+{
+  std::ostringstream os;
+  for (size_t axis = 0; axis < edges.size(); ++axis)
+  {
+    os << (axis > 0 ? " x " : "") << edges[axis];
+  }
+  return os.str();
+}
 } // namespace
 
 class UNetModel::Implementation
@@ -156,12 +167,13 @@ public:
   bool               loadedFreeze{ false };
   bool               frozen{ false };
 
-  unsigned int  dimension{ 0 };
-  unsigned int  inputChannels{ 0 };
-  int64_t       outputChannels{ 0 };
-  SizeValueType border{ 0 };
-  SizeValueType granularity{ 1 };
-  SizeValueType minimumInputSize{ 0 };
+  unsigned int dimension{ 0 };
+  unsigned int inputChannels{ 0 };
+  int64_t      outputChannels{ 0 };
+  // Per axis, x first.
+  std::vector<SizeValueType> border{};
+  std::vector<SizeValueType> factor{};
+  std::vector<SizeValueType> minimumInputSize{};
   // Forward-pass allocations of one tile: fixed + perInputVoxel * input voxels.
   double forwardBytesFixed{ 0.0 };
   double forwardBytesPerInputVoxel{ 0.0 };
@@ -230,14 +242,16 @@ public:
     return static_cast<double>(recorder->GetPeak());
   }
 
+  /** Runs the network once on a zero input of `edges` (x first); a failure is a result, not an exception, but an
+   * output that is no [batch, classes, spatial axes...] tensor is an exception. */
   ProbeResult
-  Probe(int64_t channels, SizeValueType edge)
+  Probe(int64_t channels, const std::vector<SizeValueType> & edges)
   {
     ProbeResult   result;
     torch::Tensor output;
     try
     {
-      output = Forward(torch::zeros(TorchShape(1, channels, std::vector<SizeValueType>(dimension, edge))));
+      output = Forward(torch::zeros(TorchShape(1, channels, edges)));
     }
     catch (const std::exception & error)
     {
@@ -246,27 +260,25 @@ public:
     }
     if (output.dim() != static_cast<int64_t>(dimension) + 2 || output.size(0) != 1)
     {
-      itkGenericExceptionMacro("The network's output has shape "
-                               << ShapeToString(output.sizes()) << " for an input of shape "
-                               << ShapeToString(TorchShape(1, channels, std::vector<SizeValueType>(dimension, edge)))
-                               << "; expected [batch, classes, spatial axes...] with " << dimension
-                               << " spatial axes.");
-    }
-    for (unsigned int axis = 1; axis < dimension; ++axis)
-    {
-      if (output.size(2 + axis) != output.size(2))
-      {
-        itkGenericExceptionMacro("The network's output " << ShapeToString(output.sizes())
-                                                         << " is not cubic for a cubic input of edge " << edge
-                                                         << ": its spatial axes are not treated alike.");
-      }
+      itkGenericExceptionMacro(
+        "The network's output has shape "
+        << ShapeToString(output.sizes()) << " for an input of shape " << ShapeToString(TorchShape(1, channels, edges))
+        << "; expected [batch, classes, spatial axes...] with " << dimension << " spatial axes.");
     }
     result.ran = true;
     result.outputChannels = output.size(1);
-    result.outputEdge = output.size(2);
+    for (unsigned int axis = 0; axis < dimension; ++axis)
+    {
+      result.outputEdges.push_back(output.size(1 + dimension - axis));
+    }
     return result;
   }
 
+  ProbeResult
+  ProbeCube(int64_t channels, SizeValueType edge)
+  {
+    return Probe(channels, std::vector<SizeValueType>(dimension, edge));
+  }
   /** Parses the device, loads the TorchScript file onto it, and sets the network to evaluation mode. */
   void
   Open(const std::string & fileName, const std::string & deviceName)
@@ -359,60 +371,16 @@ public:
     return channelCandidates;
   }
 
-  /** Finds the input channels, the classes, the border, the size granularity and the smallest valid input edge by
-   * running the network on cubic zero inputs. */
-  void
-  ProbeGeometry(const std::string & fileName, const std::vector<int64_t> & channelCandidates,
-                SizeValueType maximumProbeSize)
+  /** What probing learns of one axis: the edges with the smallest loss (input edge - output edge) found so far. */
+  struct AxisScan
   {
-    // Find an edge the network runs on, doubling from 1.
-    ProbeResult   running;
-    SizeValueType runningEdge = 0;
-    std::string   lastError; // for the likeliest channel count, the first candidate
-    for (SizeValueType edge = 1; edge <= maximumProbeSize && !running.ran; edge *= 2)
-    {
-      for (const int64_t channels : channelCandidates)
-      {
-        running = Probe(channels, edge);
-        if (running.ran)
-        {
-          inputChannels = static_cast<unsigned int>(channels);
-          runningEdge = edge;
-          break;
-        }
-        if (channels == channelCandidates.front())
-        {
-          lastError = running.error;
-        }
-      }
-    }
-    if (!running.ran)
-    {
-      itkGenericExceptionMacro("The network in \"" << fileName << "\" ran on no " << dimension
-                                                   << "-D input of 1 to 16 channels and edges 1 to " << maximumProbeSize
-                                                   << "; with " << channelCandidates.front() << " channel(s) and edge "
-                                                   << maximumProbeSize << ": " << lastError);
-    }
-    outputChannels = running.outputChannels;
+    int64_t                    smallestLoss{ std::numeric_limits<int64_t>::max() };
+    std::vector<SizeValueType> alignedEdges{};
 
-    // Step up one voxel at a time until two edges with the smallest loss, edge - output edge, are found: those are
-    // consecutive valid edges. Larger losses belong to edges whose pooling grid is misaligned.
-    const SizeValueType        scanLimit = runningEdge + 512;
-    std::vector<SizeValueType> alignedEdges;
-    int64_t                    smallestLoss = std::numeric_limits<int64_t>::max();
-    for (SizeValueType edge = runningEdge; edge <= scanLimit && alignedEdges.size() < 2; ++edge)
+    void
+    Add(SizeValueType edge, int64_t outputEdge)
     {
-      const ProbeResult probe = edge == runningEdge ? running : Probe(inputChannels, edge);
-      if (!probe.ran)
-      {
-        continue;
-      }
-      if (probe.outputChannels != outputChannels)
-      {
-        itkGenericExceptionMacro("The network's number of output channels changes with the input size ("
-                                 << outputChannels << " and " << probe.outputChannels << ").");
-      }
-      const int64_t loss = static_cast<int64_t>(edge) - probe.outputEdge;
+      const int64_t loss = static_cast<int64_t>(edge) - outputEdge;
       if (loss < smallestLoss)
       {
         smallestLoss = loss;
@@ -423,35 +391,244 @@ public:
         alignedEdges.push_back(edge);
       }
     }
-    if (alignedEdges.size() < 2)
-    {
-      itkGenericExceptionMacro("Found no two valid input edges between "
-                               << runningEdge << " and " << scanLimit << " for the network in \"" << fileName << "\".");
-    }
-    if (smallestLoss < 0 || smallestLoss % 2 != 0)
-    {
-      itkGenericExceptionMacro("The network in \"" << fileName << "\" changes a tile's edge by " << -smallestLoss
-                                                   << "; only networks that lose the same border on both sides (or "
-                                                      "none) are supported.");
-    }
-    border = static_cast<SizeValueType>(smallestLoss / 2);
-    granularity = alignedEdges[1] - alignedEdges[0];
+  };
 
-    // Walk down to the smallest edge that still gives an output, then confirm it runs.
-    SizeValueType edge = alignedEdges[0];
-    while (edge > granularity && edge - granularity > 2 * border)
+  /** Finds the input channels and an edge the network runs on as a cube, doubling from 1. */
+  SizeValueType
+  FindRunningEdge(const std::string & fileName, const std::vector<int64_t> & channelCandidates,
+                  SizeValueType maximumProbeSize)
+  {
+    std::string lastError; // for the likeliest channel count, the first candidate
+    for (SizeValueType edge = 1; edge <= maximumProbeSize; edge *= 2)
     {
-      edge -= granularity;
+      for (const int64_t channels : channelCandidates)
+      {
+        const ProbeResult probe = ProbeCube(channels, edge);
+        if (probe.ran)
+        {
+          inputChannels = static_cast<unsigned int>(channels);
+          outputChannels = probe.outputChannels;
+          return edge;
+        }
+        if (channels == channelCandidates.front())
+        {
+          lastError = probe.error;
+        }
+      }
     }
-    for (; edge < alignedEdges[0]; edge += granularity)
+    itkGenericExceptionMacro("The network in \"" << fileName << "\" ran on no " << dimension
+                                                 << "-D input of 1 to 16 channels and edges 1 to " << maximumProbeSize
+                                                 << "; with " << channelCandidates.front() << " channel(s) and edge "
+                                                 << maximumProbeSize << ": " << lastError);
+  }
+
+  ProbeResult
+  ProbeWithChannels(const std::vector<SizeValueType> & edges)
+  {
+    ProbeResult probe = Probe(inputChannels, edges);
+    if (probe.ran && probe.outputChannels != outputChannels)
     {
-      const ProbeResult probe = Probe(inputChannels, edge);
-      if (probe.ran && probe.outputEdge == static_cast<int64_t>(edge - 2 * border))
+      itkGenericExceptionMacro("The network's number of output channels changes with the input size ("
+                               << outputChannels << " and " << probe.outputChannels << ").");
+    }
+    return probe;
+  }
+
+  /** A smaller input than the running cube, so that the probes that follow cost less: each axis halved while the
+   * network still runs (networks that pool some axes less than others run on shorter edges along those). */
+  std::vector<SizeValueType>
+  ShrinkRunningShape(SizeValueType runningEdge)
+  {
+    std::vector<SizeValueType> shape(dimension, runningEdge);
+    for (unsigned int axis = 0; axis < dimension; ++axis)
+    {
+      while (shape[axis] > 1)
+      {
+        std::vector<SizeValueType> halved = shape;
+        halved[axis] /= 2;
+        if (!ProbeWithChannels(halved).ran)
+        {
+          break;
+        }
+        shape = halved;
+      }
+    }
+    return shape;
+  }
+
+  /** Steps every edge of `runningShape` up one voxel at a time until every axis has two edges with its smallest loss:
+   * consecutive valid edges (larger losses belong to edges whose pooling grid is misaligned). Output edges follow
+   * each input edge axis by axis, so one scan serves all axes. Returns whether every step ran. */
+  bool
+  ScanShapes(const std::vector<SizeValueType> & runningShape, std::vector<AxisScan> & scans)
+  {
+    constexpr SizeValueType scanLimit = 1024;
+    bool                    allRan = true;
+    const auto              complete = [&scans]() {
+      return std::all_of(
+        scans.begin(), scans.end(), [](const AxisScan & scan) { return scan.alignedEdges.size() >= 2; });
+    };
+    for (SizeValueType step = 0; step <= scanLimit && !complete(); ++step)
+    {
+      std::vector<SizeValueType> edges = runningShape;
+      for (SizeValueType & edge : edges)
+      {
+        edge += step;
+      }
+      const ProbeResult probe = ProbeWithChannels(edges);
+      allRan = allRan && probe.ran;
+      for (unsigned int axis = 0; probe.ran && axis < dimension; ++axis)
+      {
+        scans[axis].Add(edges[axis], probe.outputEdges[axis]);
+      }
+    }
+    if (!complete())
+    {
+      itkGenericExceptionMacro("Found no two valid input edges along every axis within "
+                               << scanLimit << " voxels above " << EdgesToString(runningShape) << '.');
+    }
+    return allRan;
+  }
+
+  /** Where the scan failed on some steps (a same-padded network's concatenation, say), an axis that pools less than
+   * the others looks as coarse as they are: its edges between the scan's valid ones are tried alone, the other axes
+   * held at a valid edge. */
+  void
+  RefineFactor(unsigned int axis, const std::vector<SizeValueType> & base, const AxisScan & scan)
+  {
+    for (SizeValueType step = 1; step < factor[axis]; ++step)
+    {
+      std::vector<SizeValueType> edges = base;
+      edges[axis] += step;
+      const ProbeResult probe = ProbeWithChannels(edges);
+      if (probe.ran && static_cast<int64_t>(edges[axis]) - probe.outputEdges[axis] == scan.smallestLoss)
+      {
+        factor[axis] = step;
+        return;
+      }
+    }
+  }
+
+  /** Throws unless the valid edges along `axis` are regular: the edge two factors past `base` (a valid one) is valid
+   * too. */
+  void
+  ConfirmRegularEdges(const std::string & fileName, unsigned int axis, const std::vector<SizeValueType> & base,
+                      int64_t smallestLoss)
+  {
+    std::vector<SizeValueType> edges = base;
+    edges[axis] += 2 * factor[axis];
+    const ProbeResult probe = ProbeWithChannels(edges);
+    if (!probe.ran || static_cast<int64_t>(edges[axis]) - probe.outputEdges[axis] != smallestLoss)
+    {
+      itkGenericExceptionMacro("The network in \""
+                               << fileName << "\" has no regular valid input edges along axis " << axis << ": edges "
+                               << base[axis] << " and " << base[axis] + factor[axis] << " lose the fewest voxels ("
+                               << smallestLoss << ") of those tried up to " << base[axis] + factor[axis]
+                               << ", but edge " << edges[axis] << (probe.ran ? " loses more" : " fails") << '.');
+    }
+  }
+
+  /** The smallest valid edge along `axis`: down from `base` by the factor while an output remains, confirmed by
+   * running it (the other axes held at `base`). */
+  SizeValueType
+  FindMinimumEdge(unsigned int axis, const std::vector<SizeValueType> & base)
+  {
+    SizeValueType edge = base[axis];
+    while (edge > factor[axis] && edge - factor[axis] > 2 * border[axis])
+    {
+      edge -= factor[axis];
+    }
+    for (; edge < base[axis]; edge += factor[axis])
+    {
+      std::vector<SizeValueType> edges = base;
+      edges[axis] = edge;
+      const ProbeResult probe = ProbeWithChannels(edges);
+      if (probe.ran && probe.outputEdges[axis] == static_cast<int64_t>(edge - 2 * border[axis]))
       {
         break;
       }
     }
-    minimumInputSize = edge;
+    return edge;
+  }
+
+  /** Whether the network maps `edges` to `edges - 2 * border` on every axis; throws, naming `what` and the sizes
+   * tried, when not. */
+  void
+  ConfirmGeometry(const std::string & fileName, const std::vector<SizeValueType> & edges, const char * what)
+  {
+    const ProbeResult probe = ProbeWithChannels(edges);
+    bool              expected = probe.ran;
+    for (unsigned int axis = 0; expected && axis < dimension; ++axis)
+    {
+      expected = probe.outputEdges[axis] == static_cast<int64_t>(edges[axis] - 2 * border[axis]);
+    }
+    if (!expected)
+    {
+      std::ostringstream got;
+      if (probe.ran)
+      {
+        got << "gives an output of "
+            << EdgesToString(std::vector<SizeValueType>(probe.outputEdges.begin(), probe.outputEdges.end()));
+      }
+      else
+      {
+        got << "fails: " << probe.error;
+      }
+      itkGenericExceptionMacro("The network in \""
+                               << fileName << "\" is inconsistent between " << what << ": probed per axis, border "
+                               << EdgesToString(border) << ", downsampling factor " << EdgesToString(factor)
+                               << ", smallest input " << EdgesToString(minimumInputSize) << "; but an input of "
+                               << EdgesToString(edges) << ' ' << got.str() << '.');
+    }
+  }
+
+  /** Finds the input channels, the classes and, per axis, the border, the downsampling factor and the smallest
+   * valid input edge by running the network on zero inputs. */
+  void
+  ProbeGeometry(const std::string & fileName, const std::vector<int64_t> & channelCandidates,
+                SizeValueType maximumProbeSize)
+  {
+    const SizeValueType   runningEdge = FindRunningEdge(fileName, channelCandidates, maximumProbeSize);
+    std::vector<AxisScan> scans(dimension);
+    const bool            everyStepRan = ScanShapes(ShrinkRunningShape(runningEdge), scans);
+
+    std::vector<SizeValueType> base(dimension);
+    border.assign(dimension, 0);
+    factor.assign(dimension, 1);
+    for (unsigned int axis = 0; axis < dimension; ++axis)
+    {
+      const std::vector<SizeValueType> & aligned = scans[axis].alignedEdges;
+      if (scans[axis].smallestLoss < 0 || scans[axis].smallestLoss % 2 != 0)
+      {
+        itkGenericExceptionMacro("The network in \"" << fileName << "\" changes a tile's edge along axis " << axis
+                                                     << " by " << -scans[axis].smallestLoss
+                                                     << "; only networks that lose the same border on both sides "
+                                                        "(or none) are supported.");
+      }
+      base[axis] = aligned[0];
+      border[axis] = static_cast<SizeValueType>(scans[axis].smallestLoss / 2);
+      factor[axis] = aligned[1] - aligned[0];
+    }
+    for (unsigned int axis = 0; axis < dimension; ++axis)
+    {
+      if (!everyStepRan)
+      {
+        RefineFactor(axis, base, scans[axis]);
+      }
+      ConfirmRegularEdges(fileName, axis, base, scans[axis].smallestLoss);
+    }
+    minimumInputSize.assign(dimension, 0);
+    for (unsigned int axis = 0; axis < dimension; ++axis)
+    {
+      minimumInputSize[axis] = FindMinimumEdge(axis, base);
+    }
+    ConfirmGeometry(fileName, minimumInputSize, "axes");
+    std::vector<SizeValueType> next = minimumInputSize;
+    for (unsigned int axis = 0; axis < dimension; ++axis)
+    {
+      next[axis] += factor[axis];
+    }
+    ConfirmGeometry(fileName, next, "sizes");
   }
 
   /** Freezes the network and optimises it for inference; returns why not, or nothing. Freezing works on a copy, so a
@@ -477,21 +654,36 @@ public:
   void
   MeasureForwardMemory()
   {
-    const auto    probeEdge = static_cast<SizeValueType>(std::pow(double{ 1 << 18 }, 1.0 / dimension));
-    SizeValueType largeEdge = minimumInputSize + granularity;
-    while (largeEdge + granularity <= probeEdge)
+    const auto                 probeEdge = static_cast<SizeValueType>(std::pow(double{ 1 << 18 }, 1.0 / dimension));
+    std::vector<SizeValueType> large(dimension);
+    for (unsigned int axis = 0; axis < dimension; ++axis)
     {
-      largeEdge += granularity;
+      large[axis] = minimumInputSize[axis] + factor[axis];
+      while (large[axis] + factor[axis] <= probeEdge)
+      {
+        large[axis] += factor[axis];
+      }
     }
     double measured[2];
     double voxels[2];
     for (const int i : { 0, 1 })
     {
-      const SizeValueType probe = i == 0 ? minimumInputSize : largeEdge;
-      const torch::Tensor input =
-        torch::zeros(TorchShape(1, inputChannels, std::vector<SizeValueType>(dimension, probe)));
-      measured[i] = MeasureForwardBytes(input);
-      voxels[i] = std::pow(static_cast<double>(probe), dimension);
+      const std::vector<SizeValueType> & probe = i == 0 ? minimumInputSize : large;
+      try
+      {
+        measured[i] = MeasureForwardBytes(torch::zeros(TorchShape(1, inputChannels, probe)));
+      }
+      catch (const std::exception & error)
+      {
+        itkGenericExceptionMacro("The network fails on an input of " << EdgesToString(probe)
+                                                                     << " voxels, valid by its probed geometry: "
+                                                                     << FirstLine(error.what()));
+      }
+      voxels[i] = 1.0;
+      for (const SizeValueType edge : probe)
+      {
+        voxels[i] *= static_cast<double>(edge);
+      }
     }
     forwardBytesPerInputVoxel = std::max(0.0, (measured[1] - measured[0]) / (voxels[1] - voxels[0]));
     forwardBytesFixed = std::max(0.0, measured[1] - forwardBytesPerInputVoxel * voxels[1]);
@@ -541,9 +733,9 @@ UNetModel::Load()
   }
 
   impl.Open(m_FileName, m_Device);
-  const std::vector<int64_t> channelCandidates = impl.ReadFirstConvolution(m_FileName, m_ImageDimension);
+  const std::vector<int64_t>        channelCandidates = impl.ReadFirstConvolution(m_FileName, m_ImageDimension);
   const Implementation::ThreadCount threadCount(m_NumberOfThreads);
-  c10::InferenceMode inferenceMode;
+  c10::InferenceMode                inferenceMode;
   impl.ProbeGeometry(m_FileName, channelCandidates, m_MaximumProbeSize);
   // Frozen and optimised only once probed, with inputs of the probed channels and valid edges alone: with Debian's
   // LibTorch 1.13 a frozen network can crash the process, rather than throw, on an input it cannot take, which
@@ -583,6 +775,17 @@ UNetModel::VerifyLoaded(const char * what) const
 }
 
 void
+UNetModel::VerifyAxis(const char * what, unsigned int axis) const
+{
+  this->VerifyLoaded(what);
+  if (axis >= m_Implementation->dimension)
+  {
+    itkExceptionMacro(<< what << ": axis " << axis << " does not exist in the " << m_Implementation->dimension
+                      << "-D network.");
+  }
+}
+
+void
 UNetModel::VerifyInputTileSize(const char * what, const TileSizeType & inputTileSize) const
 {
   this->VerifyLoaded(what);
@@ -593,12 +796,14 @@ UNetModel::VerifyInputTileSize(const char * what, const TileSizeType & inputTile
                                    << "-D network.");
   }
   // The network must never see an edge it was not probed to take: an optimised network can crash on one.
-  for (const SizeValueType edge : inputTileSize)
+  for (unsigned int axis = 0; axis < impl.dimension; ++axis)
   {
-    if (edge < 2 * impl.border || !this->IsValidOutputSize(edge - 2 * impl.border))
+    const SizeValueType edge = inputTileSize[axis];
+    if (edge < 2 * impl.border[axis] || !this->IsValidOutputSize(axis, edge - 2 * impl.border[axis]))
     {
-      itkExceptionMacro("Input tile edge " << edge << " is not valid for the network; valid edges are "
-                                           << impl.minimumInputSize << " + k * " << impl.granularity << '.');
+      itkExceptionMacro("Input tile edge " << edge << " along axis " << axis
+                                           << " is not valid for the network; valid edges there are "
+                                           << impl.minimumInputSize[axis] << " + k * " << impl.factor[axis] << '.');
     }
   }
 }
@@ -618,60 +823,61 @@ UNetModel::GetNumberOfClasses() const
 }
 
 UNetModel::SizeValueType
-UNetModel::GetBorder() const
+UNetModel::GetBorder(unsigned int axis) const
 {
-  this->VerifyLoaded("GetBorder");
-  return m_Implementation->border;
+  this->VerifyAxis("GetBorder", axis);
+  return m_Implementation->border[axis];
 }
 
 UNetModel::SizeValueType
-UNetModel::GetSizeGranularity() const
+UNetModel::GetDownsamplingFactor(unsigned int axis) const
 {
-  this->VerifyLoaded("GetSizeGranularity");
-  return m_Implementation->granularity;
+  this->VerifyAxis("GetDownsamplingFactor", axis);
+  return m_Implementation->factor[axis];
 }
 
 UNetModel::SizeValueType
-UNetModel::GetMinimumInputSize() const
+UNetModel::GetMinimumInputSize(unsigned int axis) const
 {
-  this->VerifyLoaded("GetMinimumInputSize");
-  return m_Implementation->minimumInputSize;
+  this->VerifyAxis("GetMinimumInputSize", axis);
+  return m_Implementation->minimumInputSize[axis];
 }
 
 UNetModel::SizeValueType
-UNetModel::GetMinimumOutputSize() const
+UNetModel::GetMinimumOutputSize(unsigned int axis) const
 {
-  return this->GetMinimumInputSize() - 2 * this->GetBorder();
+  return this->GetMinimumInputSize(axis) - 2 * this->GetBorder(axis);
 }
 
 bool
-UNetModel::IsValidOutputSize(SizeValueType outputSize) const
+UNetModel::IsValidOutputSize(unsigned int axis, SizeValueType outputSize) const
 {
-  const SizeValueType minimum = this->GetMinimumOutputSize();
-  return outputSize >= minimum && (outputSize - minimum) % this->GetSizeGranularity() == 0;
+  const SizeValueType minimum = this->GetMinimumOutputSize(axis);
+  return outputSize >= minimum && (outputSize - minimum) % this->GetDownsamplingFactor(axis) == 0;
 }
 
 UNetModel::SizeValueType
-UNetModel::GetValidOutputSizeAtLeast(SizeValueType outputSize) const
+UNetModel::GetValidOutputSizeAtLeast(unsigned int axis, SizeValueType outputSize) const
 {
-  const SizeValueType minimum = this->GetMinimumOutputSize();
-  const SizeValueType granularity = this->GetSizeGranularity();
+  const SizeValueType minimum = this->GetMinimumOutputSize(axis);
+  const SizeValueType factor = this->GetDownsamplingFactor(axis);
   if (outputSize <= minimum)
   {
     return minimum;
   }
-  return minimum + (outputSize - minimum + granularity - 1) / granularity * granularity;
+  return minimum + (outputSize - minimum + factor - 1) / factor * factor;
 }
 
 UNetModel::SizeValueType
-UNetModel::GetValidOutputSizeAtMost(SizeValueType outputSize) const
+UNetModel::GetValidOutputSizeAtMost(unsigned int axis, SizeValueType outputSize) const
 {
-  const SizeValueType minimum = this->GetMinimumOutputSize();
+  const SizeValueType minimum = this->GetMinimumOutputSize(axis);
   if (outputSize < minimum)
   {
     return 0;
   }
-  return minimum + (outputSize - minimum) / this->GetSizeGranularity() * this->GetSizeGranularity();
+  const SizeValueType factor = this->GetDownsamplingFactor(axis);
+  return minimum + (outputSize - minimum) / factor * factor;
 }
 
 double
@@ -691,10 +897,10 @@ double
 UNetModel::MeasureForwardBytes(unsigned int batchSize, const TileSizeType & inputTileSize) const
 {
   this->VerifyInputTileSize("MeasureForwardBytes", inputTileSize);
-  Implementation & impl = *m_Implementation;
+  Implementation &                  impl = *m_Implementation;
   const Implementation::ThreadCount threadCount(m_NumberOfThreads);
-  c10::InferenceMode  inferenceMode;
-  const torch::Tensor input = torch::zeros(impl.TorchShape(batchSize, impl.inputChannels, inputTileSize));
+  c10::InferenceMode                inferenceMode;
+  const torch::Tensor               input = torch::zeros(impl.TorchShape(batchSize, impl.inputChannels, inputTileSize));
   try
   {
     return impl.MeasureForwardBytes(input);
@@ -728,10 +934,10 @@ UNetModel::PredictProbabilities(const float * input, unsigned int batchSize, con
 
   SizeValueType inputTileValues = impl.inputChannels;
   SizeValueType outputTileValues = this->GetNumberOfClasses();
-  for (const SizeValueType edge : inputTileSize)
+  for (unsigned int axis = 0; axis < impl.dimension; ++axis)
   {
-    inputTileValues *= edge;
-    outputTileValues *= edge - 2 * impl.border;
+    inputTileValues *= inputTileSize[axis];
+    outputTileValues *= inputTileSize[axis] - 2 * impl.border[axis];
   }
   std::vector<std::exception_ptr> errors(passes);
   std::vector<std::thread>        helpers;
@@ -790,25 +996,23 @@ UNetModel::PredictProbabilities(const float * input, unsigned int batchSize, con
 }
 
 void
-UNetModel::PredictProbabilitiesInOnePass(const float *        input,
-                                         unsigned int         batchSize,
-                                         const TileSizeType & inputTileSize,
-                                         float *              probabilities,
-                                         unsigned int         numberOfThreads) const
+UNetModel::PredictProbabilitiesInOnePass(const float * input, unsigned int batchSize,
+                                         const TileSizeType & inputTileSize, float * probabilities,
+                                         unsigned int numberOfThreads) const
 {
   Implementation &           impl = *m_Implementation;
   std::vector<SizeValueType> outputTileSize(impl.dimension);
   for (unsigned int axis = 0; axis < impl.dimension; ++axis)
   {
-    outputTileSize[axis] = inputTileSize[axis] - 2 * impl.border;
+    outputTileSize[axis] = inputTileSize[axis] - 2 * impl.border[axis];
   }
 
   // LibTorch's OpenMP thread count belongs to the calling thread.
   const Implementation::ThreadCount threadCount(numberOfThreads);
-  c10::InferenceMode         inferenceMode;
-  const std::vector<int64_t> inputShape = impl.TorchShape(batchSize, impl.inputChannels, inputTileSize);
-  const std::vector<int64_t> expectedShape = impl.TorchShape(batchSize, impl.outputChannels, outputTileSize);
-  torch::Tensor              scores;
+  c10::InferenceMode                inferenceMode;
+  const std::vector<int64_t>        inputShape = impl.TorchShape(batchSize, impl.inputChannels, inputTileSize);
+  const std::vector<int64_t>        expectedShape = impl.TorchShape(batchSize, impl.outputChannels, outputTileSize);
+  torch::Tensor                     scores;
   try
   {
     scores = impl.Forward(torch::from_blob(const_cast<float *>(input), inputShape, torch::kFloat32));
@@ -907,9 +1111,10 @@ UNetModel::PrintSelf(std::ostream & os, Indent indent) const
     os << indent << "NetworkDimension: " << this->GetNetworkDimension() << std::endl;
     os << indent << "NumberOfInputChannels: " << this->GetNumberOfInputChannels() << std::endl;
     os << indent << "NumberOfClasses: " << this->GetNumberOfClasses() << std::endl;
-    os << indent << "Border: " << this->GetBorder() << std::endl;
-    os << indent << "SizeGranularity: " << this->GetSizeGranularity() << std::endl;
-    os << indent << "MinimumInputSize: " << this->GetMinimumInputSize() << std::endl;
+    // Per axis, x first.
+    os << indent << "Border: " << EdgesToString(m_Implementation->border) << std::endl;
+    os << indent << "DownsamplingFactor: " << EdgesToString(m_Implementation->factor) << std::endl;
+    os << indent << "MinimumInputSize: " << EdgesToString(m_Implementation->minimumInputSize) << std::endl;
     os << indent << "Frozen: " << (m_Implementation->frozen ? "yes" : "no") << std::endl;
   }
 }

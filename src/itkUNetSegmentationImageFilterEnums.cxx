@@ -15,7 +15,7 @@
  *  limitations under the License.
  *
  *=========================================================================*/
-#include "itkUNetSegmentationImageFilter.h"
+#include "itkUNetSegmentationImageFilterEnums.h"
 
 namespace itk
 {

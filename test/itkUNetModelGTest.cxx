@@ -22,21 +22,25 @@
 #include "UNetTestHelpers.h"
 
 #include <algorithm>
+#include <array>
 #include <random>
 #include <sstream>
 
 namespace
 {
 
+/** Per axis (x, y, z): the border, the downsampling factor and the smallest input edge. */
+using PerAxis = std::array<itk::SizeValueType, 3>;
+
 struct ExpectedGeometry
 {
-  const char *       name;
-  unsigned int       dimension;
-  unsigned int       channels;
-  unsigned int       classes;
-  itk::SizeValueType border;
-  itk::SizeValueType granularity;
-  itk::SizeValueType minimumInputSize;
+  const char * name;
+  unsigned int dimension;
+  unsigned int channels;
+  unsigned int classes;
+  PerAxis      border;
+  PerAxis      factor;
+  PerAxis      minimumInputSize;
 };
 
 void
@@ -67,37 +71,54 @@ TEST_P(UNetModelGeometry, ProbingFindsTheGeometry)
   const auto               model = LoadModel(expected.name, expected.dimension);
   EXPECT_EQ(model->GetNumberOfInputChannels(), expected.channels);
   EXPECT_EQ(model->GetNumberOfClasses(), expected.classes);
-  EXPECT_EQ(model->GetBorder(), expected.border);
-  EXPECT_EQ(model->GetSizeGranularity(), expected.granularity);
-  EXPECT_EQ(model->GetMinimumInputSize(), expected.minimumInputSize);
-  EXPECT_EQ(model->GetMinimumOutputSize(), expected.minimumInputSize - 2 * expected.border);
+  for (unsigned int axis = 0; axis < expected.dimension; ++axis)
+  {
+    SCOPED_TRACE("axis " + std::to_string(axis));
+    EXPECT_EQ(model->GetBorder(axis), expected.border[axis]);
+    EXPECT_EQ(model->GetDownsamplingFactor(axis), expected.factor[axis]);
+    EXPECT_EQ(model->GetMinimumInputSize(axis), expected.minimumInputSize[axis]);
+    EXPECT_EQ(model->GetMinimumOutputSize(axis), expected.minimumInputSize[axis] - 2 * expected.border[axis]);
+  }
+  EXPECT_THROW(model->GetBorder(expected.dimension), itk::ExceptionObject);
 }
 
 INSTANTIATE_TEST_SUITE_P(
   Models, UNetModelGeometry,
-  testing::Values(ExpectedGeometry{ "mean2d", 2, 1, 2, 1, 1, 3 }, ExpectedGeometry{ "mean3d", 3, 1, 2, 1, 1, 3 },
-                  ExpectedGeometry{ "sum2d", 2, 1, 2, 1, 1, 3 }, ExpectedGeometry{ "shift2d", 2, 1, 2, 3, 1, 7 },
-                  ExpectedGeometry{ "classifier2d", 2, 3, 3, 0, 1, 1 },
-                  // Depth 2, valid: out = in - 40, pooled edges even: in = 44 + 4k.
-                  ExpectedGeometry{ "unet2d_valid", 2, 1, 2, 20, 4, 44 },
-                  // Depth 2, same-padded: in = out = 4k.
-                  ExpectedGeometry{ "unet2d_same", 2, 1, 3, 0, 4, 4 },
-                  // Depth 1, valid, 3-D: out = in - 16, in = 18 + 2k.
-                  ExpectedGeometry{ "unet3d_valid", 3, 1, 2, 8, 2, 18 },
-                  ExpectedGeometry{ "unet2d_rgb", 2, 3, 2, 8, 2, 18 },
-                  // The paper's geometry: 572 -> 388.
-                  ExpectedGeometry{ "unet2d_paper", 2, 1, 2, 92, 16, 188 }),
+  testing::Values(
+    // No pooling: factor 1.
+    ExpectedGeometry{ "mean2d", 2, 1, 2, { 1, 1 }, { 1, 1 }, { 3, 3 } },
+    ExpectedGeometry{ "mean3d", 3, 1, 2, { 1, 1, 1 }, { 1, 1, 1 }, { 3, 3, 3 } },
+    ExpectedGeometry{ "sum2d", 2, 1, 2, { 1, 1 }, { 1, 1 }, { 3, 3 } },
+    ExpectedGeometry{ "shift2d", 2, 1, 2, { 3, 3 }, { 1, 1 }, { 7, 7 } },
+    ExpectedGeometry{ "classifier2d", 2, 3, 3, { 0, 0 }, { 1, 1 }, { 1, 1 } },
+    // Depth 2, valid: out = in - 40, pooled edges even: in = 44 + 4k.
+    ExpectedGeometry{ "unet2d_valid", 2, 1, 2, { 20, 20 }, { 4, 4 }, { 44, 44 } },
+    // Depth 3, valid: out = in - 88, in = 92 + 8k (out = 4 + 8k).
+    ExpectedGeometry{ "unet2d_valid_depth3", 2, 1, 2, { 44, 44 }, { 8, 8 }, { 92, 92 } },
+    // Depth 2, same-padded: in = out = 4k.
+    ExpectedGeometry{ "unet2d_same", 2, 1, 3, { 0, 0 }, { 4, 4 }, { 4, 4 } },
+    // Depth 1, valid, 3-D: out = in - 16, in = 18 + 2k.
+    ExpectedGeometry{ "unet3d_valid", 3, 1, 2, { 8, 8, 8 }, { 2, 2, 2 }, { 18, 18, 18 } },
+    ExpectedGeometry{ "unet3d_same", 3, 1, 2, { 0, 0, 0 }, { 2, 2, 2 }, { 2, 2, 2 } },
+    // Pooled and convolved in-plane at two of its three levels (make_test_models.py's AnisotropicUNet).
+    ExpectedGeometry{ "unet3d_anisotropic", 3, 1, 2, { 44, 44, 8 }, { 8, 8, 2 }, { 92, 92, 18 } },
+    ExpectedGeometry{ "unet2d_rgb", 2, 3, 2, { 8, 8 }, { 2, 2 }, { 18, 18 } },
+    // The paper's geometry: 572 -> 388.
+    ExpectedGeometry{ "unet2d_paper", 2, 1, 2, { 92, 92 }, { 16, 16 }, { 188, 188 } }),
   [](const testing::TestParamInfo<ExpectedGeometry> & info) { return std::string(info.param.name); });
 
 TEST(UNetModel, PaperTileSizes)
 {
   const auto model = LoadModel("unet2d_paper", 2);
-  EXPECT_TRUE(model->IsValidOutputSize(388));
-  EXPECT_FALSE(model->IsValidOutputSize(389));
-  EXPECT_EQ(model->GetValidOutputSizeAtLeast(389), 404u);
-  EXPECT_EQ(model->GetValidOutputSizeAtMost(403), 388u);
-  EXPECT_EQ(model->GetValidOutputSizeAtMost(3), 0u);
-  EXPECT_EQ(model->GetValidOutputSizeAtLeast(1), 4u);
+  for (unsigned int axis = 0; axis < 2; ++axis)
+  {
+    EXPECT_TRUE(model->IsValidOutputSize(axis, 388));
+    EXPECT_FALSE(model->IsValidOutputSize(axis, 389));
+    EXPECT_EQ(model->GetValidOutputSizeAtLeast(axis, 389), 404u);
+    EXPECT_EQ(model->GetValidOutputSizeAtMost(axis, 403), 388u);
+    EXPECT_EQ(model->GetValidOutputSizeAtMost(axis, 3), 0u);
+    EXPECT_EQ(model->GetValidOutputSizeAtLeast(axis, 1), 4u);
+  }
 }
 
 TEST(UNetModel, DimensionFromTheFirstConvolution)
@@ -161,8 +182,8 @@ TEST(UNetModel, BatchSplitBetweenThreadsEqualsOnePass)
   // On the CPU a batch runs as up to NumberOfThreads forward passes side by side (here 2 and 3 passes of an uneven
   // split, and one pass with a thread per tile); every tile's probabilities must be those of the single pass.
   const auto                         model = LoadModel("unet2d_valid", 2);
-  const itk::SizeValueType           edge = model->GetValidOutputSizeAtLeast(12) + 2 * model->GetBorder();
-  const itk::SizeValueType           outputEdge = edge - 2 * model->GetBorder();
+  const itk::SizeValueType           edge = model->GetValidOutputSizeAtLeast(0, 12) + 2 * model->GetBorder(0);
+  const itk::SizeValueType           outputEdge = edge - 2 * model->GetBorder(0);
   const itk::UNetModel::TileSizeType tile{ edge, edge };
   const unsigned int                 batch = 5;
   std::vector<float>                 input(batch * edge * edge);
@@ -217,6 +238,8 @@ TEST(UNetModel, BadModelsThrow)
   ExpectLoadFails(UNetTest::ModelPath("tuple_output"), "cpu", 2, "not a tensor");
   ExpectLoadFails(UNetTest::ModelPath("flat_output"), "cpu", 2, "expected [batch, classes");
   ExpectLoadFails(UNetTest::ModelPath("mean2d"), "tpu", 2, "is not a device");
+  ExpectLoadFails(UNetTest::ModelPath("irregular_edges2d"), "cpu", 2, "has no regular valid input edges along axis 0");
+  ExpectLoadFails(UNetTest::ModelPath("coupled_axes2d"), "cpu", 2, "is inconsistent between axes");
 }
 
 TEST(UNetModel, UnavailableCudaThrows)
@@ -238,14 +261,14 @@ TEST(UNetModel, UnavailableCudaThrows)
   if (cudaRan)
   {
     // On a machine with a GPU the same model runs there and gives the CPU's geometry.
-    EXPECT_EQ(model->GetBorder(), 1u);
+    EXPECT_EQ(model->GetBorder(0), 1u);
   }
 }
 
 TEST(UNetModel, GeometryNeedsLoad)
 {
   auto model = itk::UNetModel::New();
-  EXPECT_THROW(model->GetBorder(), itk::ExceptionObject);
+  EXPECT_THROW(model->GetBorder(0), itk::ExceptionObject);
 }
 
 TEST(UNetModel, PrintSelf)
@@ -253,8 +276,8 @@ TEST(UNetModel, PrintSelf)
   const auto         model = LoadModel("unet2d_valid", 2);
   std::ostringstream os;
   model->Print(os);
-  EXPECT_NE(os.str().find("Border: 20"), std::string::npos) << os.str();
-  EXPECT_NE(os.str().find("SizeGranularity: 4"), std::string::npos) << os.str();
+  EXPECT_NE(os.str().find("Border: 20 x 20"), std::string::npos) << os.str();
+  EXPECT_NE(os.str().find("DownsamplingFactor: 4 x 4"), std::string::npos) << os.str();
 }
 
 namespace
@@ -291,7 +314,7 @@ TEST(UNetModel, UnfreezableNetworkRunsAsSavedWithAWarning)
   itk::OutputWindow::SetInstance(previous);
   EXPECT_NE(captured->m_Text.find("cannot be frozen"), std::string::npos) << captured->m_Text;
   EXPECT_FALSE(model->IsFrozen());
-  EXPECT_EQ(model->GetBorder(), 1u); // the mean filter inside, probed as usual
+  EXPECT_EQ(model->GetBorder(0), 1u); // the mean filter inside, probed as usual
 
   const auto frozen = LoadModel("mean2d", 2);
   EXPECT_TRUE(frozen->IsFrozen());
@@ -308,7 +331,7 @@ TEST(UNetModel, ForwardMemoryEstimateFollowsMeasurement)
   {
     SCOPED_TRACE(name);
     const auto                         model = LoadModel(name, 2);
-    const itk::SizeValueType           edge = model->GetValidOutputSizeAtLeast(700) + 2 * model->GetBorder();
+    const itk::SizeValueType           edge = model->GetValidOutputSizeAtLeast(0, 700) + 2 * model->GetBorder(0);
     const itk::UNetModel::TileSizeType tile{ edge, edge };
     const double                       estimated = model->GetEstimatedForwardBytes(2, tile);
     const double                       measured = model->MeasureForwardBytes(2, tile);

@@ -36,7 +36,8 @@ def import_relative(name, path):
     return module
 
 
-UNet = import_relative("unet_models", os.path.join("examples", "unet_models.py")).UNet
+unet_models = import_relative("unet_models", os.path.join("examples", "unet_models.py"))
+UNet = unet_models.UNet
 
 
 def conv(dim, cin, cout, kernel):
@@ -105,6 +106,37 @@ class FirstSampleOnly(nn.Module):
         return self.conv(x)[:1]
 
 
+class IrregularEdges(nn.Module):
+    """A mean filter whose valid input edges (those losing the fewest voxels) are the multiples of 3 or 5: 15, 18, 20,
+    21, 24, 25, ... are not equally spaced, so it has no downsampling factor."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = mean_filter(2)
+
+    def forward(self, x):
+        out = self.conv(x)
+        for axis in (2, 3):
+            edge = x.size(axis)
+            crop = 0 if edge % 3 == 0 or edge % 5 == 0 else 1
+            out = out.narrow(axis, crop, out.size(axis) - 2 * crop)
+        return out
+
+
+class CoupledAxes(nn.Module):
+    """A mean filter that refuses inputs of fewer than 100 voxels: each axis alone, the other held large, runs down to
+    an edge of 7, but not both at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = mean_filter(2)
+
+    def forward(self, x):
+        if x.size(2) * x.size(3) < 100:
+            raise RuntimeError("too few voxels")
+        return self.conv(x)
+
+
 @torch.jit.interface
 class ModuleInterface(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -145,19 +177,67 @@ class Wide(nn.Module):
         return self.head(self.features(x))
 
 
-def unet(seed, **kwargs):
-    torch.manual_seed(seed)
-    model = UNet(**kwargs).eval()
-    # Random weights give nearly constant scores; a larger head, centred on a random input, keeps the classes
-    # competing, so that the label map has structure to compare.
+def spread_head(model, probe_shape):
+    """Random weights give nearly constant scores; a larger head, centred on a random input, keeps the classes
+    competing, so that the label map has structure to compare."""
     with torch.no_grad():
         model.head.weight.mul_(30.0)
         model.head.bias.zero_()
-        edge = 188 if kwargs.get("depth", 2) >= 4 else 64
-        probe = torch.rand([2, kwargs.get("in_channels", 1)] + [edge] * kwargs.get("dim", 2)) * 4.0 - 2.0
+        probe = torch.rand([2] + probe_shape) * 4.0 - 2.0
         scores = model(probe)
         model.head.bias.sub_(scores.transpose(0, 1).reshape(scores.shape[1], -1).mean(dim=1))
     return model
+
+
+def unet(seed, **kwargs):
+    torch.manual_seed(seed)
+    model = UNet(**kwargs).eval()
+    edge = 188 if kwargs.get("depth", 2) >= 3 else 64
+    return spread_head(model, [kwargs.get("in_channels", 1)] + [edge] * kwargs.get("dim", 2))
+
+
+class AnisotropicLevel(nn.Module):
+    """One level of a valid 3-D U-Net whose kernels and poolings differ between axes (z, y, x)."""
+
+    def __init__(self, cin, width, kernels, pools, bottleneck):
+        super().__init__()
+
+        def block(cin, cout, kernel):
+            return nn.Sequential(nn.Conv3d(cin, cout, kernel), nn.ReLU(), nn.Conv3d(cout, cout, kernel), nn.ReLU())
+
+        self.encode = block(cin, width, kernels[0])
+        self.pool = nn.MaxPool3d(pools[0])
+        if len(kernels) > 1:
+            self.inner = AnisotropicLevel(width, 2 * width, kernels[1:], pools[1:], bottleneck)
+        else:
+            self.inner = block(width, 2 * width, bottleneck)
+        self.up = nn.ConvTranspose3d(2 * width, width, pools[0], stride=pools[0])
+        self.decode = block(2 * width, width, kernels[0])
+
+    def forward(self, x):
+        skip = self.encode(x)
+        y = self.up(self.inner(self.pool(skip)))
+        return self.decode(torch.cat([unet_models.centre_crop(skip, y), y], 1))
+
+
+class AnisotropicUNet(nn.Module):
+    """A valid 3-D U-Net for thick slices, as nnU-Net plans them: in-plane kernels (1, 3, 3) and poolings (1, 2, 2) at
+    the first two levels, (3, 3, 3) and (2, 2, 2) at the third and in the bottleneck ((z, y, x) order). Per axis
+    (x, y, z): border 44, 44, 8; downsampling factor 8, 8, 2; smallest input 92, 92, 18 (output 4, 4, 2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.levels = AnisotropicLevel(1, 2, [(1, 3, 3), (1, 3, 3), (3, 3, 3)], [(1, 2, 2), (1, 2, 2), (2, 2, 2)],
+                                       (3, 3, 3))
+        self.head = nn.Conv3d(2, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.levels(x))
+
+
+def anisotropic_unet(seed):
+    torch.manual_seed(seed)
+    return spread_head(AnisotropicUNet().eval(), [1, 26, 100, 100])
 
 
 def sum_filter(dim):
@@ -183,6 +263,8 @@ def main(out_dir):
         "tuple_output": TupleOutput(),
         "flat_output": FlatOutput(),
         "first_sample_only": FirstSampleOnly(),
+        "irregular_edges2d": IrregularEdges(),
+        "coupled_axes2d": CoupledAxes(),
         "unet2d_valid": unet(1, dim=2, in_channels=1, classes=2, base=8, depth=2, valid=True),
         "unet2d_same": unet(2, dim=2, in_channels=1, classes=3, base=8, depth=2, valid=False),
         "unet3d_valid": unet(3, dim=3, in_channels=1, classes=2, base=4, depth=1, valid=True),
@@ -190,6 +272,9 @@ def main(out_dir):
         "unet3d_tiny": unet(6, dim=3, in_channels=1, classes=2, base=2, depth=1, valid=True),
         "unet2d_rgb": unet(4, dim=2, in_channels=3, classes=2, base=4, depth=1, valid=True),
         "unet2d_paper": unet(5, dim=2, in_channels=1, classes=2, base=8, depth=4, valid=True),
+        # The bundled ISBI networks' geometry (depth 3: valid output edges 4 + 8k, which no stride of 8k equals).
+        "unet2d_valid_depth3": unet(8, dim=2, in_channels=1, classes=2, base=4, depth=3, valid=True),
+        "unet3d_anisotropic": anisotropic_unet(9),
         "unet3d_same": unet(6, dim=3, in_channels=1, classes=2, base=4, depth=1, valid=False),
         # The streaming benchmark's network: a small valid 3-D U-Net, depth 2, 8 base channels.
         "unet3d_valid_depth2": unet(7, dim=3, in_channels=1, classes=2, base=8, depth=2, valid=True),

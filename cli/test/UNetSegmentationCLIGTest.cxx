@@ -157,7 +157,7 @@ SmallTileEdge(const std::string & model, unsigned int dimension)
   unet->SetFileName(model);
   unet->SetImageDimension(dimension);
   unet->Load();
-  return unet->GetValidOutputSizeAtLeast(6);
+  return unet->GetValidOutputSizeAtLeast(0, 6);
 }
 
 /** The filter's labels and probabilities for `fileName`, in one piece. */
@@ -341,9 +341,11 @@ TEST_F(UNetSegmentationCLI, DescriptionParsesWithEveryParameter)
     { "cellClass", "integer", "", "cellClass", "", "", "1", {} },
     { "seedThreshold", "double", "", "seedThreshold", "", "", "0.5", {} },
     { "cellThreshold", "double", "", "cellThreshold", "", "", "0.2", {} },
-    { "modelBorder", "integer", "", "", "", "output", "0", {} },
+    { "modelBorder", "integer-vector", "", "", "", "output", "", {} },
+    { "modelDownsamplingFactor", "integer-vector", "", "", "", "output", "", {} },
     { "numberOfClasses", "integer", "", "", "", "output", "0", {} },
     { "tileSizeUsed", "integer-vector", "", "", "", "output", "", {} },
+    { "tileStrideUsed", "integer-vector", "", "", "", "output", "", {} },
     { "estimatedWorkingMemory", "double", "", "", "", "output", "0", {} },
   };
   std::map<std::string, const ModuleParameter *> declared;
@@ -406,12 +408,16 @@ TEST_F(UNetSegmentationCLI, SlicerStyleRunOnNrrdEqualsFilterWithProgressAndRetur
   ModuleDescription description;
   ASSERT_EQ(ModuleDescriptionParser().Parse(this->RunModule("--xml").out, description), 0);
   ASSERT_TRUE(description.ReadParameterFile(returned)) << ReadText(returned);
-  const auto border = segmenter->GetModel()->GetBorder();
-  EXPECT_GT(border, 0u);
-  EXPECT_EQ(description.GetParameterValue("modelBorder"), std::to_string(border));
+  const std::string b = std::to_string(segmenter->GetModel()->GetBorder(0));
+  EXPECT_GT(segmenter->GetModel()->GetBorder(0), 0u);
+  EXPECT_EQ(description.GetParameterValue("modelBorder"), b + "," + b + "," + b);
+  const std::string f = std::to_string(segmenter->GetModel()->GetDownsamplingFactor(0));
+  EXPECT_EQ(description.GetParameterValue("modelDownsamplingFactor"), f + "," + f + "," + f);
   EXPECT_EQ(description.GetParameterValue("numberOfClasses"), "2");
   const std::string e = std::to_string(edge);
   EXPECT_EQ(description.GetParameterValue("tileSizeUsed"), e + "," + e + "," + e);
+  const std::string s = std::to_string(segmenter->GetTileStride()[0]);
+  EXPECT_EQ(description.GetParameterValue("tileStrideUsed"), s + "," + s + "," + s);
   // Each process measures the network's forward memory when it loads it; LibTorch's allocations differ slightly
   // from run to run (0.15 % seen), so the module's estimate and this process's agree to a few percent, not exactly.
   EXPECT_NEAR(std::stod(description.GetParameterValue("estimatedWorkingMemory")),
@@ -676,8 +682,8 @@ TEST_F(UNetSegmentationCLI, BadArgumentsFailWithMessage)
   unet->SetFileName(Model("unet3d_valid"));
   unet->SetImageDimension(3);
   unet->Load();
-  auto invalidEdge = unet->GetMinimumOutputSize() + 1;
-  while (unet->IsValidOutputSize(invalidEdge))
+  auto invalidEdge = unet->GetMinimumOutputSize(0) + 1;
+  while (unet->IsValidOutputSize(0, invalidEdge))
   {
     ++invalidEdge;
   }

@@ -91,18 +91,18 @@ struct Check
       filter->GetModel()->SetImageDimension(TImage::ImageDimension);
       filter->GetModel()->Load();
       const auto * m = filter->GetModel();
-      std::cout << m->GetDevice() << ": border " << m->GetBorder() << ", minimum input " << m->GetMinimumInputSize()
-                << ", granularity " << m->GetSizeGranularity() << ", classes " << m->GetNumberOfClasses()
+      std::cout << m->GetDevice() << ": border " << m->GetBorder(0) << ", minimum input " << m->GetMinimumInputSize(0)
+                << ", downsampling factor " << m->GetDownsamplingFactor(0) << ", classes " << m->GetNumberOfClasses()
                 << ", forward MB for one 64-voxel output tile "
                 << m->GetEstimatedForwardBytes(
-                     1, typename itk::UNetModel::TileSizeType(TImage::ImageDimension, 64 + 2 * m->GetBorder())) /
+                     1, typename itk::UNetModel::TileSizeType(TImage::ImageDimension, 64 + 2 * m->GetBorder(0))) /
                      (1024.0 * 1024.0)
                 << std::endl;
     }
     cpu->Update();
     gpu->Update();
-    // Same tiles on both, so that only the device differs (a valid network's pooling grid follows the tile), whatever
-    // the memory each device's allocator reports for them.
+    // Same tiles and batches on both, so that only the device differs (convolutions round differently for other
+    // shapes), whatever the memory each device's allocator reports for them.
     gpu->SetMemoryBudget(65536);
     gpu->SetTileSize(cpu->GetTileGrid().GetTileSize());
     gpu->SetTilesPerBatch(cpu->GetTilesPerBatch());

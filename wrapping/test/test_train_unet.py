@@ -60,7 +60,7 @@ class Mirroring(unittest.TestCase):
             segmenter.SetTileSize([100, 100])  # one tile: its input is the image mirrored by the border
             segmenter.Update()
             probabilities = itk.array_from_image(segmenter.GetProbabilityOutput())
-            self.assertEqual(segmenter.GetModel().GetBorder(), border)
+            self.assertEqual(segmenter.GetModel().GetBorder(0), border)
         tile = train_unet.mirrored_window(image, (-border, -border), (100 + 2 * border,) * 2)
         model.eval()
         with torch.no_grad():

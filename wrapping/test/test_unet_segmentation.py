@@ -72,7 +72,7 @@ class SegmentationFromPython(unittest.TestCase):
         self.assertEqual(probabilities.shape, (512, 512, 2))
         np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-5)
         np.testing.assert_array_equal(labels, probabilities.argmax(axis=-1))
-        self.assertEqual(segmenter.GetModel().GetBorder(), 20)
+        self.assertEqual(segmenter.GetModel().GetBorder(0), 20)
 
     @unittest.skipUnless(os.environ.get("UNET_CLI"), "the command-line module is not built")
     def test_equals_command_line_module(self):
@@ -163,8 +163,10 @@ class SegmentationFromPython(unittest.TestCase):
         unet.SetFileName(model("unet2d_paper"))
         unet.SetImageDimension(2)
         unet.Load()
-        self.assertEqual((unet.GetBorder(), unet.GetSizeGranularity(), unet.GetMinimumInputSize()), (92, 16, 188))
-        self.assertTrue(unet.IsValidOutputSize(388))
+        for axis in (0, 1):
+            self.assertEqual((unet.GetBorder(axis), unet.GetDownsamplingFactor(axis), unet.GetMinimumInputSize(axis)),
+                             (92, 16, 188))
+            self.assertTrue(unet.IsValidOutputSize(axis, 388))
 
 
 class TrainingCompanionsFromPython(unittest.TestCase):

@@ -209,6 +209,24 @@ class BlockwiseInProcess(unittest.TestCase):
         np.testing.assert_array_equal(probabilities.compute(), expected_probabilities)
         np.testing.assert_array_equal(labels.compute(), expected_labels)
 
+    def test_blocks_of_aligned_tiles_equal_one_tile_2d(self):
+        # Depth 3: tile edges 4 + 8k advance by 8k on the network's pooling grid (x 20 -> 16, y 12 -> 8), so
+        # neighbouring tiles overlap by 4 and each voxel is written by one of them. Chunks of 36 rows are re-chunked
+        # to multiples of the stride 8 (48: at least the 44 voxels of context); the blocks equal a whole-image pass of
+        # the same tiles bit for bit, and one tile over the whole image to float rounding.
+        image = random_volume((150, 170), 9)
+        model_file = os.path.join(MODELS, "unet2d_valid_depth3.pt")
+        same_tiles = whole_volume_pass(image, model_file, (20, 12))[1]
+        one_tile = whole_volume_pass(image, model_file, (172, 156))[1]
+        with self.assertWarns(unet_dask.ChunkAlignmentWarning) as warned:
+            labels, probabilities = unet_dask.segment(da.from_array(image, chunks=(36, 48)), model_file, (20, 12),
+                                                      probabilities=True)
+        self.assertIn("tile stride (8, 16)", str(warned.warning))
+        self.assertEqual(labels.chunks, ((48, 48, 54), (48, 48, 74)))
+        probabilities = probabilities.compute()
+        np.testing.assert_array_equal(probabilities, same_tiles)
+        np.testing.assert_allclose(probabilities, one_tile, rtol=0, atol=1e-5)
+
     def test_uint8_volume_and_normalisation(self):
         volume = np.random.default_rng(5).integers(0, 256, (20, 50, 60), dtype=np.uint8)
         expected = whole_volume_pass(volume, tile_size=(20, 20, 10), NormalizationMean=[128.0],

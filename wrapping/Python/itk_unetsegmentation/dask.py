@@ -9,16 +9,17 @@ cluster of hundreds of machines (dask-jobqueue, SSH, Kubernetes: only the ``Clie
 **Exact.** Each block is handed to the filter as an image whose largest possible region is the *whole volume* and
 whose buffered region is the grown block, and the filter is asked for the block only. The filter anchors its tile
 grid at the largest possible region's first index and mirrors (or pads) at its edges, so every block is computed
-from exactly the tiles, the context and the mirroring of one pass over the whole volume. With edge-to-edge tiles
-every voxel comes from one tile; with overlapping tiles (``tile_overlap``, for same-padded networks) a block
+from exactly the tiles, the context and the mirroring of one pass over the whole volume. Without a tile overlap
+every voxel is written by one tile; with blended tiles (``tile_overlap``, for same-padded networks) a block
 computes every tile that reaches into it and blends them in the same order as the whole-volume pass. The result is
 the whole-volume pass bit for bit, for valid and same-padded networks alike, provided the network sees each tile
 alone: LibTorch's CPU convolutions round differently for different batch sizes (by about 1e-7), so ``segment`` runs
 one tile per forward pass (``tiles_per_batch=1``) and equals a whole-volume pass of the filter with
 ``TilesPerBatch`` 1. With larger batches the two agree to float rounding.
 
-**Aligned blocks.** Blocks whose edges are multiples of the tile stride (the tile edge, less the overlap), on a
-grid anchored at the volume's first voxel, contain whole tiles: no tile is computed twice. Chunks that do not
+**Aligned blocks.** Blocks whose edges are multiples of the tile stride (the filter's ``GetTileStride()``: the
+largest multiple of the network's downsampling factor that keeps the overlap), on a grid anchored at the volume's
+first voxel, contain whole tiles: no tile is computed twice. Chunks that do not
 align are re-chunked to aligned ones with a :class:`ChunkAlignmentWarning` saying what changed
 (``misaligned_chunks="rechunk"``, the default), or rejected with a ``ValueError`` that suggests aligned chunks
 (``misaligned_chunks="raise"``). The same holds for chunks smaller than the context the tiles read, and for a last
@@ -176,9 +177,10 @@ class _Planner:
         self.segmenter.UpdateOutputInformation()
         self.model = self.segmenter.GetModel()
         tile = self.segmenter.GetTileSize()
-        overlap = int(self.segmenter.GetTileOverlap())
+        stride = self.segmenter.GetTileStride()
         self.tile_size = tuple(int(tile[dimension - 1 - a]) for a in range(dimension))
-        self.stride = tuple(edge - overlap for edge in self.tile_size)
+        # The filter's grid: tiles advance by a multiple of the network's downsampling factor.
+        self.stride = tuple(int(stride[dimension - 1 - a]) for a in range(dimension))
 
     def required_input(self, start, stop):
         """Numpy-ordered (start, stop) of the input the filter reads for the output [start, stop)."""
@@ -337,7 +339,8 @@ def segment(volume, model_file_name, tile_size, *, probabilities=False, misalign
         The TorchScript network (made absolute here: every worker must see the file at that path).
     tile_size : int or sequence of int
         The filter's ``TileSize``, in ITK's order (x, y, z); one int for all axes. Every edge must be valid for the
-        network (the filter's error names the nearest valid ones). Blocks are aligned to multiples of it.
+        network (the filter's error names the nearest valid ones). Blocks are aligned to multiples of the tile stride
+        (see the module's documentation).
     probabilities : bool
         False: return the label map. True: return ``(labels, probabilities)``, the probabilities with the classes
         as a last axis and the labels their argmax, the lowest class on ties, as the filter chooses its labels.
