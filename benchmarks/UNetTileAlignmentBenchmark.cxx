@@ -16,14 +16,14 @@
  *
  *=========================================================================*/
 
-// What aligning tiles to the network's pooling grid costs: at the filter's automatic tile size (default
-// MemoryBudget) for an image of the given size, the tiles and network input voxels of the aligned grid (tiles
+// What aligning tiles to the network's pooling grid costs: at a given tile edge, or at the filter's automatic tile size
+// (default MemoryBudget) for an image of the given size, the tiles and network input voxels of the aligned grid (tiles
 // advance by a multiple of the downsampling factor) against an unaligned grid of the same tiles edge to edge (what
 // the filter did before), and the time of the forward passes over each, in alternating pairs (median ratio). The
 // filter's own work besides the network is a few percent of its time (UNetSegmentationBenchmark), so the forward
 // passes are what alignment changes.
 //
-//   UNetTileAlignmentBenchmark model.pt pairs x y [z]
+//   UNetTileAlignmentBenchmark model.pt pairs tile x y [z]      (tile: the output tile edge; 0: automatic)
 
 #include "itkUNetSegmentationImageFilter.h"
 
@@ -67,7 +67,7 @@ SecondsOfForwardPasses(const itk::UNetModel * model, const itk::UNetModel::TileS
 
 template <unsigned int VDimension>
 int
-Compare(const std::string & modelFile, const itk::Size<VDimension> & size, unsigned int pairs)
+Compare(const std::string & modelFile, const itk::Size<VDimension> & size, itk::SizeValueType tile, unsigned int pairs)
 {
   using ImageType = itk::Image<float, VDimension>;
   auto image = ImageType::New();
@@ -75,6 +75,7 @@ Compare(const std::string & modelFile, const itk::Size<VDimension> & size, unsig
   auto filter = itk::UNetSegmentationImageFilter<ImageType>::New();
   filter->SetInput(image);
   filter->SetModelFileName(modelFile);
+  filter->SetTileSize(itk::Size<VDimension>::Filled(tile));
   filter->UpdateOutputInformation();
   const auto &       grid = filter->GetTileGrid();
   const auto *       model = filter->GetModel();
@@ -90,8 +91,8 @@ Compare(const std::string & modelFile, const itk::Size<VDimension> & size, unsig
   }
   const auto inputTile = grid.GetInputTileSize();
   const auto inputTileVoxels = static_cast<double>(itk::ImageRegion<VDimension>(inputTile).GetNumberOfPixels());
-  std::cout << modelFile << ", image " << size << ": automatic tiles " << grid.GetTileSize() << " (input " << inputTile
-            << "), downsampling factor";
+  std::cout << modelFile << ", image " << size << ": " << (tile == 0 ? "automatic " : "") << "tiles "
+            << grid.GetTileSize() << " (input " << inputTile << "), downsampling factor";
   for (unsigned int axis = 0; axis < VDimension; ++axis)
   {
     std::cout << ' ' << model->GetDownsamplingFactor(axis);
@@ -101,6 +102,11 @@ Compare(const std::string & modelFile, const itk::Size<VDimension> & size, unsig
             << " tiles, " << unaligned * inputTileVoxels / 1e6 << " M network input voxels\naligned / unaligned input "
             << static_cast<double>(aligned) / static_cast<double>(unaligned) << std::endl;
 
+  if (pairs == 0 || aligned == unaligned)
+  {
+    std::cout << "(no timing: " << (pairs == 0 ? "no pairs asked for" : "the same tiles") << ')' << std::endl;
+    return EXIT_SUCCESS;
+  }
   const itk::UNetModel::TileSizeType modelTile(inputTile.begin(), inputTile.end());
   SecondsOfForwardPasses(model, modelTile, batchSize, batchSize); // warm-up: first calls optimise the network
   std::vector<double> ratios;
@@ -128,19 +134,20 @@ Compare(const std::string & modelFile, const itk::Size<VDimension> & size, unsig
 int
 main(int argc, char * argv[])
 {
-  if (argc != 5 && argc != 6)
+  if (argc != 6 && argc != 7)
   {
-    std::cerr << "usage: " << argv[0] << " model.pt pairs x y [z]" << std::endl;
+    std::cerr << "usage: " << argv[0] << " model.pt pairs tile x y [z]" << std::endl;
     return EXIT_FAILURE;
   }
   try
   {
     const auto pairs = static_cast<unsigned int>(std::stoul(argv[2]));
-    if (argc == 6)
+    const auto tile = static_cast<itk::SizeValueType>(std::stoul(argv[3]));
+    if (argc == 7)
     {
-      return Compare<3>(argv[1], { { std::stoul(argv[3]), std::stoul(argv[4]), std::stoul(argv[5]) } }, pairs);
+      return Compare<3>(argv[1], { { std::stoul(argv[4]), std::stoul(argv[5]), std::stoul(argv[6]) } }, tile, pairs);
     }
-    return Compare<2>(argv[1], { { std::stoul(argv[3]), std::stoul(argv[4]) } }, pairs);
+    return Compare<2>(argv[1], { { std::stoul(argv[4]), std::stoul(argv[5]) } }, tile, pairs);
   }
   catch (const std::exception & error)
   {

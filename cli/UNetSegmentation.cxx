@@ -40,6 +40,7 @@
 #include "itkVectorIndexSelectionCastImageFilter.h"
 #include "itksys/SystemTools.hxx"
 
+#include <cmath>
 #include <fstream>
 #include <iostream>
 #include <limits>
@@ -273,20 +274,24 @@ void
 StandardizeNormalization(TSegmenter * segmenter, const std::vector<float> & standardizeTo)
 {
   using ImageType = typename TSegmenter::InputImageType;
-  if (standardizeTo.size() != 2 || !(standardizeTo[1] > 0.0f))
+  if (standardizeTo.size() != 2)
   {
     itkGenericExceptionMacro("--standardizeTo takes two values, a mean and a positive standard deviation; got "
                              << standardizeTo.size() << " value(s).");
   }
-  const ImageType *  image = segmenter->GetInput();
-  const unsigned int channels = image->GetNumberOfComponentsPerPixel();
-  const auto         given = [](const std::vector<double> & values, unsigned int c, double none) {
-    return values.empty() ? none : values[values.size() == 1 ? 0 : c];
-  };
-  const double        toMean = standardizeTo[0];
-  const double        toStandardDeviation = standardizeTo[1];
-  std::vector<double> standardizedMean(channels);
-  std::vector<double> standardizedStandardDeviation(channels);
+  if (!std::isfinite(standardizeTo[0]))
+  {
+    itkGenericExceptionMacro("--standardizeTo: the mean must be finite; got " << standardizeTo[0] << '.');
+  }
+  if (!(standardizeTo[1] > 0.0f) || !std::isfinite(standardizeTo[1]))
+  {
+    itkGenericExceptionMacro("--standardizeTo: the standard deviation must be positive and finite; got "
+                             << standardizeTo[1] << '.');
+  }
+  const ImageType *   image = segmenter->GetInput();
+  const unsigned int  channels = image->GetNumberOfComponentsPerPixel();
+  std::vector<double> means(channels);
+  std::vector<double> standardDeviations(channels);
   using ChannelImageType = itk::Image<float, ImageType::ImageDimension>;
   for (unsigned int c = 0; c < channels; ++c)
   {
@@ -296,21 +301,16 @@ StandardizeNormalization(TSegmenter * segmenter, const std::vector<float> & stan
     auto statistics = itk::StatisticsImageFilter<ChannelImageType>::New();
     statistics->SetInput(channel->GetOutput());
     statistics->Update();
-    const double sigma = statistics->GetSigma();
-    if (!(sigma > 0.0))
+    means[c] = statistics->GetMean();
+    standardDeviations[c] = statistics->GetSigma();
+    if (!(standardDeviations[c] > 0.0))
     {
-      itkGenericExceptionMacro("--standardizeTo: channel " << c << " of the image is constant ("
-                                                           << statistics->GetMean()
+      itkGenericExceptionMacro("--standardizeTo: channel " << c << " of the image is constant (" << means[c]
                                                            << "); it has no standard deviation to standardise.");
     }
-    // (x - m) / sigma * S + M, then (. - mean) / sd: one affine map, written as (x - mean') / sd'.
-    standardizedMean[c] =
-      statistics->GetMean() + (given(segmenter->GetNormalizationMean(), c, 0.0) - toMean) * sigma / toStandardDeviation;
-    standardizedStandardDeviation[c] =
-      sigma * given(segmenter->GetNormalizationStandardDeviation(), c, 1.0) / toStandardDeviation;
   }
-  segmenter->SetNormalizationMean(standardizedMean);
-  segmenter->SetNormalizationStandardDeviation(standardizedStandardDeviation);
+  segmenter->SetNormalization(
+    segmenter->GetNormalization().AfterStandardizing(means, standardDeviations, standardizeTo[0], standardizeTo[1]));
 }
 
 template <unsigned int VDimension>

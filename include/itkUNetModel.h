@@ -23,6 +23,7 @@
 #include "itkIntTypes.h"
 #include "itkObject.h"
 #include "itkObjectFactory.h"
+#include "itkUNetNetworkGeometry.h"
 
 #include <memory>
 #include <string>
@@ -161,6 +162,12 @@ public:
   /** The largest valid output edge that is at most `outputSize`, or 0 if there is none. */
   SizeValueType
   GetValidOutputSizeAtMost(unsigned int axis, SizeValueType outputSize) const;
+
+#ifndef ITK_WRAPPING_PARSER
+  /** All of the geometry above, with the forward-pass memory model, as one value (what UNetTilePlan plans from). */
+  const UNetNetworkGeometry &
+  GetGeometry() const;
+#endif
 
   /** Estimated peak bytes LibTorch allocates during one forward pass of `batchSize` tiles of `inputTileSize`
    * (activations and scores; the input tiles are the caller's). Load() measures the allocations of forward passes

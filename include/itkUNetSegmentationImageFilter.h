@@ -19,17 +19,15 @@
 #define itkUNetSegmentationImageFilter_h
 
 #include "itkImageToImageFilter.h"
-#include "itkLexicographicCompare.h"
-#include "itkUNetBoundaryCondition.h"
 #include "itkUNetModel.h"
+#include "itkUNetNormalization.h"
 #include "itkUNetSegmentationImageFilterEnums.h"
-#include "itkUNetTileFlips.h"
-#include "itkUNetTileGrid.h"
+#include "itkUNetStreamCache.h"
+#include "itkUNetTilePlan.h"
 #include "itkVectorImage.h"
 #include "UNetSegmentationExport.h"
 
 #include <algorithm>
-#include <map>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -93,6 +91,7 @@ public:
   using RegionType = typename OutputImageType::RegionType;
   using SizeType = typename OutputImageType::SizeType;
   using IndexType = typename OutputImageType::IndexType;
+  using TilePlanType = UNetTilePlan<ImageDimension>;
   using TileGridType = UNetTileGrid<ImageDimension>;
   using DataObjectIdentifierType = typename Superclass::DataObjectIdentifierType;
 
@@ -179,12 +178,16 @@ public:
   const SizeType &
   GetTileStride() const
   {
-    return m_TileGrid.GetStride();
+    return this->GetTileGrid().GetStride();
   }
 
   /** The working memory, in megabytes, estimated for the tile size and batch of the last update (see MemoryBudget);
    * valid once the output information is generated. */
-  itkGetConstMacro(EstimatedWorkingMemory, double);
+  double
+  GetEstimatedWorkingMemory() const
+  {
+    return m_TilePlan.GetMemoryEstimate().GetTotalBytes() / (1024.0 * 1024.0);
+  }
 
   /** Produce the "Probabilities" output (default on). Off, no per-class buffer is allocated, only the label map is
    * produced, and GetProbabilityOutput() returns null. */
@@ -227,13 +230,28 @@ public:
    * to every channel; an empty vector (default) means mean 0 and standard deviation 1. */
   void
   SetNormalizationMean(const std::vector<double> & mean);
-  itkGetConstReferenceMacro(NormalizationMean, std::vector<double>);
+  const std::vector<double> &
+  GetNormalizationMean() const
+  {
+    return m_Normalization.GetMean();
+  }
   void
   SetNormalizationStandardDeviation(const std::vector<double> & standardDeviation);
-  itkGetConstReferenceMacro(NormalizationStandardDeviation, std::vector<double>);
+  const std::vector<double> &
+  GetNormalizationStandardDeviation() const
+  {
+    return m_Normalization.GetStandardDeviation();
+  }
   /** Normalisation as (value + shift) * scale, the same thing said the other way. */
   void
   SetNormalizationShiftScale(double shift, double scale);
+
+#ifndef ITK_WRAPPING_PARSER
+  /** Both normalisation settings as one value. */
+  void
+  SetNormalization(const UNetNormalization & normalization);
+  itkGetConstReferenceMacro(Normalization, UNetNormalization);
+#endif
 
   /** Output 0: the label map. */
   OutputImageType *
@@ -256,11 +274,17 @@ public:
   }
 
 #ifndef ITK_WRAPPING_PARSER
-  /** The tile grid the last update used (or will use, once the output information is generated). */
+  /** The tiles, batches and memory the last update used (or will use, once the output information is generated). */
+  const TilePlanType &
+  GetTilePlan() const
+  {
+    return m_TilePlan;
+  }
+  /** The tile grid of GetTilePlan(). */
   const TileGridType &
   GetTileGrid() const
   {
-    return m_TileGrid;
+    return m_TilePlan.GetGrid();
   }
 #endif
 
@@ -295,49 +319,26 @@ protected:
 
 private:
   using TileIndexType = typename TileGridType::TileIndexType;
-  using TileMapType = std::map<TileIndexType, std::vector<float>, Functor::CoLexicographicCompare>;
+  using StreamCacheType = unet_detail::StreamCache<OutputImageType, ProbabilityImageType>;
+  using TileMapType = typename StreamCacheType::TileMapType;
 
-  /** Loads the model and sets up the tile grid for the input's largest possible region. */
+  /** Loads the model and checks that it fits the input and the label type. */
   void
-  ConfigureTiling();
+  LoadModel();
 
-  /** Estimated working memory in bytes (see MemoryBudget) for tiles of `tileSize` over `image`, `batchSize` a batch;
-   * `batchOnly`: only what one batch costs (activations, its input tiles and probabilities). */
-  double
-  EstimateWorkingMemory(const RegionType & image, const SizeType & tileSize, unsigned int batchSize,
-                        bool batchOnly = false) const;
-
-  /** Throws unless TileSize[axis] is 0 (automatic) or valid for the network and, where an image of `extent` voxels
-   * needs more than one tile, alignable to its pooling grid with TileOverlap. */
-  void
-  VerifyTileEdge(unsigned int axis, SizeValueType extent) const;
-
-  /** How many tiles of `edge` on the aligned grid cover `extent` voxels along `axis`; 0 when such tiles cannot be
-   * aligned and one does not cover the extent. */
-  SizeValueType
-  NumberOfTilesAlong(unsigned int axis, SizeValueType extent, SizeValueType edge) const;
-
-  /** The automatic tile size: the fewest network input voxels for `image` within MemoryBudget. */
-  SizeType
-  ChooseTileSize(const RegionType & image) const;
-
-  /** Whether what the last update left (m_Reusable) is still this pipeline's: same settings, input and tiles, and
-   * its outputs still buffered. */
-  bool
-  CanReuse() const;
-
-  /** The tiles whose probabilities an update of `outputRegion` needs, in tile order: those covering a voxel outside
+  /** The tiles whose probabilities an update of `outputRegion` needs, in tile order: those writing a voxel outside
    * `reusedRegion`. */
   std::vector<TileIndexType>
   GetTilesNeeded(const RegionType & outputRegion, const RegionType & reusedRegion) const;
 
+  /** Runs the tiles an update of `outputRegion` needs (or takes them from `reused`) and accumulates them into the
+   * outputs; returns the blended tiles that reach past `outputRegion`, for the next piece. */
+  TileMapType
+  SegmentTiles(const RegionType & outputRegion, typename StreamCacheType::Reused & reused);
+
   /** Throws a MemoryAllocationError that names the tiles, batch and budget of an update that ran out of memory. */
   [[noreturn]] void
-  ThrowOutOfMemory(const RegionType & outputRegion, unsigned int batchSize, const std::string & reason) const;
-
-  /** Fills `tileBuffer` (channels first, x fastest) with the normalised input around `tile`. */
-  void
-  GatherInputTile(const InputImageType * input, const RegionType & tile, float * tileBuffer) const;
+  ThrowOutOfMemory(const RegionType & outputRegion, const std::string & reason) const;
 
   UNetModel::Pointer    m_Model{};
   SizeType              m_TileSize{ { 0 } };
@@ -347,28 +348,12 @@ private:
   double                m_MemoryBudget{ 1024.0 };
   BoundaryConditionEnum m_BoundaryCondition{ BoundaryConditionEnum::Mirror };
   double                m_BoundaryConstant{ 0.0 };
-  std::vector<double>   m_NormalizationMean{};
-  std::vector<double>   m_NormalizationStandardDeviation{};
+  UNetNormalization     m_Normalization{};
+  bool                  m_GenerateProbabilities{ true };
+  FlipAxesType          m_TestTimeFlipAxes{ FlipAxesType::Filled(false) };
 
-  bool         m_GenerateProbabilities{ true };
-  FlipAxesType m_TestTimeFlipAxes{ FlipAxesType::Filled(false) };
-
-  TileGridType m_TileGrid{};
-  unsigned int m_BatchSize{ 1 };
-  double       m_EstimatedWorkingMemory{ 0.0 };
-
-  /** What the last update leaves for the next piece of a streamed update: its outputs (their buffered region is
-   * `Completed`) and the probabilities of the overlapping tiles that reach past that region. Valid while the
-   * pipeline has not changed since `Time`. */
-  struct ReusableResults
-  {
-    bool         Valid{ false };
-    TimeStamp    Time{};
-    TileGridType Grid{};
-    RegionType   Completed{};
-    TileMapType  Tiles{};
-  };
-  ReusableResults m_Reusable{};
+  TilePlanType    m_TilePlan{};
+  StreamCacheType m_StreamCache{};
 };
 
 } // end namespace itk

@@ -27,30 +27,46 @@
 
 namespace itk
 {
+namespace unet_detail
+{
 
-/** \class UNetTileAccumulator
+/** The most probable of `classes` probabilities `stride` apart (the lowest class on ties): a voxel's label. */
+inline unsigned int
+MostProbableClass(const float * probabilities, unsigned int classes, SizeValueType stride = 1)
+{
+  unsigned int best = 0;
+  for (unsigned int k = 1; k < classes; ++k)
+  {
+    best = probabilities[k * stride] > probabilities[best * stride] ? k : best;
+  }
+  return best;
+}
+
+/** \class TileAccumulator
  * \brief Puts the class probabilities of tiles into an output region: the label map and, optionally, the
- * probabilities.
+ * probabilities, by one of two strategies.
  *
- * Tiles that are not blended write each voxel once: their probabilities are copied and their labels (the most
- * probable class, the lowest on ties) written as each tile arrives. Overlapping tiles are blended: every voxel
- * accumulates weight * probability over the tiles covering it, with the weights of a Gaussian centred on each tile
- * (sigma = edge / 8 along each axis) or equal weights, and Finish() divides by the summed weights and writes the
- * labels. The accumulation runs in the order the tiles are added, so adding them in the same order gives the same bits.
+ * Copy (tiles that are not blended write each voxel once): a tile's probabilities over the part it writes are copied
+ * and their labels (MostProbableClass) written as the tile arrives. Blend (overlapping tiles, UNetTileGrid::GetBlend):
+ * every voxel accumulates weight * probability over the tiles covering it, with the weights of a Gaussian centred on
+ * each tile (sigma = edge / 8 along each axis) or equal weights, and Finish() divides by the summed weights and writes
+ * the labels. The accumulation runs in the order the tiles are added, so adding them in the same order gives the same
+ * bits.
  *
+ * \sa UNetSegmentationImageFilter, UNetTileGrid
  * \ingroup UNetSegmentation
  */
 template <unsigned int VDimension, typename TLabel>
-class UNetTileAccumulator
+class TileAccumulator
 {
 public:
   using RegionType = ImageRegion<VDimension>;
   using SizeType = typename RegionType::SizeType;
 
   /** `region`: the output voxels; `labels` and `probabilities` (`classes` floats a voxel, or null when they are not
-   * wanted) hold it, x fastest. `blend`: tiles overlap. */
-  UNetTileAccumulator(const RegionType & region, unsigned int classes, const SizeType & tileSize, bool blend,
-                      bool gaussian, TLabel * labels, float * probabilities)
+   * wanted) hold it, x fastest. `blend`: tiles overlap and are blended, with Gaussian weights if `gaussian`. */
+  TileAccumulator(const RegionType & region, unsigned int classes, const SizeType & tileSize, bool blend, bool gaussian,
+                  TLabel * labels, float * probabilities)
     : m_Region(region)
     , m_Classes(classes)
     , m_Blend(blend)
@@ -86,32 +102,16 @@ public:
     const SizeValueType lineLength = covered.GetSize(0);
     for (const auto & lineStart : UNetLineStarts(covered))
     {
-      const SizeValueType tileOffset = UNetOffsetInRegion(tile, lineStart);
+      const float *       source = tileProbabilities + UNetOffsetInRegion(tile, lineStart);
       const SizeValueType outputOffset = UNetOffsetInRegion(m_Region, lineStart);
-      for (SizeValueType i = 0; i < lineLength; ++i)
+      if (m_Blend)
       {
-        const float * source = tileProbabilities + tileOffset + i;
-        float *       sums = m_Probabilities == nullptr ? nullptr : m_Probabilities + (outputOffset + i) * m_Classes;
-        if (m_Blend)
-        {
-          const float weight = m_TileWeights[tileOffset + i];
-          for (unsigned int k = 0; k < m_Classes; ++k)
-          {
-            sums[k] += weight * source[k * tileVoxels];
-          }
-          m_WeightSums[outputOffset + i] += weight;
-          continue;
-        }
-        unsigned int best = 0;
-        for (unsigned int k = 0; k < m_Classes; ++k)
-        {
-          best = source[k * tileVoxels] > source[best * tileVoxels] ? k : best;
-          if (sums != nullptr)
-          {
-            sums[k] = source[k * tileVoxels];
-          }
-        }
-        m_Labels[outputOffset + i] = static_cast<TLabel>(best);
+        this->BlendLine(
+          source, m_TileWeights.data() + UNetOffsetInRegion(tile, lineStart), tileVoxels, outputOffset, lineLength);
+      }
+      else
+      {
+        this->CopyLine(source, tileVoxels, outputOffset, lineLength);
       }
     }
   }
@@ -131,14 +131,12 @@ public:
       {
         continue;
       }
-      float *      voxel = m_Probabilities + v * m_Classes;
-      unsigned int best = 0;
+      float * voxel = m_Probabilities + v * m_Classes;
       for (unsigned int k = 0; k < m_Classes; ++k)
       {
         voxel[k] /= m_WeightSums[v];
-        best = voxel[k] > voxel[best] ? k : best;
       }
-      m_Labels[v] = static_cast<TLabel>(best);
+      m_Labels[v] = static_cast<TLabel>(MostProbableClass(voxel, m_Classes));
     }
   }
 
@@ -178,6 +176,40 @@ public:
   }
 
 private:
+  /** Copy: `length` voxels of a tile line (classes `tileVoxels` apart) into the outputs from `outputOffset`. */
+  void
+  CopyLine(const float * source, SizeValueType tileVoxels, SizeValueType outputOffset, SizeValueType length)
+  {
+    for (SizeValueType i = 0; i < length; ++i)
+    {
+      if (m_Probabilities != nullptr)
+      {
+        float * voxel = m_Probabilities + (outputOffset + i) * m_Classes;
+        for (unsigned int k = 0; k < m_Classes; ++k)
+        {
+          voxel[k] = source[i + k * tileVoxels];
+        }
+      }
+      m_Labels[outputOffset + i] = static_cast<TLabel>(MostProbableClass(source + i, m_Classes, tileVoxels));
+    }
+  }
+
+  /** Blend: adds `length` voxels of a tile line, weighted, to the sums from `outputOffset`. */
+  void
+  BlendLine(const float * source, const float * weights, SizeValueType tileVoxels, SizeValueType outputOffset,
+            SizeValueType length)
+  {
+    for (SizeValueType i = 0; i < length; ++i)
+    {
+      float * sums = m_Probabilities + (outputOffset + i) * m_Classes;
+      for (unsigned int k = 0; k < m_Classes; ++k)
+      {
+        sums[k] += weights[i] * source[i + k * tileVoxels];
+      }
+      m_WeightSums[outputOffset + i] += weights[i];
+    }
+  }
+
   RegionType         m_Region;
   unsigned int       m_Classes;
   bool               m_Blend;
@@ -188,6 +220,7 @@ private:
   std::vector<float> m_TileWeights{};
 };
 
+} // end namespace unet_detail
 } // end namespace itk
 
 #endif // itkUNetTileAccumulator_h

@@ -167,16 +167,8 @@ public:
   bool               loadedFreeze{ false };
   bool               frozen{ false };
 
-  unsigned int dimension{ 0 };
-  unsigned int inputChannels{ 0 };
-  int64_t      outputChannels{ 0 };
-  // Per axis, x first.
-  std::vector<SizeValueType> border{};
-  std::vector<SizeValueType> factor{};
-  std::vector<SizeValueType> minimumInputSize{};
-  // Forward-pass allocations of one tile: fixed + perInputVoxel * input voxels.
-  double forwardBytesFixed{ 0.0 };
-  double forwardBytesPerInputVoxel{ 0.0 };
+  UNetNetworkGeometry geometry{};
+  int64_t             outputChannels{ 0 }; // 1 for a network read as two classes through a sigmoid
 
   /** Sets the calling thread's LibTorch (OpenMP) thread count while it lives, and then gives the caller back its
    * own: a Python user's torch.set_num_threads must not change because a filter ran on their thread. */
@@ -211,7 +203,7 @@ public:
   {
     // ITK's buffers run x fastest, which is the last axis of a contiguous N x C x (D x) H x W tensor.
     std::vector<int64_t> shape{ batch, channels };
-    for (auto axis = static_cast<int>(dimension) - 1; axis >= 0; --axis)
+    for (auto axis = static_cast<int>(geometry.Dimension) - 1; axis >= 0; --axis)
     {
       shape.push_back(static_cast<int64_t>(edges[axis]));
     }
@@ -258,18 +250,18 @@ public:
       result.error = FirstLine(error.what());
       return result;
     }
-    if (output.dim() != static_cast<int64_t>(dimension) + 2 || output.size(0) != 1)
+    if (output.dim() != static_cast<int64_t>(geometry.Dimension) + 2 || output.size(0) != 1)
     {
       itkGenericExceptionMacro(
         "The network's output has shape "
         << ShapeToString(output.sizes()) << " for an input of shape " << ShapeToString(TorchShape(1, channels, edges))
-        << "; expected [batch, classes, spatial axes...] with " << dimension << " spatial axes.");
+        << "; expected [batch, classes, spatial axes...] with " << geometry.Dimension << " spatial axes.");
     }
     result.ran = true;
     result.outputChannels = output.size(1);
-    for (unsigned int axis = 0; axis < dimension; ++axis)
+    for (unsigned int axis = 0; axis < geometry.Dimension; ++axis)
     {
-      result.outputEdges.push_back(output.size(1 + dimension - axis));
+      result.outputEdges.push_back(output.size(1 + geometry.Dimension - axis));
     }
     return result;
   }
@@ -277,7 +269,7 @@ public:
   ProbeResult
   ProbeCube(int64_t channels, SizeValueType edge)
   {
-    return Probe(channels, std::vector<SizeValueType>(dimension, edge));
+    return Probe(channels, std::vector<SizeValueType>(geometry.Dimension, edge));
   }
   /** Parses the device, loads the TorchScript file onto it, and sets the network to evaluation mode. */
   void
@@ -326,7 +318,7 @@ public:
     }
   }
 
-  /** Sets the dimension from the first convolution weight (the first parameter of rank 3 or more: [out, in,
+  /** Sets the geometry.Dimension from the first convolution weight (the first parameter of rank 3 or more: [out, in,
    * kernel...]), or from `requestedDimension` when there is none, and returns the channel counts to probe, likeliest
    * first: the weight's input channels, then 1 to 16. */
   std::vector<int64_t>
@@ -345,19 +337,19 @@ public:
                                                        << ShapeToString(parameter.sizes()) << "), but the images are "
                                                        << requestedDimension << "-D.");
         }
-        dimension = networkDimension;
+        geometry.Dimension = networkDimension;
         channelCandidates.push_back(parameter.size(1));
         break;
       }
     }
-    if (dimension == 0)
+    if (geometry.Dimension == 0)
     {
-      dimension = requestedDimension;
+      geometry.Dimension = requestedDimension;
     }
-    if (dimension != 2 && dimension != 3)
+    if (geometry.Dimension != 2 && geometry.Dimension != 3)
     {
-      itkGenericExceptionMacro("Cannot tell which image dimension the network in \""
-                               << fileName << "\" takes (found " << dimension
+      itkGenericExceptionMacro("Cannot tell which image geometry.Dimension the network in \""
+                               << fileName << "\" takes (found " << geometry.Dimension
                                << "); it has no convolution weight, so set ImageDimension to 2 or 3.");
     }
     // A network without a convolution weight (an analytic one, say) is tried with each channel count in turn.
@@ -406,7 +398,7 @@ public:
         const ProbeResult probe = ProbeCube(channels, edge);
         if (probe.ran)
         {
-          inputChannels = static_cast<unsigned int>(channels);
+          geometry.InputChannels = static_cast<unsigned int>(channels);
           outputChannels = probe.outputChannels;
           return edge;
         }
@@ -416,7 +408,7 @@ public:
         }
       }
     }
-    itkGenericExceptionMacro("The network in \"" << fileName << "\" ran on no " << dimension
+    itkGenericExceptionMacro("The network in \"" << fileName << "\" ran on no " << geometry.Dimension
                                                  << "-D input of 1 to 16 channels and edges 1 to " << maximumProbeSize
                                                  << "; with " << channelCandidates.front() << " channel(s) and edge "
                                                  << maximumProbeSize << ": " << lastError);
@@ -425,7 +417,7 @@ public:
   ProbeResult
   ProbeWithChannels(const std::vector<SizeValueType> & edges)
   {
-    ProbeResult probe = Probe(inputChannels, edges);
+    ProbeResult probe = Probe(geometry.InputChannels, edges);
     if (probe.ran && probe.outputChannels != outputChannels)
     {
       itkGenericExceptionMacro("The network's number of output channels changes with the input size ("
@@ -439,8 +431,8 @@ public:
   std::vector<SizeValueType>
   ShrinkRunningShape(SizeValueType runningEdge)
   {
-    std::vector<SizeValueType> shape(dimension, runningEdge);
-    for (unsigned int axis = 0; axis < dimension; ++axis)
+    std::vector<SizeValueType> shape(geometry.Dimension, runningEdge);
+    for (unsigned int axis = 0; axis < geometry.Dimension; ++axis)
     {
       while (shape[axis] > 1)
       {
@@ -477,7 +469,7 @@ public:
       }
       const ProbeResult probe = ProbeWithChannels(edges);
       allRan = allRan && probe.ran;
-      for (unsigned int axis = 0; probe.ran && axis < dimension; ++axis)
+      for (unsigned int axis = 0; probe.ran && axis < geometry.Dimension; ++axis)
       {
         scans[axis].Add(edges[axis], probe.outputEdges[axis]);
       }
@@ -496,14 +488,14 @@ public:
   void
   RefineFactor(unsigned int axis, const std::vector<SizeValueType> & base, const AxisScan & scan)
   {
-    for (SizeValueType step = 1; step < factor[axis]; ++step)
+    for (SizeValueType step = 1; step < geometry.DownsamplingFactor[axis]; ++step)
     {
       std::vector<SizeValueType> edges = base;
       edges[axis] += step;
       const ProbeResult probe = ProbeWithChannels(edges);
       if (probe.ran && static_cast<int64_t>(edges[axis]) - probe.outputEdges[axis] == scan.smallestLoss)
       {
-        factor[axis] = step;
+        geometry.DownsamplingFactor[axis] = step;
         return;
       }
     }
@@ -516,34 +508,34 @@ public:
                       int64_t smallestLoss)
   {
     std::vector<SizeValueType> edges = base;
-    edges[axis] += 2 * factor[axis];
+    edges[axis] += 2 * geometry.DownsamplingFactor[axis];
     const ProbeResult probe = ProbeWithChannels(edges);
     if (!probe.ran || static_cast<int64_t>(edges[axis]) - probe.outputEdges[axis] != smallestLoss)
     {
       itkGenericExceptionMacro("The network in \""
                                << fileName << "\" has no regular valid input edges along axis " << axis << ": edges "
-                               << base[axis] << " and " << base[axis] + factor[axis] << " lose the fewest voxels ("
-                               << smallestLoss << ") of those tried up to " << base[axis] + factor[axis]
+                               << base[axis] << " and " << base[axis] + geometry.DownsamplingFactor[axis] << " lose the fewest voxels ("
+                               << smallestLoss << ") of those tried up to " << base[axis] + geometry.DownsamplingFactor[axis]
                                << ", but edge " << edges[axis] << (probe.ran ? " loses more" : " fails") << '.');
     }
   }
 
-  /** The smallest valid edge along `axis`: down from `base` by the factor while an output remains, confirmed by
+  /** The smallest valid edge along `axis`: down from `base` by the geometry.DownsamplingFactor while an output remains, confirmed by
    * running it (the other axes held at `base`). */
   SizeValueType
   FindMinimumEdge(unsigned int axis, const std::vector<SizeValueType> & base)
   {
     SizeValueType edge = base[axis];
-    while (edge > factor[axis] && edge - factor[axis] > 2 * border[axis])
+    while (edge > geometry.DownsamplingFactor[axis] && edge - geometry.DownsamplingFactor[axis] > 2 * geometry.Border[axis])
     {
-      edge -= factor[axis];
+      edge -= geometry.DownsamplingFactor[axis];
     }
-    for (; edge < base[axis]; edge += factor[axis])
+    for (; edge < base[axis]; edge += geometry.DownsamplingFactor[axis])
     {
       std::vector<SizeValueType> edges = base;
       edges[axis] = edge;
       const ProbeResult probe = ProbeWithChannels(edges);
-      if (probe.ran && probe.outputEdges[axis] == static_cast<int64_t>(edge - 2 * border[axis]))
+      if (probe.ran && probe.outputEdges[axis] == static_cast<int64_t>(edge - 2 * geometry.Border[axis]))
       {
         break;
       }
@@ -551,16 +543,16 @@ public:
     return edge;
   }
 
-  /** Whether the network maps `edges` to `edges - 2 * border` on every axis; throws, naming `what` and the sizes
+  /** Whether the network maps `edges` to `edges - 2 * geometry.Border` on every axis; throws, naming `what` and the sizes
    * tried, when not. */
   void
   ConfirmGeometry(const std::string & fileName, const std::vector<SizeValueType> & edges, const char * what)
   {
     const ProbeResult probe = ProbeWithChannels(edges);
     bool              expected = probe.ran;
-    for (unsigned int axis = 0; expected && axis < dimension; ++axis)
+    for (unsigned int axis = 0; expected && axis < geometry.Dimension; ++axis)
     {
-      expected = probe.outputEdges[axis] == static_cast<int64_t>(edges[axis] - 2 * border[axis]);
+      expected = probe.outputEdges[axis] == static_cast<int64_t>(edges[axis] - 2 * geometry.Border[axis]);
     }
     if (!expected)
     {
@@ -575,41 +567,41 @@ public:
         got << "fails: " << probe.error;
       }
       itkGenericExceptionMacro("The network in \""
-                               << fileName << "\" is inconsistent between " << what << ": probed per axis, border "
-                               << EdgesToString(border) << ", downsampling factor " << EdgesToString(factor)
-                               << ", smallest input " << EdgesToString(minimumInputSize) << "; but an input of "
+                               << fileName << "\" is inconsistent between " << what << ": probed per axis, geometry.Border "
+                               << EdgesToString(geometry.Border) << ", downsampling geometry.DownsamplingFactor " << EdgesToString(geometry.DownsamplingFactor)
+                               << ", smallest input " << EdgesToString(geometry.MinimumInputSize) << "; but an input of "
                                << EdgesToString(edges) << ' ' << got.str() << '.');
     }
   }
 
-  /** Finds the input channels, the classes and, per axis, the border, the downsampling factor and the smallest
+  /** Finds the input channels, the classes and, per axis, the geometry.Border, the downsampling geometry.DownsamplingFactor and the smallest
    * valid input edge by running the network on zero inputs. */
   void
   ProbeGeometry(const std::string & fileName, const std::vector<int64_t> & channelCandidates,
                 SizeValueType maximumProbeSize)
   {
     const SizeValueType   runningEdge = FindRunningEdge(fileName, channelCandidates, maximumProbeSize);
-    std::vector<AxisScan> scans(dimension);
+    std::vector<AxisScan> scans(geometry.Dimension);
     const bool            everyStepRan = ScanShapes(ShrinkRunningShape(runningEdge), scans);
 
-    std::vector<SizeValueType> base(dimension);
-    border.assign(dimension, 0);
-    factor.assign(dimension, 1);
-    for (unsigned int axis = 0; axis < dimension; ++axis)
+    std::vector<SizeValueType> base(geometry.Dimension);
+    geometry.Border.assign(geometry.Dimension, 0);
+    geometry.DownsamplingFactor.assign(geometry.Dimension, 1);
+    for (unsigned int axis = 0; axis < geometry.Dimension; ++axis)
     {
       const std::vector<SizeValueType> & aligned = scans[axis].alignedEdges;
       if (scans[axis].smallestLoss < 0 || scans[axis].smallestLoss % 2 != 0)
       {
         itkGenericExceptionMacro("The network in \"" << fileName << "\" changes a tile's edge along axis " << axis
                                                      << " by " << -scans[axis].smallestLoss
-                                                     << "; only networks that lose the same border on both sides "
+                                                     << "; only networks that lose the same geometry.Border on both sides "
                                                         "(or none) are supported.");
       }
       base[axis] = aligned[0];
-      border[axis] = static_cast<SizeValueType>(scans[axis].smallestLoss / 2);
-      factor[axis] = aligned[1] - aligned[0];
+      geometry.Border[axis] = static_cast<SizeValueType>(scans[axis].smallestLoss / 2);
+      geometry.DownsamplingFactor[axis] = aligned[1] - aligned[0];
     }
-    for (unsigned int axis = 0; axis < dimension; ++axis)
+    for (unsigned int axis = 0; axis < geometry.Dimension; ++axis)
     {
       if (!everyStepRan)
       {
@@ -617,18 +609,19 @@ public:
       }
       ConfirmRegularEdges(fileName, axis, base, scans[axis].smallestLoss);
     }
-    minimumInputSize.assign(dimension, 0);
-    for (unsigned int axis = 0; axis < dimension; ++axis)
+    geometry.MinimumInputSize.assign(geometry.Dimension, 0);
+    for (unsigned int axis = 0; axis < geometry.Dimension; ++axis)
     {
-      minimumInputSize[axis] = FindMinimumEdge(axis, base);
+      geometry.MinimumInputSize[axis] = FindMinimumEdge(axis, base);
     }
-    ConfirmGeometry(fileName, minimumInputSize, "axes");
-    std::vector<SizeValueType> next = minimumInputSize;
-    for (unsigned int axis = 0; axis < dimension; ++axis)
+    ConfirmGeometry(fileName, geometry.MinimumInputSize, "axes");
+    std::vector<SizeValueType> next = geometry.MinimumInputSize;
+    for (unsigned int axis = 0; axis < geometry.Dimension; ++axis)
     {
-      next[axis] += factor[axis];
+      next[axis] += geometry.DownsamplingFactor[axis];
     }
     ConfirmGeometry(fileName, next, "sizes");
+    geometry.Classes = outputChannels == 1 ? 2u : static_cast<unsigned int>(outputChannels);
   }
 
   /** Freezes the network and optimises it for inference; returns why not, or nothing. Freezing works on a copy, so a
@@ -654,24 +647,24 @@ public:
   void
   MeasureForwardMemory()
   {
-    const auto                 probeEdge = static_cast<SizeValueType>(std::pow(double{ 1 << 18 }, 1.0 / dimension));
-    std::vector<SizeValueType> large(dimension);
-    for (unsigned int axis = 0; axis < dimension; ++axis)
+    const auto                 probeEdge = static_cast<SizeValueType>(std::pow(double{ 1 << 18 }, 1.0 / geometry.Dimension));
+    std::vector<SizeValueType> large(geometry.Dimension);
+    for (unsigned int axis = 0; axis < geometry.Dimension; ++axis)
     {
-      large[axis] = minimumInputSize[axis] + factor[axis];
-      while (large[axis] + factor[axis] <= probeEdge)
+      large[axis] = geometry.MinimumInputSize[axis] + geometry.DownsamplingFactor[axis];
+      while (large[axis] + geometry.DownsamplingFactor[axis] <= probeEdge)
       {
-        large[axis] += factor[axis];
+        large[axis] += geometry.DownsamplingFactor[axis];
       }
     }
     double measured[2];
     double voxels[2];
     for (const int i : { 0, 1 })
     {
-      const std::vector<SizeValueType> & probe = i == 0 ? minimumInputSize : large;
+      const std::vector<SizeValueType> & probe = i == 0 ? geometry.MinimumInputSize : large;
       try
       {
-        measured[i] = MeasureForwardBytes(torch::zeros(TorchShape(1, inputChannels, probe)));
+        measured[i] = MeasureForwardBytes(torch::zeros(TorchShape(1, geometry.InputChannels, probe)));
       }
       catch (const std::exception & error)
       {
@@ -685,8 +678,8 @@ public:
         voxels[i] *= static_cast<double>(edge);
       }
     }
-    forwardBytesPerInputVoxel = std::max(0.0, (measured[1] - measured[0]) / (voxels[1] - voxels[0]));
-    forwardBytesFixed = std::max(0.0, measured[1] - forwardBytesPerInputVoxel * voxels[1]);
+    geometry.ForwardBytesPerInputVoxel = std::max(0.0, (measured[1] - measured[0]) / (voxels[1] - voxels[0]));
+    geometry.ForwardBytesFixed = std::max(0.0, measured[1] - geometry.ForwardBytesPerInputVoxel * voxels[1]);
   }
 };
 
@@ -762,7 +755,7 @@ unsigned int
 UNetModel::GetNetworkDimension() const
 {
   this->VerifyLoaded("GetNetworkDimension");
-  return m_Implementation->dimension;
+  return m_Implementation->geometry.Dimension;
 }
 
 void
@@ -778,9 +771,9 @@ void
 UNetModel::VerifyAxis(const char * what, unsigned int axis) const
 {
   this->VerifyLoaded(what);
-  if (axis >= m_Implementation->dimension)
+  if (axis >= m_Implementation->geometry.Dimension)
   {
-    itkExceptionMacro(<< what << ": axis " << axis << " does not exist in the " << m_Implementation->dimension
+    itkExceptionMacro(<< what << ": axis " << axis << " does not exist in the " << m_Implementation->geometry.Dimension
                       << "-D network.");
   }
 }
@@ -790,20 +783,20 @@ UNetModel::VerifyInputTileSize(const char * what, const TileSizeType & inputTile
 {
   this->VerifyLoaded(what);
   const Implementation & impl = *m_Implementation;
-  if (inputTileSize.size() != impl.dimension)
+  if (inputTileSize.size() != impl.geometry.Dimension)
   {
-    itkExceptionMacro("A tile of " << inputTileSize.size() << " axes was given to a " << impl.dimension
+    itkExceptionMacro("A tile of " << inputTileSize.size() << " axes was given to a " << impl.geometry.Dimension
                                    << "-D network.");
   }
   // The network must never see an edge it was not probed to take: an optimised network can crash on one.
-  for (unsigned int axis = 0; axis < impl.dimension; ++axis)
+  for (unsigned int axis = 0; axis < impl.geometry.Dimension; ++axis)
   {
     const SizeValueType edge = inputTileSize[axis];
-    if (edge < 2 * impl.border[axis] || !this->IsValidOutputSize(axis, edge - 2 * impl.border[axis]))
+    if (edge < 2 * impl.geometry.Border[axis] || !this->IsValidOutputSize(axis, edge - 2 * impl.geometry.Border[axis]))
     {
       itkExceptionMacro("Input tile edge " << edge << " along axis " << axis
                                            << " is not valid for the network; valid edges there are "
-                                           << impl.minimumInputSize[axis] << " + k * " << impl.factor[axis] << '.');
+                                           << impl.geometry.MinimumInputSize[axis] << " + k * " << impl.geometry.DownsamplingFactor[axis] << '.');
     }
   }
 }
@@ -812,85 +805,76 @@ unsigned int
 UNetModel::GetNumberOfInputChannels() const
 {
   this->VerifyLoaded("GetNumberOfInputChannels");
-  return m_Implementation->inputChannels;
+  return m_Implementation->geometry.InputChannels;
 }
 
 unsigned int
 UNetModel::GetNumberOfClasses() const
 {
   this->VerifyLoaded("GetNumberOfClasses");
-  return m_Implementation->outputChannels == 1 ? 2u : static_cast<unsigned int>(m_Implementation->outputChannels);
+  return m_Implementation->geometry.Classes;
 }
 
 UNetModel::SizeValueType
 UNetModel::GetBorder(unsigned int axis) const
 {
   this->VerifyAxis("GetBorder", axis);
-  return m_Implementation->border[axis];
+  return m_Implementation->geometry.Border[axis];
 }
 
 UNetModel::SizeValueType
 UNetModel::GetDownsamplingFactor(unsigned int axis) const
 {
   this->VerifyAxis("GetDownsamplingFactor", axis);
-  return m_Implementation->factor[axis];
+  return m_Implementation->geometry.DownsamplingFactor[axis];
 }
 
 UNetModel::SizeValueType
 UNetModel::GetMinimumInputSize(unsigned int axis) const
 {
   this->VerifyAxis("GetMinimumInputSize", axis);
-  return m_Implementation->minimumInputSize[axis];
+  return m_Implementation->geometry.MinimumInputSize[axis];
 }
 
 UNetModel::SizeValueType
 UNetModel::GetMinimumOutputSize(unsigned int axis) const
 {
-  return this->GetMinimumInputSize(axis) - 2 * this->GetBorder(axis);
+  this->VerifyAxis("GetMinimumOutputSize", axis);
+  return m_Implementation->geometry.GetMinimumOutputSize(axis);
 }
 
 bool
 UNetModel::IsValidOutputSize(unsigned int axis, SizeValueType outputSize) const
 {
-  const SizeValueType minimum = this->GetMinimumOutputSize(axis);
-  return outputSize >= minimum && (outputSize - minimum) % this->GetDownsamplingFactor(axis) == 0;
+  this->VerifyAxis("IsValidOutputSize", axis);
+  return m_Implementation->geometry.IsValidOutputSize(axis, outputSize);
 }
 
 UNetModel::SizeValueType
 UNetModel::GetValidOutputSizeAtLeast(unsigned int axis, SizeValueType outputSize) const
 {
-  const SizeValueType minimum = this->GetMinimumOutputSize(axis);
-  const SizeValueType factor = this->GetDownsamplingFactor(axis);
-  if (outputSize <= minimum)
-  {
-    return minimum;
-  }
-  return minimum + (outputSize - minimum + factor - 1) / factor * factor;
+  this->VerifyAxis("GetValidOutputSizeAtLeast", axis);
+  return m_Implementation->geometry.GetValidOutputSizeAtLeast(axis, outputSize);
 }
 
 UNetModel::SizeValueType
 UNetModel::GetValidOutputSizeAtMost(unsigned int axis, SizeValueType outputSize) const
 {
-  const SizeValueType minimum = this->GetMinimumOutputSize(axis);
-  if (outputSize < minimum)
-  {
-    return 0;
-  }
-  const SizeValueType factor = this->GetDownsamplingFactor(axis);
-  return minimum + (outputSize - minimum) / factor * factor;
+  this->VerifyAxis("GetValidOutputSizeAtMost", axis);
+  return m_Implementation->geometry.GetValidOutputSizeAtMost(axis, outputSize);
+}
+
+const UNetNetworkGeometry &
+UNetModel::GetGeometry() const
+{
+  this->VerifyLoaded("GetGeometry");
+  return m_Implementation->geometry;
 }
 
 double
 UNetModel::GetEstimatedForwardBytes(unsigned int batchSize, const TileSizeType & inputTileSize) const
 {
-  this->VerifyLoaded("GetEstimatedForwardBytes");
-  const Implementation & impl = *m_Implementation;
-  double                 voxels = 1.0;
-  for (const SizeValueType edge : inputTileSize)
-  {
-    voxels *= static_cast<double>(edge);
-  }
-  return batchSize * (impl.forwardBytesFixed + impl.forwardBytesPerInputVoxel * voxels);
+  return this->GetGeometry().EstimateForwardBytes(batchSize, inputTileSize);
 }
 
 double
@@ -900,7 +884,7 @@ UNetModel::MeasureForwardBytes(unsigned int batchSize, const TileSizeType & inpu
   Implementation &                  impl = *m_Implementation;
   const Implementation::ThreadCount threadCount(m_NumberOfThreads);
   c10::InferenceMode                inferenceMode;
-  const torch::Tensor               input = torch::zeros(impl.TorchShape(batchSize, impl.inputChannels, inputTileSize));
+  const torch::Tensor               input = torch::zeros(impl.TorchShape(batchSize, impl.geometry.InputChannels, inputTileSize));
   try
   {
     return impl.MeasureForwardBytes(input);
@@ -932,12 +916,12 @@ UNetModel::PredictProbabilities(const float * input, unsigned int batchSize, con
     return;
   }
 
-  SizeValueType inputTileValues = impl.inputChannels;
+  SizeValueType inputTileValues = impl.geometry.InputChannels;
   SizeValueType outputTileValues = this->GetNumberOfClasses();
-  for (unsigned int axis = 0; axis < impl.dimension; ++axis)
+  for (unsigned int axis = 0; axis < impl.geometry.Dimension; ++axis)
   {
     inputTileValues *= inputTileSize[axis];
-    outputTileValues *= inputTileSize[axis] - 2 * impl.border[axis];
+    outputTileValues *= inputTileSize[axis] - 2 * impl.geometry.Border[axis];
   }
   std::vector<std::exception_ptr> errors(passes);
   std::vector<std::thread>        helpers;
@@ -1001,16 +985,16 @@ UNetModel::PredictProbabilitiesInOnePass(const float * input, unsigned int batch
                                          unsigned int numberOfThreads) const
 {
   Implementation &           impl = *m_Implementation;
-  std::vector<SizeValueType> outputTileSize(impl.dimension);
-  for (unsigned int axis = 0; axis < impl.dimension; ++axis)
+  std::vector<SizeValueType> outputTileSize(impl.geometry.Dimension);
+  for (unsigned int axis = 0; axis < impl.geometry.Dimension; ++axis)
   {
-    outputTileSize[axis] = inputTileSize[axis] - 2 * impl.border[axis];
+    outputTileSize[axis] = inputTileSize[axis] - 2 * impl.geometry.Border[axis];
   }
 
   // LibTorch's OpenMP thread count belongs to the calling thread.
   const Implementation::ThreadCount threadCount(numberOfThreads);
   c10::InferenceMode                inferenceMode;
-  const std::vector<int64_t>        inputShape = impl.TorchShape(batchSize, impl.inputChannels, inputTileSize);
+  const std::vector<int64_t>        inputShape = impl.TorchShape(batchSize, impl.geometry.InputChannels, inputTileSize);
   const std::vector<int64_t>        expectedShape = impl.TorchShape(batchSize, impl.outputChannels, outputTileSize);
   torch::Tensor                     scores;
   try
@@ -1112,9 +1096,9 @@ UNetModel::PrintSelf(std::ostream & os, Indent indent) const
     os << indent << "NumberOfInputChannels: " << this->GetNumberOfInputChannels() << std::endl;
     os << indent << "NumberOfClasses: " << this->GetNumberOfClasses() << std::endl;
     // Per axis, x first.
-    os << indent << "Border: " << EdgesToString(m_Implementation->border) << std::endl;
-    os << indent << "DownsamplingFactor: " << EdgesToString(m_Implementation->factor) << std::endl;
-    os << indent << "MinimumInputSize: " << EdgesToString(m_Implementation->minimumInputSize) << std::endl;
+    os << indent << "Border: " << EdgesToString(m_Implementation->geometry.Border) << std::endl;
+    os << indent << "DownsamplingFactor: " << EdgesToString(m_Implementation->geometry.DownsamplingFactor) << std::endl;
+    os << indent << "MinimumInputSize: " << EdgesToString(m_Implementation->geometry.MinimumInputSize) << std::endl;
     os << indent << "Frozen: " << (m_Implementation->frozen ? "yes" : "no") << std::endl;
   }
 }

@@ -698,7 +698,12 @@ TEST_F(UNetSegmentationCLI, BadArgumentsFailWithMessage)
     << run.err;
   run = this->RunModule(model + "--standardizeTo 100,0 '" + input + "' '" + output + "'");
   EXPECT_NE(run.exitStatus, 0);
-  EXPECT_NE(run.err.find("--standardizeTo takes two values"), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("--standardizeTo: the standard deviation must be positive and finite; got 0"),
+            std::string::npos)
+    << run.err;
+  run = this->RunModule(model + "--standardizeTo nan,1 '" + input + "' '" + output + "'");
+  EXPECT_NE(run.exitStatus, 0);
+  EXPECT_NE(run.err.find("--standardizeTo: the mean must be finite; got nan"), std::string::npos) << run.err;
 
   run = this->RunModule(model + "--flipAxes 3 '" + input + "' '" + output + "'");
   EXPECT_NE(run.exitStatus, 0);

@@ -1,0 +1,416 @@
+/*=========================================================================
+ *
+ *  Copyright NumFOCUS
+ *
+ *  Licensed under the Apache License, Version 2.0 (the "License");
+ *  you may not use this file except in compliance with the License.
+ *  You may obtain a copy of the License at
+ *
+ *         http://www.apache.org/licenses/LICENSE-2.0.txt
+ *
+ *  Unless required by applicable law or agreed to in writing, software
+ *  distributed under the License is distributed on an "AS IS" BASIS,
+ *  WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+ *  See the License for the specific language governing permissions and
+ *  limitations under the License.
+ *
+ *=========================================================================*/
+#ifndef itkUNetTilePlan_h
+#define itkUNetTilePlan_h
+
+#include "itkIndexRange.h"
+#include "itkUNetMemoryAllocationError.h"
+#include "itkUNetNetworkGeometry.h"
+#include "itkUNetTileGrid.h"
+
+#include <algorithm>
+#include <limits>
+#include <ostream>
+#include <sstream>
+#include <vector>
+
+namespace itk
+{
+
+/** \class UNetTilePlan
+ * \brief The tiles and batches for one image: from the network's geometry, the image's region and the user's
+ * settings, the tile grid, the tiles a forward pass takes and the working memory they need.
+ *
+ * The one place where tile sizes and overlaps are checked: a TileSize edge must be valid for the network and, where
+ * the image needs more than one tile along its axis, leave room to advance by a multiple of the downsampling factor
+ * with the overlap (UNetTileGrid). An edge of 0 is chosen: the valid edges that need the fewest network input voxels
+ * for the whole image (fewer, larger tiles lose less to the border; a last tile that overhangs the image wastes the
+ * overhang, and the overlap alignment leaves is computed twice) while the estimated working memory stays within the
+ * budget. TilesPerBatch 0 fills the budget, up to 64 tiles. A batch that alone exceeds the budget is a
+ * MemoryAllocationError.
+ *
+ * A pure computation: no pipeline, no network; UNetSegmentationImageFilter makes one per update.
+ *
+ * \sa UNetSegmentationImageFilter, UNetTileGrid, UNetNetworkGeometry
+ * \ingroup UNetSegmentation
+ */
+template <unsigned int VDimension>
+class UNetTilePlan
+{
+public:
+  using GridType = UNetTileGrid<VDimension>;
+  using RegionType = typename GridType::RegionType;
+  using SizeType = typename GridType::SizeType;
+
+  /** The user's settings, and what the filter's pixel types make a voxel cost. */
+  struct Settings
+  {
+    SizeType      TileSize{ { 0 } };
+    SizeValueType TileOverlap{ 0 };
+    unsigned int  TilesPerBatch{ 0 };
+    double        MemoryBudgetMegabytes{ 1024.0 };
+    /** Network inputs per tile: 2^k with test-time flips along k axes. */
+    unsigned int NetworkInputsPerTile{ 1 };
+    bool         GenerateProbabilities{ true };
+    double       LabelBytes{ 1.0 };
+    double       InputValueBytes{ 4.0 };
+  };
+
+  /** The working memory of a stream piece, in bytes, term by term. The requested piece itself is the caller's. */
+  struct MemoryEstimate
+  {
+    /** LibTorch's allocations in a forward pass of the batch (UNetNetworkGeometry::EstimateForwardBytes). */
+    double Activations{ 0.0 };
+    /** The batch's gathered input tiles and their probabilities, flipped copies included. */
+    double BatchInputs{ 0.0 };
+    double BatchProbabilities{ 0.0 };
+    /** Averaging flipped copies: a double sum and two float buffers of a tile's probabilities. */
+    double FlipAveraging{ 0.0 };
+    /** A tile's blending weights (blended tiles only). */
+    double BlendingWeights{ 0.0 };
+    /** The layers of whole tiles by which a piece grows at each end and keeps for the next piece (ITK streams along
+     * the last axis first): outputs, input with its context, and blended tiles reaching past the piece. */
+    double PieceOutputs{ 0.0 };
+    double PieceInputs{ 0.0 };
+    double KeptTiles{ 0.0 };
+
+    /** What one batch alone costs. */
+    double
+    GetBatchBytes() const
+    {
+      return Activations + BatchInputs + BatchProbabilities + FlipAveraging;
+    }
+    double
+    GetTotalBytes() const
+    {
+      return this->GetBatchBytes() + BlendingWeights + PieceOutputs + PieceInputs + KeptTiles;
+    }
+  };
+
+  UNetTilePlan() = default;
+
+  /** Checks the settings, chooses what is automatic, and estimates the memory; throws an ExceptionObject for a tile
+   * size the network cannot take or cannot align, and a MemoryAllocationError for a batch beyond the budget. */
+  UNetTilePlan(const UNetNetworkGeometry & geometry, const RegionType & image, const Settings & settings)
+    : m_Geometry(geometry)
+    , m_Image(image)
+    , m_Settings(settings)
+  {
+    this->VerifyTileSize();
+    const SizeType tileSize = this->ChooseTileSize();
+    m_Grid = GridType(image,
+                      tileSize,
+                      settings.TileOverlap,
+                      this->PerAxis(geometry.DownsamplingFactor),
+                      this->PerAxis(geometry.Border));
+    m_BatchSize = this->ChooseBatchSize(tileSize);
+    m_Memory = this->EstimateMemory(tileSize, m_BatchSize);
+    m_WithinBudget = m_Memory.GetTotalBytes() <= this->GetBudgetBytes();
+    if (m_Memory.GetBatchBytes() > this->GetBudgetBytes())
+    {
+      std::ostringstream message;
+      message << "A batch of " << m_BatchSize << " tile(s) of " << tileSize << " output voxels needs about "
+              << m_Memory.GetBatchBytes() / (1024.0 * 1024.0) << " MB, more than MemoryBudget ("
+              << settings.MemoryBudgetMegabytes << " MB); choose a smaller TileSize or TilesPerBatch, or raise "
+              << "MemoryBudget.";
+      unet_detail::ThrowMemoryAllocationError(__FILE__, __LINE__, message.str());
+    }
+  }
+
+  const GridType &
+  GetGrid() const
+  {
+    return m_Grid;
+  }
+  unsigned int
+  GetBatchSize() const
+  {
+    return m_BatchSize;
+  }
+  const MemoryEstimate &
+  GetMemoryEstimate() const
+  {
+    return m_Memory;
+  }
+  /** Whether the working memory stays within the budget (not when even the smallest tiles exceed it). */
+  bool
+  IsWithinBudget() const
+  {
+    return m_WithinBudget;
+  }
+
+  /** The working memory of tiles of `tileSize` in batches of `batchSize` over this plan's image. */
+  MemoryEstimate
+  EstimateMemory(const SizeType & tileSize, unsigned int batchSize) const
+  {
+    const double               channels = m_Geometry.InputChannels;
+    const double               classes = m_Geometry.Classes;
+    const double               copies = m_Settings.NetworkInputsPerTile;
+    const bool                 blend = m_Settings.TileOverlap > 0; // as UNetTileGrid decides
+    std::vector<SizeValueType> inputTileSize(VDimension);
+    double                     inputTileVoxels = 1.0;
+    double                     outputTileVoxels = 1.0;
+    for (unsigned int axis = 0; axis < VDimension; ++axis)
+    {
+      inputTileSize[axis] = tileSize[axis] + 2 * m_Geometry.Border[axis];
+      inputTileVoxels *= static_cast<double>(inputTileSize[axis]);
+      outputTileVoxels *= static_cast<double>(tileSize[axis]);
+    }
+    MemoryEstimate memory;
+    memory.Activations = m_Geometry.EstimateForwardBytes(static_cast<unsigned int>(batchSize * copies), inputTileSize);
+    memory.BatchInputs = batchSize * copies * channels * inputTileVoxels * sizeof(float);
+    memory.BatchProbabilities = batchSize * copies * classes * outputTileVoxels * sizeof(float);
+    memory.FlipAveraging = copies > 1 ? classes * outputTileVoxels * (sizeof(double) + 2 * sizeof(float)) : 0.0;
+    memory.BlendingWeights = blend ? outputTileVoxels * sizeof(float) : 0.0;
+
+    constexpr unsigned int last = VDimension - 1;
+    double                 layerOutputVoxels = static_cast<double>(tileSize[last]);
+    double                 layerInputVoxels = static_cast<double>(std::min(inputTileSize[last], m_Image.GetSize(last)));
+    double                 layerTiles = 1.0;
+    for (unsigned int axis = 0; axis < last; ++axis)
+    {
+      layerOutputVoxels *= static_cast<double>(m_Image.GetSize(axis));
+      layerInputVoxels *= static_cast<double>(m_Image.GetSize(axis));
+      layerTiles *= static_cast<double>(this->NumberOfTilesAlong(axis, tileSize[axis]));
+    }
+    // Per output voxel: the label and, when produced or blended, the probabilities (blending adds a weight sum).
+    const double probabilityBytes = (m_Settings.GenerateProbabilities || blend ? classes * sizeof(float) : 0.0);
+    const double outputVoxelBytes = m_Settings.LabelBytes + probabilityBytes + (blend ? sizeof(float) : 0.0);
+    memory.PieceOutputs = 3.0 * layerOutputVoxels * outputVoxelBytes;
+    memory.PieceInputs = 2.0 * layerInputVoxels * channels * m_Settings.InputValueBytes;
+    memory.KeptTiles = blend ? 2.0 * layerTiles * classes * outputTileVoxels * sizeof(float) : 0.0;
+    return memory;
+  }
+
+private:
+  SizeType
+  PerAxis(const std::vector<SizeValueType> & values) const
+  {
+    SizeType size;
+    std::copy_n(values.begin(), VDimension, size.begin());
+    return size;
+  }
+
+  double
+  GetBudgetBytes() const
+  {
+    return m_Settings.MemoryBudgetMegabytes * 1024.0 * 1024.0;
+  }
+
+  /** How many tiles of `edge` cover the image along `axis` on the aligned grid; 0 when such tiles cannot advance by
+   * a multiple of the factor and one does not cover the image. */
+  SizeValueType
+  NumberOfTilesAlong(unsigned int axis, SizeValueType edge) const
+  {
+    const SizeValueType extent = m_Image.GetSize(axis);
+    const SizeValueType stride =
+      GridType::AlignedStride(edge, m_Settings.TileOverlap, m_Geometry.DownsamplingFactor[axis]);
+    if (stride == 0)
+    {
+      return edge >= extent ? 1 : 0;
+    }
+    return GridType::NumberOfTilesAlong(extent, edge, stride);
+  }
+
+  void
+  VerifyTileSize() const
+  {
+    for (unsigned int axis = 0; axis < VDimension; ++axis)
+    {
+      const SizeValueType edge = m_Settings.TileSize[axis];
+      if (edge == 0)
+      {
+        continue;
+      }
+      if (m_Settings.TileOverlap >= edge)
+      {
+        itkGenericExceptionMacro("The tile overlap (" << m_Settings.TileOverlap
+                                                      << ") must be smaller than the tile edge (" << edge << ").");
+      }
+      if (!m_Geometry.IsValidOutputSize(axis, edge))
+      {
+        itkGenericExceptionMacro("TileSize[" << axis << "] = " << edge
+                                             << " is not valid for the network; the nearest valid tile edges are "
+                                             << m_Geometry.GetValidOutputSizeAtMost(axis, edge) << " and "
+                                             << m_Geometry.GetValidOutputSizeAtLeast(axis, edge)
+                                             << " (valid edges: " << m_Geometry.GetMinimumOutputSize(axis) << " + k * "
+                                             << m_Geometry.DownsamplingFactor[axis] << ").");
+      }
+      this->VerifyAlignable(axis, edge);
+    }
+  }
+
+  void
+  VerifyAlignable(unsigned int axis, SizeValueType edge) const
+  {
+    if (this->NumberOfTilesAlong(axis, edge) != 0)
+    {
+      return;
+    }
+    const SizeValueType factor = m_Geometry.DownsamplingFactor[axis];
+    const SizeValueType overlap = m_Settings.TileOverlap;
+    itkGenericExceptionMacro("TileSize[" << axis << "] = " << edge
+                                         << " cannot be aligned to the network's pooling grid: tiles must advance by "
+                                            "a multiple of its downsampling factor ("
+                                         << factor << ") and overlap by at least TileOverlap (" << overlap
+                                         << "), so an edge must be at least " << overlap + factor
+                                         << "; the nearest tile edges that work are "
+                                         << m_Geometry.GetValidOutputSizeAtLeast(axis, overlap + factor) << ", or "
+                                         << m_Geometry.GetValidOutputSizeAtLeast(axis, m_Image.GetSize(axis))
+                                         << " (one tile across the image).");
+  }
+
+  /** Per axis, the candidate edges (ascending) with the network input they cost along it: the smallest valid edge
+   * for each number of tiles, since a larger one with as many tiles costs more input and memory for nothing. */
+  struct Candidates
+  {
+    std::vector<SizeValueType> Edges{};
+    std::vector<double>        InputVoxels{};
+  };
+
+  Candidates
+  CandidatesAlong(unsigned int axis) const
+  {
+    Candidates          candidates;
+    const SizeValueType border = m_Geometry.Border[axis];
+    const auto          add = [&](SizeValueType edge, SizeValueType tiles) {
+      candidates.Edges.push_back(edge);
+      candidates.InputVoxels.push_back(static_cast<double>(tiles * (edge + 2 * border)));
+    };
+    if (m_Settings.TileSize[axis] != 0)
+    {
+      add(m_Settings.TileSize[axis], this->NumberOfTilesAlong(axis, m_Settings.TileSize[axis]));
+      return candidates;
+    }
+    const SizeValueType overlap = m_Settings.TileOverlap;
+    const SizeValueType oneTile =
+      m_Geometry.GetValidOutputSizeAtLeast(axis, std::max(m_Image.GetSize(axis), overlap + 1));
+    SizeValueType previousTiles = 0;
+    for (SizeValueType edge = m_Geometry.GetValidOutputSizeAtLeast(axis, overlap + 1); edge <= oneTile;
+         edge += m_Geometry.DownsamplingFactor[axis])
+    {
+      const SizeValueType tiles = this->NumberOfTilesAlong(axis, edge);
+      if (tiles != 0 && tiles != previousTiles)
+      {
+        add(edge, tiles);
+        previousTiles = tiles;
+      }
+    }
+    return candidates;
+  }
+
+  /** The automatic tile size: over every combination of candidate edges of the axes before the last, the last axis's
+   * best edge within the budget (memory grows with the edge, so the best edge up to the largest that fits, found by
+   * bisection); the combination that needs the fewest network input voxels. */
+  SizeType
+  ChooseTileSize() const
+  {
+    Candidates candidates[VDimension];
+    SizeType   smallest;
+    for (unsigned int axis = 0; axis < VDimension; ++axis)
+    {
+      candidates[axis] = this->CandidatesAlong(axis);
+      smallest[axis] = candidates[axis].Edges.front();
+    }
+    constexpr unsigned int last = VDimension - 1;
+    const Candidates &     lastAxis = candidates[last];
+    std::vector<size_t>    bestUpTo(lastAxis.Edges.size());
+    for (size_t j = 0; j < bestUpTo.size(); ++j)
+    {
+      bestUpTo[j] = (j == 0 || lastAxis.InputVoxels[j] < lastAxis.InputVoxels[bestUpTo[j - 1]]) ? j : bestUpTo[j - 1];
+    }
+    Size<VDimension - 1> counts;
+    for (unsigned int axis = 0; axis < last; ++axis)
+    {
+      counts[axis] = candidates[axis].Edges.size();
+    }
+    double   bestInput = std::numeric_limits<double>::infinity();
+    SizeType best = smallest;
+    for (const auto & choice : ZeroBasedIndexRange<VDimension - 1>(counts))
+    {
+      SizeType trial = smallest;
+      double   input = 1.0;
+      for (unsigned int axis = 0; axis < last; ++axis)
+      {
+        trial[axis] = candidates[axis].Edges[choice[axis]];
+        input *= candidates[axis].InputVoxels[choice[axis]];
+      }
+      const size_t fits = this->CountLastEdgesWithinBudget(trial, lastAxis.Edges);
+      if (fits > 0 && input * lastAxis.InputVoxels[bestUpTo[fits - 1]] < bestInput)
+      {
+        bestInput = input * lastAxis.InputVoxels[bestUpTo[fits - 1]];
+        best = trial;
+        best[last] = lastAxis.Edges[bestUpTo[fits - 1]];
+      }
+    }
+    return best;
+  }
+
+  /** How many of the ascending last-axis `edges`, with the other axes as in `trial`, fit the budget. */
+  size_t
+  CountLastEdgesWithinBudget(SizeType trial, const std::vector<SizeValueType> & edges) const
+  {
+    const unsigned int batch = std::max(m_Settings.TilesPerBatch, 1u);
+    size_t             fits = 0;
+    size_t             overflows = edges.size();
+    while (fits < overflows)
+    {
+      const size_t middle = (fits + overflows) / 2;
+      trial[VDimension - 1] = edges[middle];
+      if (this->EstimateMemory(trial, batch).GetTotalBytes() <= this->GetBudgetBytes())
+      {
+        fits = middle + 1;
+      }
+      else
+      {
+        overflows = middle;
+      }
+    }
+    return fits;
+  }
+
+  /** TilesPerBatch, or as many tiles a batch as the budget holds, at most 64 and no more than the image has. */
+  unsigned int
+  ChooseBatchSize(const SizeType & tileSize) const
+  {
+    if (m_Settings.TilesPerBatch > 0)
+    {
+      return m_Settings.TilesPerBatch;
+    }
+    const SizeValueType tiles = RegionType(m_Grid.GetNumberOfTiles()).GetNumberOfPixels();
+    unsigned int        batch = 1;
+    while (batch < std::min<SizeValueType>(64, tiles) &&
+           this->EstimateMemory(tileSize, batch + 1).GetTotalBytes() <= this->GetBudgetBytes())
+    {
+      ++batch;
+    }
+    return batch;
+  }
+
+  UNetNetworkGeometry m_Geometry{};
+  RegionType          m_Image{};
+  Settings            m_Settings{};
+  GridType            m_Grid{};
+  unsigned int        m_BatchSize{ 1 };
+  MemoryEstimate      m_Memory{};
+  bool                m_WithinBudget{ true };
+};
+
+} // end namespace itk
+
+#endif // itkUNetTilePlan_h
