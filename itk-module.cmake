@@ -9,12 +9,14 @@ itk_module(UNetSegmentation
     ITKCommon
   COMPILE_DEPENDS
     ITKConnectedComponents
+    ITKImageFunction
+    ITKImageGrid
     ITKImageIntensity
+    ITKImageStatistics
     ITKThresholding
     ITKWatersheds
   TEST_DEPENDS
     ITKImageFilterBase
-    ITKImageGrid
     ITKDistanceMap
     ITKIOImageBase
     ITKIOPNG

@@ -137,8 +137,8 @@ main(int argc, char * argv[])
   forwardAll();
   forwardAllOnePass();
 
-  // The machine's speed drifts by more than the filter's own work (seen here: +-15 % between runs of the same
-  // thing), so the two are timed in adjacent pairs, alternating which goes first, and compared pair by pair.
+  // A shared machine's speed drifts by more than the filter's own work between runs of the same thing, so the two
+  // are timed in adjacent rounds, alternating which goes first, and compared round by round.
   using Clock = std::chrono::steady_clock;
   const auto secondsOf = [](const std::function<void()> & work) {
     const auto start = Clock::now();
@@ -150,28 +150,27 @@ main(int argc, char * argv[])
     filter->Update();
   };
   std::vector<double> filterSeconds, bareSeconds, onePassSeconds, ratios, splitRatios;
-  benchmark::RegisterBenchmark("filter end to end + bare forward + bare forward in one pass a batch, in rounds",
-                               [&](benchmark::State & state) {
-                                 const std::function<void()> * const works[] = { &runFilter,
-                                                                                 &forwardAll,
-                                                                                 &forwardAllOnePass };
-                                 for (auto _ : state)
-                                 {
-                                   // Each round starts with the next of the three, so each goes first as often.
-                                   double             seconds[3] = {};
-                                   const unsigned int start = ratios.size() % 3;
-                                   for (unsigned int k = 0; k < 3; ++k)
-                                   {
-                                     seconds[(start + k) % 3] = secondsOf(*works[(start + k) % 3]);
-                                   }
-                                   filterSeconds.push_back(seconds[0]);
-                                   bareSeconds.push_back(seconds[1]);
-                                   onePassSeconds.push_back(seconds[2]);
-                                   ratios.push_back(seconds[1] / seconds[0]);
-                                   splitRatios.push_back(seconds[2] / seconds[1]);
-                                   state.SetIterationTime(seconds[0] + seconds[1] + seconds[2]);
-                                 }
-                               })
+  benchmark::RegisterBenchmark(
+    "filter end to end + bare forward + bare forward in one pass a batch, in rounds",
+    [&](benchmark::State & state) {
+      const std::function<void()> * const works[] = { &runFilter, &forwardAll, &forwardAllOnePass };
+      for (auto _ : state)
+      {
+        // Each round starts with the next of the three, so each goes first as often.
+        double             seconds[3] = {};
+        const unsigned int start = ratios.size() % 3;
+        for (unsigned int k = 0; k < 3; ++k)
+        {
+          seconds[(start + k) % 3] = secondsOf(*works[(start + k) % 3]);
+        }
+        filterSeconds.push_back(seconds[0]);
+        bareSeconds.push_back(seconds[1]);
+        onePassSeconds.push_back(seconds[2]);
+        ratios.push_back(seconds[1] / seconds[0]);
+        splitRatios.push_back(seconds[2] / seconds[1]);
+        state.SetIterationTime(seconds[0] + seconds[1] + seconds[2]);
+      }
+    })
     ->Unit(benchmark::kSecond)
     ->UseManualTime()
     ->Iterations(9);
@@ -215,8 +214,8 @@ main(int argc, char * argv[])
               << "bare forward / filter end to end, median of the rounds = " << Median(ratios) << " (range "
               << *std::min_element(ratios.begin(), ratios.end()) << " to "
               << *std::max_element(ratios.begin(), ratios.end()) << "; target >= 0.95)\n"
-              << "one pass a batch / passes side by side, median of the rounds = " << Median(splitRatios)
-              << " (range " << *std::min_element(splitRatios.begin(), splitRatios.end()) << " to "
+              << "one pass a batch / passes side by side, median of the rounds = " << Median(splitRatios) << " (range "
+              << *std::min_element(splitRatios.begin(), splitRatios.end()) << " to "
               << *std::max_element(splitRatios.begin(), splitRatios.end()) << ")" << std::endl;
   }
   if (!flipRatios.empty())

@@ -16,7 +16,7 @@ load are timed apart from the runs.
     /usr/bin/python3 benchmarks/dask_benchmark.py [--rounds 3] [--shape 96 160 160] [--tile 64] [--chunk 64]
 
 The network is a seeded random valid 3-D U-Net (depth 2, 8 base channels, border 20) made here with torch from
-examples/unet_models.py; its speed, not its weights, matters.
+itk_unetsegmentation.networks; its speed, not its weights, matters.
 """
 import argparse
 import json
@@ -37,8 +37,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def make_model(path):
     import torch
 
-    sys.path.insert(0, os.path.join(REPO, "examples"))
-    from unet_models import UNet
+    sys.path.insert(0, os.path.join(REPO, "wrapping", "Python"))
+    from itk_unetsegmentation.networks import UNet
 
     torch.manual_seed(0)
     model = UNet(dim=3, in_channels=1, classes=2, base=8, depth=2, valid=True).eval()

@@ -1,6 +1,6 @@
 """This module's filter against MONAI's sliding_window_inference, side by side, in one process.
 
-The same same-padded U-Net (examples/unet_models.py: depth 4, 16 base channels, seeded random weights), the same
+The same same-padded U-Net (itk_unetsegmentation.networks: depth 4, 16 base channels, seeded random weights), the same
 image (ISBI 2012 slices 0-15 as a 4 x 4 mosaic, 2048 x 2048), 256-pixel tiles overlapping by 64 (MONAI:
 overlap=0.25, mode="gaussian", sigma_scale=0.125, which is the filter's sigma = edge / 8), 4 tiles a batch,
 2 threads, probabilities and then labels on both sides. The model is loaded once on each side and both are run once
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "examples"))
-from unet_models import UNet  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "..", "wrapping", "Python"))
+from itk_unetsegmentation.networks import UNet  # noqa: E402
 
 
 def mosaic(isbi_dir, edge):

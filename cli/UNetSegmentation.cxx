@@ -33,13 +33,14 @@
 #include "itkImageIOFactory.h"
 #include "itkImageRegionSplitterSlowDimension.h"
 #include "itkRealTimeClock.h"
-#include "itkStatisticsImageFilter.h"
+#include "itkMetaDataObject.h"
 #include "itkUNetCellSeparationImageFilter.h"
-#include "itkUNetSegmentationImageFilter.h"
+#include "itkUNetResamplingSegmentationImageFilter.h"
 #include "itkVectorImage.h"
-#include "itkVectorIndexSelectionCastImageFilter.h"
 #include "itksys/SystemTools.hxx"
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <fstream>
 #include <iostream>
@@ -265,15 +266,105 @@ VerifyNotNegative(const char * flag, int value)
   }
 }
 
-/** --standardizeTo M,S: the segmenter's per-channel normalisation (value - mean') / sd' that maps each channel of its
- * input linearly to mean M and standard deviation S over the whole image (ITK's StatisticsImageFilter: sample
- * standard deviation) and then applies the normalisation (value - mean) / sd it has. Called after the segmenter's
- * output information, which has checked that normalisation's number of values. */
-template <typename TSegmenter>
-void
-StandardizeNormalization(TSegmenter * segmenter, const std::vector<float> & standardizeTo)
+/** Whether `flag` is on the command line: SlicerExecutionModel's parser gives a missing option its default, and the
+ * model card's settings apply where the user gave none. */
+bool
+Given(int argc, char * argv[], const std::string & flag)
 {
-  using ImageType = typename TSegmenter::InputImageType;
+  for (int a = 1; a < argc; ++a)
+  {
+    const std::string argument = argv[a];
+    if (argument == flag || argument.rfind(flag + "=", 0) == 0)
+    {
+      return true;
+    }
+  }
+  return false;
+}
+
+/** A class as Slicer shows it. */
+struct ClassLook
+{
+  std::string                 Name;
+  std::array<unsigned int, 3> Color;
+};
+
+/** The classes' names and colours: the model card's, or "class k" and a palette (black for class 0, then a
+ * qualitative set) where it has none. */
+std::vector<ClassLook>
+ClassLooks(const itk::UNetModel * model)
+{
+  static const std::array<unsigned int, 3> palette[] = { { 0, 0, 0 },       { 230, 25, 75 },  { 60, 180, 75 },
+                                                         { 0, 130, 200 },   { 245, 130, 48 }, { 145, 30, 180 },
+                                                         { 70, 240, 240 },  { 240, 50, 230 }, { 210, 245, 60 },
+                                                         { 250, 190, 212 }, { 0, 128, 128 },  { 170, 110, 40 } };
+  const unsigned int                       classes = model->GetNumberOfClasses();
+  const itk::UNetModelCard                 card = model->HasModelCard() ? model->GetModelCard() : itk::UNetModelCard();
+  std::vector<ClassLook>                   looks;
+  for (unsigned int k = 0; k < classes; ++k)
+  {
+    looks.push_back({ "class " + std::to_string(k), palette[k % (sizeof(palette) / sizeof(palette[0]))] });
+    if (!card.Classes.empty())
+    {
+      const auto & described = card.Classes[k];
+      looks[k].Name = described.Name;
+      looks[k].Color = described.Color.value_or(looks[k].Color);
+    }
+  }
+  return looks;
+}
+
+/** A 3D Slicer colour table (.ctbl): "index name R G B A" per line, spaces in names as underscores. */
+void
+WriteColorTable(const std::string & fileName, const std::vector<ClassLook> & looks)
+{
+  std::ofstream table(fileName);
+  table << "# Color table file " << itksys::SystemTools::GetFilenameName(fileName) << "\n# " << looks.size()
+        << " values\n";
+  for (size_t k = 0; k < looks.size(); ++k)
+  {
+    std::string name = looks[k].Name;
+    std::replace(name.begin(), name.end(), ' ', '_');
+    table << k << ' ' << name << ' ' << looks[k].Color[0] << ' ' << looks[k].Color[1] << ' ' << looks[k].Color[2]
+          << " 255\n";
+  }
+  if (!table)
+  {
+    itkGenericExceptionMacro("Cannot write the colour table \"" << fileName << "\".");
+  }
+}
+
+/** Segment fields of 3D Slicer's segmentation files (Segment<N>_ID, _Name, _Color, _LabelValue, _Layer, _Extent),
+ * which Slicer reads from a NRRD label map it loads as a segmentation: one segment per class but 0 (background). */
+template <typename TImage>
+void
+AddSegmentFields(TImage * labels, const std::vector<ClassLook> & looks)
+{
+  itk::MetaDataDictionary & dictionary = labels->GetMetaDataDictionary();
+  std::string               extent;
+  for (unsigned int axis = 0; axis < 3; ++axis)
+  {
+    const auto size = axis < TImage::ImageDimension ? labels->GetLargestPossibleRegion().GetSize(axis) : 1;
+    extent += (axis > 0 ? " 0 " : "0 ") + std::to_string(size - 1);
+  }
+  for (size_t k = 1; k < looks.size(); ++k)
+  {
+    const std::string  key = "Segment" + std::to_string(k - 1) + "_";
+    std::ostringstream color;
+    color << looks[k].Color[0] / 255.0 << ' ' << looks[k].Color[1] / 255.0 << ' ' << looks[k].Color[2] / 255.0;
+    itk::EncapsulateMetaData<std::string>(dictionary, key + "ID", "class_" + std::to_string(k));
+    itk::EncapsulateMetaData<std::string>(dictionary, key + "Name", looks[k].Name);
+    itk::EncapsulateMetaData<std::string>(dictionary, key + "Color", color.str());
+    itk::EncapsulateMetaData<std::string>(dictionary, key + "LabelValue", std::to_string(k));
+    itk::EncapsulateMetaData<std::string>(dictionary, key + "Layer", "0");
+    itk::EncapsulateMetaData<std::string>(dictionary, key + "Extent", extent);
+  }
+}
+
+/** --standardizeTo M,S checked: two values, a finite mean and a positive finite standard deviation. */
+void
+VerifyStandardizeTo(const std::vector<float> & standardizeTo)
+{
   if (standardizeTo.size() != 2)
   {
     itkGenericExceptionMacro("--standardizeTo takes two values, a mean and a positive standard deviation; got "
@@ -288,29 +379,112 @@ StandardizeNormalization(TSegmenter * segmenter, const std::vector<float> & stan
     itkGenericExceptionMacro("--standardizeTo: the standard deviation must be positive and finite; got "
                              << standardizeTo[1] << '.');
   }
-  const ImageType *   image = segmenter->GetInput();
-  const unsigned int  channels = image->GetNumberOfComponentsPerPixel();
-  std::vector<double> means(channels);
-  std::vector<double> standardDeviations(channels);
-  using ChannelImageType = itk::Image<float, ImageType::ImageDimension>;
-  for (unsigned int c = 0; c < channels; ++c)
+}
+
+/** The input normalisation the user gave, if any: otherwise the segmenter applies the model card's. */
+template <typename TSegmenter>
+void
+SetNormalization(TSegmenter * segmenter, const std::vector<float> & mean, const std::vector<float> & standardDeviation,
+                 const std::vector<float> & standardizeTo)
+{
+  if (!mean.empty() || !standardDeviation.empty())
   {
-    auto channel = itk::VectorIndexSelectionCastImageFilter<ImageType, ChannelImageType>::New();
-    channel->SetInput(image);
-    channel->SetIndex(c);
-    auto statistics = itk::StatisticsImageFilter<ChannelImageType>::New();
-    statistics->SetInput(channel->GetOutput());
-    statistics->Update();
-    means[c] = statistics->GetMean();
-    standardDeviations[c] = statistics->GetSigma();
-    if (!(standardDeviations[c] > 0.0))
-    {
-      itkGenericExceptionMacro("--standardizeTo: channel " << c << " of the image is constant (" << means[c]
-                                                           << "); it has no standard deviation to standardise.");
-    }
+    segmenter->SetNormalizationMean(std::vector<double>(mean.begin(), mean.end()));
+    segmenter->SetNormalizationStandardDeviation(
+      std::vector<double>(standardDeviation.begin(), standardDeviation.end()));
   }
-  segmenter->SetNormalization(
-    segmenter->GetNormalization().AfterStandardizing(means, standardDeviations, standardizeTo[0], standardizeTo[1]));
+  if (!standardizeTo.empty())
+  {
+    VerifyStandardizeTo(standardizeTo);
+    segmenter->StandardizeImageOn();
+    segmenter->SetStandardizedMean(standardizeTo[0]);
+    segmenter->SetStandardizedStandardDeviation(standardizeTo[1]);
+  }
+}
+
+/** The separation's settings: the user's where given, else the model card's, else the filter's defaults. */
+template <typename TSeparation>
+void
+ConfigureSeparation(TSeparation * separation, const itk::UNetModel * model, int argc, char * argv[], int cellClass,
+                    double seedThreshold, double cellThreshold)
+{
+  separation->SetParametersFromModel(model);
+  if (Given(argc, argv, "--cellClass"))
+  {
+    separation->SetCellClass(static_cast<unsigned int>(cellClass));
+  }
+  if (Given(argc, argv, "--seedThreshold"))
+  {
+    separation->SetSeedThreshold(seedThreshold);
+  }
+  if (Given(argc, argv, "--cellThreshold"))
+  {
+    separation->SetCellThreshold(cellThreshold);
+  }
+}
+
+/** Slabs of `image` along its last axis, as ImageFileWriter streams: the segmenter grows each to whole tiles and
+ * keeps what the next one shares, so every tile runs once whatever the slabs. */
+template <unsigned int VDimension>
+std::vector<itk::ImageRegion<VDimension>>
+SplitIntoPieces(const itk::ImageRegion<VDimension> & image, unsigned int requested)
+{
+  const auto                                splitter = itk::ImageRegionSplitterSlowDimension::New();
+  const unsigned int                        numberOfPieces = splitter->GetNumberOfSplits(image, requested);
+  std::vector<itk::ImageRegion<VDimension>> pieces(numberOfPieces, image);
+  for (unsigned int p = 0; p < numberOfPieces; ++p)
+  {
+    splitter->GetSplit(p, numberOfPieces, pieces[p]);
+  }
+  return pieces;
+}
+
+/** What the run returns to Slicer (--returnparameterfile): the probed geometry and what was applied. */
+template <typename TSegmenter>
+void
+WriteReturnedParameters(const std::string & fileName, const TSegmenter * segmenter,
+                        const typename TSegmenter::InputImageType::SpacingType & spacing)
+{
+  constexpr unsigned int VDimension = TSegmenter::ImageDimension;
+  const auto &           grid = segmenter->GetTileGrid();
+  const auto *           model = segmenter->GetModel();
+  std::ofstream          returned(fileName);
+  returned << "modelBorder = " << CommaSeparated<VDimension>(grid.GetBorder()) << "\nmodelDownsamplingFactor = "
+           << CommaSeparated<VDimension>(
+                PerAxis<VDimension>([model](unsigned int axis) { return model->GetDownsamplingFactor(axis); }))
+           << "\nnumberOfClasses = " << model->GetNumberOfClasses()
+           << "\ntileSizeUsed = " << CommaSeparated<VDimension>(grid.GetTileSize())
+           << "\ntileStrideUsed = " << CommaSeparated<VDimension>(grid.GetStride())
+           << "\nnormalizationApplied = " << segmenter->GetAppliedNormalizationDescription() << "\nspacingApplied = ";
+  for (unsigned int axis = 0; axis < VDimension; ++axis)
+  {
+    returned << (axis > 0 ? "," : "") << spacing[axis];
+  }
+  returned << "\nestimatedWorkingMemory = " << segmenter->GetEstimatedWorkingMemory() << std::endl;
+  if (!returned)
+  {
+    itkGenericExceptionMacro("Cannot write the return parameter file \"" << fileName << "\".");
+  }
+}
+
+/** The label map's writer: unsigned char when the classes fit in it, as they nearly always do, with the classes as
+ * Slicer segment fields. */
+template <typename TClassImage>
+std::unique_ptr<PieceWriter<TClassImage::ImageDimension>>
+MakeLabelWriter(TClassImage * classes, itk::ProcessObject::Pointer & cast, const std::vector<ClassLook> & looks,
+                const std::string & fileName, size_t pieces)
+{
+  using ByteLabelImageType = itk::Image<unsigned char, TClassImage::ImageDimension>;
+  if (looks.size() > 256)
+  {
+    AddSegmentFields(classes, looks);
+    return std::make_unique<ImagePieceWriter<TClassImage>>(classes, fileName, true, pieces);
+  }
+  auto toBytes = itk::CastImageFilter<TClassImage, ByteLabelImageType>::New();
+  toBytes->SetInput(classes);
+  AddSegmentFields(toBytes->GetOutput(), looks);
+  cast = toBytes.GetPointer();
+  return std::make_unique<ImagePieceWriter<ByteLabelImageType>>(toBytes->GetOutput(), fileName, true, pieces);
 }
 
 template <unsigned int VDimension>
@@ -319,10 +493,11 @@ Segment(int argc, char * argv[])
 {
   PARSE_ARGS;
   using InputImageType = itk::VectorImage<float, VDimension>;
-  // Holds up to 65536 classes; written as unsigned char when the classes fit in it, as they nearly always do.
+  // Holds up to 65536 classes; written as unsigned char when the classes fit in it.
   using ClassImageType = itk::Image<unsigned short, VDimension>;
-  using ByteLabelImageType = itk::Image<unsigned char, VDimension>;
-  using SegmenterType = itk::UNetSegmentationImageFilter<InputImageType, ClassImageType>;
+  using ResamplingType = itk::UNetResamplingSegmentationImageFilter<InputImageType, ClassImageType>;
+  using SegmenterType = typename ResamplingType::SegmenterType;
+  using ProbabilityImageType = typename SegmenterType::ProbabilityImageType;
 
   if (modelFile.empty())
   {
@@ -335,19 +510,21 @@ Segment(int argc, char * argv[])
   {
     itkGenericExceptionMacro("--streamPieces must be at least 1; got " << streamPieces << '.');
   }
-
   SlicerProgressReporter progress("UNetSegmentation", "Segmenting " + inputVolume + " with " + modelFile);
 
   auto reader = itk::ImageFileReader<InputImageType>::New();
   reader->SetFileName(inputVolume);
-
-  auto segmenter = SegmenterType::New();
+  auto            resampling = ResamplingType::New();
+  SegmenterType * segmenter = resampling->GetSegmenter();
   segmenter->SetInput(reader->GetOutput());
   segmenter->SetModelFileName(modelFile);
   segmenter->SetDevice(device);
   segmenter->SetNumberOfTorchThreads(static_cast<unsigned int>(torchThreads));
   segmenter->SetTileSize(TileSizeFromArgument<VDimension>(tileSize));
-  segmenter->SetTileOverlap(static_cast<itk::SizeValueType>(tileOverlap));
+  if (Given(argc, argv, "--tileOverlap"))
+  {
+    segmenter->SetTileOverlap(static_cast<itk::SizeValueType>(tileOverlap));
+  }
   segmenter->SetGaussianBlending(blending == "gaussian");
   segmenter->SetTilesPerBatch(static_cast<unsigned int>(tilesPerBatch));
   segmenter->SetMemoryBudget(memoryBudget);
@@ -359,90 +536,79 @@ Segment(int argc, char * argv[])
   {
     segmenter->SetBoundaryConditionToConstant(boundaryCondition == "zero" ? 0.0 : boundaryConstant);
   }
-  segmenter->SetNormalizationMean(std::vector<double>(normalizationMean.begin(), normalizationMean.end()));
-  segmenter->SetNormalizationStandardDeviation(
-    std::vector<double>(normalizationStandardDeviation.begin(), normalizationStandardDeviation.end()));
-
+  SetNormalization(segmenter, normalizationMean, normalizationStandardDeviation, standardizeTo);
   segmenter->SetFreezeModel(!noFreeze);
-  segmenter->SetTestTimeFlipAxes(FlipAxesFromArgument<VDimension>(flipAxes));
+  if (!flipAxes.empty() || noTestTimeFlips)
+  {
+    segmenter->SetTestTimeFlipAxes(FlipAxesFromArgument<VDimension>(noTestTimeFlips ? std::vector<int>() : flipAxes));
+  }
   const bool separateCells = !outputCellVolume.empty();
   segmenter->SetGenerateProbabilities(!outputProbabilityVolume.empty() || separateCells);
 
-  // Loads and probes the network and lays out the tiles.
+  // Loads and probes the network, reads its model card, and lays out the tiles.
   segmenter->UpdateOutputInformation();
-  if (!standardizeTo.empty())
+  const itk::UNetModel *             model = segmenter->GetModel();
+  const bool                         resample = !noResample && !model->GetTrainedSpacing().empty();
+  itk::ImageSource<ClassImageType> * labelSource = segmenter;
+  ProbabilityImageType *             probabilities = segmenter->GetProbabilityOutput();
+  auto                               spacing = reader->GetOutput()->GetSpacing();
+  if (resample)
   {
-    StandardizeNormalization(segmenter.GetPointer(), standardizeTo);
+    resampling->SetInput(reader->GetOutput());
+    resampling->SetInterpolation(interpolation == "bspline" ? ResamplingType::InterpolationEnum::BSpline
+                                                            : ResamplingType::InterpolationEnum::Linear);
+    resampling->UpdateOutputInformation();
+    spacing = resampling->GetAppliedSpacing();
+    labelSource = resampling;
+    probabilities = resampling->GetProbabilityOutput();
   }
-  const itk::UNetModel * model = segmenter->GetModel();
-  const auto &           grid = segmenter->GetTileGrid();
-  const unsigned int     classes = model->GetNumberOfClasses();
-  // Slabs along the last axis, as ImageFileWriter streams. The segmenter grows each to whole tiles and keeps what
-  // the next slab shares, so every tile runs once whatever the slabs.
-  const auto splitter = itk::ImageRegionSplitterSlowDimension::New();
-  const auto image = grid.GetImageRegion();
-  // The cells need the whole probability image (a cell may reach across any piece): one piece then.
-  const unsigned int numberOfPieces =
-    splitter->GetNumberOfSplits(image, separateCells ? 1u : static_cast<unsigned int>(streamPieces));
-  std::vector<itk::ImageRegion<VDimension>> pieces(numberOfPieces, image);
-  for (unsigned int p = 0; p < numberOfPieces; ++p)
-  {
-    splitter->GetSplit(p, numberOfPieces, pieces[p]);
-  }
-  std::cout << "Model " << modelFile << ": " << model->GetNumberOfInputChannels() << " input channel(s), " << classes
-            << " classes, border " << grid.GetBorder() << ", downsampling factor "
+  const auto & grid = segmenter->GetTileGrid();
+  // Resampled (whole), or with the cells (a cell may reach across any piece): one piece.
+  const auto pieces =
+    SplitIntoPieces<VDimension>(reader->GetOutput()->GetLargestPossibleRegion(),
+                                resample || separateCells ? 1u : static_cast<unsigned int>(streamPieces));
+  std::cout << "Model " << modelFile << ": " << model->GetNumberOfInputChannels() << " input channel(s), "
+            << model->GetNumberOfClasses() << " classes, border " << grid.GetBorder() << ", downsampling factor "
             << PerAxis<VDimension>([model](unsigned int axis) { return model->GetDownsamplingFactor(axis); })
-            << "; tiles " << grid.GetTileSize() << " every " << grid.GetStride() << " x " << grid.GetNumberOfTiles()
-            << ", " << pieces.size() << " piece(s), estimated working memory " << segmenter->GetEstimatedWorkingMemory()
-            << " MB" << std::endl;
+            << "; normalisation " << segmenter->GetAppliedNormalizationDescription() << "; segmented at spacing "
+            << spacing << (resample ? " (resampled)" : "") << "; tiles " << grid.GetTileSize() << " every "
+            << grid.GetStride() << " x " << grid.GetNumberOfTiles() << ", " << pieces.size()
+            << " piece(s), estimated working memory " << segmenter->GetEstimatedWorkingMemory() << " MB" << std::endl;
 
-  std::unique_ptr<PieceWriter<VDimension>> labelWriter;
-  auto                                     toBytes = itk::CastImageFilter<ClassImageType, ByteLabelImageType>::New();
-  if (classes <= 256)
-  {
-    toBytes->SetInput(segmenter->GetOutput());
-    labelWriter = std::make_unique<ImagePieceWriter<ByteLabelImageType>>(
-      toBytes->GetOutput(), outputLabelVolume, true, pieces.size());
-  }
-  else
-  {
-    labelWriter = std::make_unique<ImagePieceWriter<ClassImageType>>(
-      segmenter->GetOutput(), outputLabelVolume, true, pieces.size());
-  }
+  const std::vector<ClassLook> looks = ClassLooks(model);
+  itk::ProcessObject::Pointer  cast;
+  auto                         labelWriter =
+    MakeLabelWriter<ClassImageType>(labelSource->GetOutput(), cast, looks, outputLabelVolume, pieces.size());
   std::unique_ptr<PieceWriter<VDimension>> probabilityWriter;
   if (!outputProbabilityVolume.empty())
   {
     // Probabilities compress poorly and slowly: written uncompressed.
-    probabilityWriter = std::make_unique<ImagePieceWriter<typename SegmenterType::ProbabilityImageType>>(
-      segmenter->GetProbabilityOutput(), outputProbabilityVolume, false, pieces.size());
+    probabilityWriter = std::make_unique<ImagePieceWriter<ProbabilityImageType>>(
+      probabilities, outputProbabilityVolume, false, pieces.size());
   }
-
-  using CellImageType = itk::Image<unsigned int, VDimension>;
-  using SeparationType =
-    itk::UNetCellSeparationImageFilter<typename SegmenterType::ProbabilityImageType, CellImageType>;
-  auto separation = SeparationType::New();
-  separation->SetCellClass(static_cast<unsigned int>(cellClass));
-  separation->SetSeedThreshold(seedThreshold);
-  separation->SetCellThreshold(cellThreshold);
+  auto separation =
+    itk::UNetCellSeparationImageFilter<ProbabilityImageType, itk::Image<unsigned int, VDimension>>::New();
+  ConfigureSeparation(separation.GetPointer(), model, argc, argv, cellClass, seedThreshold, cellThreshold);
   if (separateCells)
   {
     // Bad separation settings fail here, before the segmentation rather than after it.
-    separation->SetInput(segmenter->GetProbabilityOutput());
+    separation->SetInput(probabilities);
     separation->UpdateOutputInformation();
   }
 
   // The separation counts as one more piece in the progress.
   const double steps = static_cast<double>(pieces.size() + (separateCells ? 1 : 0));
   size_t       piecesDone = 0;
-  segmenter->AddObserver(itk::ProgressEvent(), [&](const itk::EventObject &) {
-    progress.Report((static_cast<double>(piecesDone) + segmenter->GetProgress()) / steps);
-  });
-  separation->AddObserver(itk::ProgressEvent(), [&](const itk::EventObject &) {
-    progress.Report((static_cast<double>(piecesDone) + separation->GetProgress()) / steps);
-  });
+  const auto   report = [&](const itk::ProcessObject * filter) {
+    return [&progress, &piecesDone, steps, filter](const itk::EventObject &) {
+      progress.Report((static_cast<double>(piecesDone) + filter->GetProgress()) / steps);
+    };
+  };
+  labelSource->AddObserver(itk::ProgressEvent(), report(labelSource));
+  separation->AddObserver(itk::ProgressEvent(), report(separation));
   for (const auto & piece : pieces)
   {
-    // The label writer runs the segmenter for the piece; the probabilities are then up to date for it too, and are
+    // The label writer runs the segmentation for the piece; the probabilities are then up to date for it too, and are
     // written without running it again.
     labelWriter->Write(piece);
     if (probabilityWriter)
@@ -458,26 +624,18 @@ Segment(int argc, char * argv[])
   }
   if (separateCells)
   {
-    // The segmenter ran on the whole image in its one piece: the separation reads its probabilities as they are.
+    // The segmentation ran on the whole image in its one piece: the separation reads its probabilities as they are.
     separation->Update();
     std::cout << "Cells: " << separation->GetNumberOfCells() << std::endl;
     itk::WriteImage(separation->GetOutput(), outputCellVolume, true);
   }
-
+  if (!outputColorTable.empty())
+  {
+    WriteColorTable(outputColorTable, looks);
+  }
   if (!returnParameterFile.empty())
   {
-    std::ofstream returned(returnParameterFile);
-    returned << "modelBorder = " << CommaSeparated<VDimension>(grid.GetBorder()) << "\nmodelDownsamplingFactor = "
-             << CommaSeparated<VDimension>(
-                  PerAxis<VDimension>([model](unsigned int axis) { return model->GetDownsamplingFactor(axis); }))
-             << "\nnumberOfClasses = " << classes
-             << "\ntileSizeUsed = " << CommaSeparated<VDimension>(grid.GetTileSize())
-             << "\ntileStrideUsed = " << CommaSeparated<VDimension>(grid.GetStride())
-             << "\nestimatedWorkingMemory = " << segmenter->GetEstimatedWorkingMemory() << std::endl;
-    if (!returned)
-    {
-      itkGenericExceptionMacro("Cannot write the return parameter file \"" << returnParameterFile << "\".");
-    }
+    WriteReturnedParameters(returnParameterFile, segmenter, spacing);
   }
   progress.End();
   return EXIT_SUCCESS;
@@ -485,7 +643,8 @@ Segment(int argc, char * argv[])
 
 /** LibTorch's activations are blocks large enough for glibc to serve with mmap and hand back to the kernel when
  * freed, so that every layer of every tile faults its memory in afresh. A program, unlike a library, may keep them
- * in the heap for the whole process (README, "Speed on CPU"). GLIBC_TUNABLES, when set, is the user's choice. */
+ * in the heap for the whole process (docs/cpp.md, "Speed on the CPU"). GLIBC_TUNABLES, when set, is the user's
+ * choice. */
 void
 KeepLargeBlocksInHeap()
 {

@@ -43,16 +43,21 @@ template <unsigned int VDimension>
 class UNetBoundaryCondition
 {
 public:
+  /** The image's region, and the regions asked about. */
   using RegionType = ImageRegion<VDimension>;
+  /** Mirror or Constant. */
   using BoundaryConditionEnum = UNetSegmentationImageFilterEnums::BoundaryCondition;
 
+  /** Mirror, over an empty image region: assign a constructed one before use. */
   UNetBoundaryCondition() = default;
 
+  /** The boundary condition `kind` at the edges of the image's largest possible region `image`. */
   UNetBoundaryCondition(BoundaryConditionEnum kind, const RegionType & image)
     : m_Kind(kind)
     , m_Image(image)
   {}
 
+  /** Mirror or Constant. */
   BoundaryConditionEnum
   GetKind() const
   {

@@ -32,6 +32,7 @@ namespace itk
  * users with binary masks (and Python users, for whom those filters may not be wrapped) reach the companions in one
  * step.
  *
+ * \sa UNetWeightMapImageFilter, UNetTrainingTargetImageFilter, ConnectedComponentImageFilter
  * \ingroup UNetSegmentation
  */
 template <typename TMaskImage, typename TLabelImage = Image<unsigned long, TMaskImage::ImageDimension>>
@@ -40,28 +41,41 @@ class ITK_TEMPLATE_EXPORT UNetCellLabelImageFilter : public UNetWholeImageFilter
 public:
   ITK_DISALLOW_COPY_AND_MOVE(UNetCellLabelImageFilter);
 
+  /** Standard class type aliases. */
+  /** @{ */
   using Self = UNetCellLabelImageFilter;
   using Superclass = UNetWholeImageFilter<TMaskImage, TLabelImage>;
   using Pointer = SmartPointer<Self>;
   using ConstPointer = SmartPointer<const Self>;
+  /** @} */
 
+  /** Method for creation through the object factory. */
   itkNewMacro(Self);
+
+  /** Run-time type information (and related methods). */
   itkTypeMacro(UNetCellLabelImageFilter, UNetWholeImageFilter);
 
+  /** Image type aliases: the binary (or any scalar) mask in, the instance labels out. */
+  /** @{ */
   using MaskImageType = TMaskImage;
   using MaskPixelType = typename MaskImageType::PixelType;
   using LabelImageType = TLabelImage;
+  /** @} */
 
   static_assert(std::is_integral<typename LabelImageType::PixelType>::value, "Labels must be of an integer type.");
 
-  /** Smallest mask value of a cell voxel (default 1: any non-zero value). */
+  /** Set/Get the smallest mask value of a cell voxel (default 1: any non-zero value of an unsigned mask). */
+  /** @{ */
   itkSetMacro(ForegroundThreshold, MaskPixelType);
   itkGetConstMacro(ForegroundThreshold, MaskPixelType);
+  /** @} */
 
-  /** Connect voxels through their edges and corners too, not only their faces (default off). */
+  /** Set/Get whether voxels connect through their edges and corners too, not only their faces (default off). */
+  /** @{ */
   itkSetMacro(FullyConnected, bool);
   itkGetConstMacro(FullyConnected, bool);
   itkBooleanMacro(FullyConnected);
+  /** @} */
 
   /** Number of cells found by the last update. */
   itkGetConstMacro(NumberOfCells, SizeValueType);
@@ -70,9 +84,12 @@ protected:
   UNetCellLabelImageFilter() = default;
   ~UNetCellLabelImageFilter() override = default;
 
+  /** Runs the mini-pipeline (BinaryThresholdImageFilter at ForegroundThreshold, then ConnectedComponentImageFilter) on
+   * this filter's work units, grafted onto this filter's output, and counts the cells. */
   void
   GenerateData() override;
 
+  /** Prints the settings and NumberOfCells. */
   void
   PrintSelf(std::ostream & os, Indent indent) const override;
 

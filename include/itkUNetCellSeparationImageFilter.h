@@ -18,6 +18,7 @@
 #ifndef itkUNetCellSeparationImageFilter_h
 #define itkUNetCellSeparationImageFilter_h
 
+#include "itkUNetModel.h"
 #include "itkUNetWholeImageFilter.h"
 #include "itkVectorImage.h"
 
@@ -47,8 +48,9 @@ namespace itk
  *
  * Defaults: SeedThreshold 0.5 keeps the network's own cells (its decision) as the seeds; a higher one splits more of
  * the cells the network merges through gaps, but a cell with no voxel that sure joins a neighbour. CellThreshold 0.2
- * misclassifies the fewest voxels of the bundled ISBI 2012 model's training slices (README, "Separating cells").
+ * misclassifies the fewest voxels of the bundled ISBI 2012 model's training slices (docs/model-card.md).
  *
+ * \sa UNetSegmentationImageFilter, UNetCellLabelImageFilter, MorphologicalWatershedFromMarkersImageFilter
  * \ingroup UNetSegmentation
  */
 template <typename TProbabilityImage = VectorImage<float, 2>,
@@ -58,37 +60,61 @@ class ITK_TEMPLATE_EXPORT UNetCellSeparationImageFilter : public UNetWholeImageF
 public:
   ITK_DISALLOW_COPY_AND_MOVE(UNetCellSeparationImageFilter);
 
+  /** Standard class type aliases. */
+  /** @{ */
   using Self = UNetCellSeparationImageFilter;
   using Superclass = UNetWholeImageFilter<TProbabilityImage, TLabelImage>;
   using Pointer = SmartPointer<Self>;
   using ConstPointer = SmartPointer<const Self>;
+  /** @} */
 
+  /** Method for creation through the object factory. */
   itkNewMacro(Self);
+
+  /** Run-time type information (and related methods). */
   itkTypeMacro(UNetCellSeparationImageFilter, UNetWholeImageFilter);
 
+  /** Spatial dimension of the images. */
   static constexpr unsigned int ImageDimension = TProbabilityImage::ImageDimension;
 
+  /** Image type aliases: the class probabilities in, the cell labels out. */
+  /** @{ */
   using ProbabilityImageType = TProbabilityImage;
   using LabelImageType = TLabelImage;
+  /** @} */
   static_assert(std::is_integral<typename LabelImageType::PixelType>::value, "Labels must be of an integer type.");
 
-  /** The component of the input that holds the cell class's probability (default 1). */
+  /** Set/Get the component of the input that holds the cell class's probability (default 1). */
+  /** @{ */
   itkSetMacro(CellClass, unsigned int);
   itkGetConstMacro(CellClass, unsigned int);
+  /** @} */
 
-  /** Smallest cell probability of a seed voxel (default 0.5). */
+  /** Set/Get the smallest cell probability of a seed voxel (default 0.5). */
+  /** @{ */
   itkSetMacro(SeedThreshold, double);
   itkGetConstMacro(SeedThreshold, double);
+  /** @} */
 
-  /** Smallest cell probability of a voxel the seeds grow into (default 0.2; at most SeedThreshold). */
+  /** Set/Get the smallest cell probability of a voxel the seeds grow into (default 0.2; at most SeedThreshold). */
+  /** @{ */
   itkSetMacro(CellThreshold, double);
   itkGetConstMacro(CellThreshold, double);
+  /** @} */
 
-  /** Connect voxels through their edges and corners too, not only their faces, for the seeds and the watershed
-   * (default off: the lines between cells then separate them face-connectedly, as the ISBI 2012 metrics count). */
+  /** Set/Get whether voxels connect through their edges and corners too, not only their faces, for the seeds and the
+   * watershed (default off: the lines between cells then separate them face-connectedly, as the ISBI 2012 metrics
+   * count). */
+  /** @{ */
   itkSetMacro(FullyConnected, bool);
   itkGetConstMacro(FullyConnected, bool);
   itkBooleanMacro(FullyConnected);
+  /** @} */
+
+  /** Takes CellClass, SeedThreshold and CellThreshold from `model`'s model card (UNetModelCard), where it has them:
+   * the settings chosen for that network on its training images. `model` must be loaded; the others stay. */
+  void
+  SetParametersFromModel(const UNetModel * model);
 
   /** Number of cells (seeds) found by the last update. */
   itkGetConstMacro(NumberOfCells, SizeValueType);
@@ -97,6 +123,7 @@ protected:
   UNetCellSeparationImageFilter() = default;
   ~UNetCellSeparationImageFilter() override = default;
 
+  /** SeedThreshold must be in (0, 1] and CellThreshold in (0, SeedThreshold]. */
   void
   VerifyPreconditions() ITKv5_CONST override;
 
@@ -104,9 +131,12 @@ protected:
   void
   VerifyInputInformation() ITKv5_CONST override;
 
+  /** Runs the mini-pipeline (see the class description) on this filter's work units, grafted onto this filter's
+   * output, and counts the seeds. */
   void
   GenerateData() override;
 
+  /** Prints the settings and NumberOfCells. */
   void
   PrintSelf(std::ostream & os, Indent indent) const override;
 

@@ -24,13 +24,60 @@
 #include "itkObject.h"
 #include "itkObjectFactory.h"
 #include "itkUNetNetworkGeometry.h"
+#ifndef ITK_WRAPPING_PARSER
+#  include "itkUNetModelCard.h"
+#endif
 
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 namespace itk
 {
+
+/** \class UNetNonFiniteOutputError
+ * \brief The network gave a score that is not a finite number (NaN or infinity) for one voxel of one tile of a batch.
+ * \sa UNetModel
+ * \ingroup UNetSegmentation */
+class UNetSegmentation_EXPORT UNetNonFiniteOutputError : public ExceptionObject
+{
+public:
+  /** Where in the batch: tile `batchTile` (its place in the batch), output channel `channel`, voxel `voxel` (its
+   * offset in the output tile, x fastest), and the score. */
+  UNetNonFiniteOutputError(const char * file, unsigned int line, unsigned int batchTile, unsigned int channel,
+                           SizeValueType voxel, double score);
+  /** The tile's place in its batch, the output channel and the voxel's offset in the output tile. */
+  /** @{ */
+  unsigned int
+  GetBatchTile() const
+  {
+    return m_BatchTile;
+  }
+  unsigned int
+  GetChannel() const
+  {
+    return m_Channel;
+  }
+  SizeValueType
+  GetVoxel() const
+  {
+    return m_Voxel;
+  }
+  /** @} */
+  /** Run-time type information. */
+  const char *
+  GetNameOfClass() const override
+  {
+    return "UNetNonFiniteOutputError";
+  }
+
+private:
+  unsigned int  m_BatchTile{ 0 };
+  unsigned int  m_Channel{ 0 };
+  SizeValueType m_Voxel{ 0 };
+};
 
 /** \class UNetModel
  * \brief A TorchScript U-Net and the tile geometry found by probing it.
@@ -54,9 +101,14 @@ namespace itk
  * others gets its own factor. A third valid edge per axis, and the smallest tile and the next larger one with all
  * axes together, confirm the geometry. Probing costs a few dozen forward passes of small inputs.
  *
+ * The geometry and the model card describe the network loaded last, and PredictProbabilities() runs it: one Load()
+ * publishes a new network whole, so threads sharing the model see one network or the other, never a mix. IsLoaded()
+ * says whether the network loaded last is that of the current settings and file.
+ *
  * The class keeps every LibTorch type behind a private implementation, so that no LibTorch header reaches the users
  * of this header (nor castxml, when the module is wrapped).
  *
+ * \sa UNetSegmentationImageFilter, UNetNetworkGeometry, UNetTilePlan
  * \ingroup UNetSegmentation
  */
 class UNetSegmentation_EXPORT UNetModel : public Object
@@ -64,63 +116,124 @@ class UNetSegmentation_EXPORT UNetModel : public Object
 public:
   ITK_DISALLOW_COPY_AND_MOVE(UNetModel);
 
+  /** Standard class type aliases. */
+  /** @{ */
   using Self = UNetModel;
   using Superclass = Object;
   using Pointer = SmartPointer<Self>;
   using ConstPointer = SmartPointer<const Self>;
+  /** @} */
 
+  /** Method for creation through the object factory. */
   itkNewMacro(Self);
+
+  /** Run-time type information (and related methods). */
   itkTypeMacro(UNetModel, Object);
 
+  /** An edge length, in voxels. */
   using SizeValueType = itk::SizeValueType;
+  /** A tile's edges along x, y(, z): as many as the network has spatial dimensions. */
   using TileSizeType = std::vector<SizeValueType>;
 
-  /** TorchScript file to load. */
-  itkSetStringMacro(FileName);
-  itkGetStringMacro(FileName);
-
-  /** Spatial dimension of the images the network is to take (2 or 3): Load() throws when the network's first
-   * convolution says otherwise. 0, the default, accepts either (GetNetworkDimension() then says which). */
-  itkSetMacro(ImageDimension, unsigned int);
-  itkGetConstMacro(ImageDimension, unsigned int);
-
-  /** Device the network runs on: "cpu" (default), "cuda" or "cuda:N". */
-  itkSetStringMacro(Device);
-  itkGetStringMacro(Device);
-
-  /** Threads LibTorch may use; 0, the default, means ITK's global default number of threads. On the CPU a batch of
-   * several tiles is split into up to this many forward passes that run side by side, each with its share of the
-   * threads (faster than one pass over all of them; the outputs are the same). LibTorch keeps its thread count per
-   * calling thread and process wide, so it is applied before every forward pass. */
+  /** Set/Get the TorchScript file to load. */
+  /** @{ */
   void
-  SetNumberOfThreads(unsigned int numberOfThreads)
-  {
-    // Not Modified(): threads change neither the network nor its output, so they must not make the pipeline (whose
-    // filters include the model's modification time) run again.
-    m_NumberOfThreads = numberOfThreads;
-  }
-  itkGetConstMacro(NumberOfThreads, unsigned int);
+  SetFileName(const std::string & fileName);
+  std::string
+  GetFileName() const;
+  /** @} */
 
-  /** Freeze the network after loading (`torch::jit::freeze`: parameters and attributes become constants, batch
-   * norms fold into convolutions) and then `torch::jit::optimize_for_inference`; default on. A network that cannot
-   * be frozen runs as saved, with a warning. */
-  itkSetMacro(Freeze, bool);
-  itkGetConstMacro(Freeze, bool);
+  /** Set/Get the spatial dimension of the images the network is to take (2 or 3): Load() throws when the network's
+   * first convolution says otherwise. 0, the default, accepts either (GetNetworkDimension() then says which). */
+  /** @{ */
+  void
+  SetImageDimension(unsigned int imageDimension);
+  unsigned int
+  GetImageDimension() const;
+  /** @} */
+
+  /** Set/Get the device the network runs on: "cpu" (default), "cuda" or "cuda:N". */
+  /** @{ */
+  void
+  SetDevice(const std::string & device);
+  std::string
+  GetDevice() const;
+  /** @} */
+
+  /** Set/Get the threads LibTorch may use; 0, the default, means ITK's global default number of threads. On the CPU a
+   * batch of several tiles is split into up to this many forward passes that run side by side, each with its share of
+   * the threads (faster than one pass over all of them; the outputs are the same). LibTorch keeps its thread count per
+   * calling thread and process wide, so it is applied before every forward pass. Setting it does not call Modified():
+   * it changes neither the network nor its output, so it must not make a pipeline run again. */
+  /** @{ */
+  void
+  SetNumberOfThreads(unsigned int numberOfThreads);
+  unsigned int
+  GetNumberOfThreads() const;
+  /** @} */
+
+  /** Set/Get whether to freeze the network after loading (`torch::jit::freeze`: parameters and attributes become
+   * constants, batch norms fold into convolutions) and then run `torch::jit::optimize_for_inference`; default on. A
+   * network that cannot be frozen runs as saved, with a warning. */
+  /** @{ */
+  void
+  SetFreeze(bool freeze);
+  bool
+  GetFreeze() const;
   itkBooleanMacro(Freeze);
+  /** @} */
 
-  /** Largest probe edge tried before probing gives up (default 1024). */
-  itkSetMacro(MaximumProbeSize, SizeValueType);
-  itkGetConstMacro(MaximumProbeSize, SizeValueType);
+  /** Set/Get the largest probe edge tried before probing gives up (default 1024). Not a change of the network: no
+   * Modified(). */
+  /** @{ */
+  void
+  SetMaximumProbeSize(SizeValueType edge);
+  SizeValueType
+  GetMaximumProbeSize() const;
+  /** @} */
 
-  /** Loads the file and probes the network, unless the file, device and dimension are those of the last load.
-   * Throws an ExceptionObject for a missing or corrupt file, an unavailable device, or a network whose geometry is
-   * not that of a U-Net. */
+  /** Set/Get the megabytes a probe may take (default 1024; the segmentation filter sets its MemoryBudget): probing
+   * grows its inputs while the allocations the probes so far took predict that the next stays within it, so a
+   * network that fails on every input gives up within it. Not a change of the network: no Modified(). */
+  /** @{ */
+  void
+  SetProbeMemoryBudget(double megabytes);
+  double
+  GetProbeMemoryBudget() const;
+  /** @} */
+
+  /** The most bytes LibTorch allocated during one probe of the last Load(), its input included (what the probing
+   * budget bounds). */
+  double
+  GetProbePeakBytes() const;
+
+  /** Loads the file and probes the network, unless the network loaded last is that of the current file name, device,
+   * freeze setting and image dimension, and the file's modification time and size are those it had then: a file
+   * rewritten in place (a network retrained) is loaded again. Throws an ExceptionObject for a missing or corrupt
+   * file, an unavailable device, or a network whose geometry is not that of a U-Net.
+   *
+   * Safe while other threads predict with the model: the network loaded before stays theirs until they finish, and
+   * the new one serves the calls that start after Load() returns. Loads of one model wait for each other; loads of
+   * different models run side by side, so a network that hangs while probed holds up its own model only. */
   void
   Load();
 
-  /** Whether Load() has succeeded for the current settings. */
+#ifndef ITK_WRAPPING_PARSER
+  /** Load(), asking `abortRequested` before each forward pass of the probing and throwing ProcessAborted when it says
+   * so (what the segmentation filter passes its AbortGenerateData through). A forward pass already running is not
+   * interrupted: LibTorch offers no way to. */
+  void
+  Load(const std::function<bool()> & abortRequested);
+#endif
+
+  /** Whether Load() has succeeded for the current settings and the file is unchanged since. */
   bool
   IsLoaded() const;
+
+  /** The modification time, counting a change of the model file on disk since it was loaded as a modification, so
+   * that a pipeline including the model's time runs again (and reloads it) when the file is rewritten. */
+  ModifiedTimeType
+  GetMTime() const override;
 
   /** Whether the loaded network runs frozen (Freeze on, and freezing succeeded). */
   bool
@@ -130,8 +243,11 @@ public:
    * network without one, ImageDimension. */
   unsigned int
   GetNetworkDimension() const;
+  /** The number of input channels the network takes; valid after Load(). */
   unsigned int
   GetNumberOfInputChannels() const;
+  /** The number of classes: the network's output channels, or 2 for a network with a single output channel (see the
+   * class description); valid after Load(). */
   unsigned int
   GetNumberOfClasses() const;
 
@@ -148,6 +264,7 @@ public:
   /** The smallest valid input edge; valid edges are `GetMinimumInputSize(axis) + k * GetDownsamplingFactor(axis)`. */
   SizeValueType
   GetMinimumInputSize(unsigned int axis) const;
+  /** The smallest valid output edge: `GetMinimumInputSize(axis) - 2 * GetBorder(axis)`. */
   SizeValueType
   GetMinimumOutputSize(unsigned int axis) const;
 
@@ -163,9 +280,26 @@ public:
   SizeValueType
   GetValidOutputSizeAtMost(unsigned int axis, SizeValueType outputSize) const;
 
+  /** Whether the file carries a model card (UNetModelCard): the network's preprocessing, spacing, classes and
+   * recommended settings. Valid after Load(). */
+  bool
+  HasModelCard() const;
+  /** The physical voxel spacing the network was trained at, from the model card (x first); empty when the card has
+   * none, or says the network works on the images' own grid (unit "pixel"). */
+  std::vector<double>
+  GetTrainedSpacing() const;
+
+  /** The model card as JSON text (empty without one), e.g. for Python's json.loads. */
+  std::string
+  GetModelCardJSON() const;
+
 #ifndef ITK_WRAPPING_PARSER
+  /** The model card (a copy: a later Load() may replace it); throws without one. */
+  UNetModelCard
+  GetModelCard() const;
+
   /** All of the geometry above, with the forward-pass memory model, as one value (what UNetTilePlan plans from). */
-  const UNetNetworkGeometry &
+  UNetNetworkGeometry
   GetGeometry() const;
 #endif
 
@@ -180,7 +314,8 @@ public:
   double
   MeasureForwardBytes(unsigned int batchSize, const TileSizeType & inputTileSize) const;
 
-  /** Runs the network on a batch of equally sized tiles and writes class probabilities.
+  /** Runs the network on a batch of equally sized tiles and writes class probabilities, with the network loaded when
+   * the call starts (another thread's Load() meanwhile does not change it under the call).
    *
    * `input` holds batchSize x channels x tile voxels floats, channels first, x fastest (ITK's buffer order);
    * `inputTileSize` gives the tile's edges along x, y(, z), each valid (output edge + 2 * border).
@@ -190,40 +325,103 @@ public:
   PredictProbabilities(const float * input, unsigned int batchSize, const TileSizeType & inputTileSize,
                        float * probabilities) const;
 
+#ifndef ITK_WRAPPING_PARSER
+  /** PredictProbabilities, throwing unless the loaded network is the one `expected` describes (its dimension,
+   * channels, classes and tile geometry: UNetNetworkGeometry::DescribesTheSameNetworkAs): a caller that sized its
+   * buffers from GetGeometry() stays safe when another thread loads another network into the model meanwhile. */
+  void
+  PredictProbabilities(const UNetNetworkGeometry & expected, const float * input, unsigned int batchSize,
+                       const TileSizeType & inputTileSize, float * probabilities) const;
+#endif
+
 protected:
   UNetModel();
   ~UNetModel() override;
 
+  /** Prints the settings and, once loaded, the probed geometry. */
   void
   PrintSelf(std::ostream & os, Indent indent) const override;
 
 private:
-  void
-  VerifyLoaded(const char * what) const;
+  class Implementation;
+  using LoadedNetwork = std::shared_ptr<const Implementation>;
 
-  /** Throws unless the model is loaded and has `axis`. */
+  /** What a load depends on, and the probing limits. */
+  struct Settings
+  {
+    std::string   FileName{};
+    std::string   Device{ "cpu" };
+    unsigned int  ImageDimension{ 0 };
+    unsigned int  NumberOfThreads{ 0 };
+    bool          Freeze{ true };
+    SizeValueType MaximumProbeSize{ 1024 };
+    double        ProbeMemoryBudget{ 1024.0 };
+  };
+
+  /** Whether a file exists, and its modification time (in the file clock's nanoseconds) and size. */
+  struct FileStamp
+  {
+    bool      Exists{ false };
+    int64_t   ModificationTime{ 0 };
+    uintmax_t Size{ 0 };
+    bool
+    operator==(const FileStamp & other) const
+    {
+      return Exists == other.Exists && ModificationTime == other.ModificationTime && Size == other.Size;
+    }
+  };
+  static FileStamp
+  ReadFileStamp(const std::string & fileName);
+
+  /** A copy of the settings, taken under the lock. */
+  Settings
+  CopySettings() const;
+
+  /** Sets one setting under the lock; Modified() when it changed and `modifies`. */
+  template <typename TValue>
   void
-  VerifyAxis(const char * what, unsigned int axis) const;
+  SetSetting(TValue Settings::*setting, const TValue & value, bool modifies);
+
+  /** Whether `network` was loaded with these settings (its own file stamp aside). */
+  static bool
+  LoadedWith(const Implementation & network, const Settings & settings);
+
+  /** The network loaded last, shared with the caller so that a concurrent Load() cannot take it away mid-call;
+   * throws, naming `what`, when none was loaded. */
+  LoadedNetwork
+  GetLoadedNetwork(const char * what) const;
+
+  /** GetLoadedNetwork(), and throws unless the network has `axis`. */
+  LoadedNetwork
+  GetLoadedNetworkWithAxis(const char * what, unsigned int axis) const;
+
+  /** Loads and probes a network with these settings; the caller publishes it. */
+  LoadedNetwork
+  LoadNetwork(const Settings & settings, const std::function<bool()> & abortRequested);
 
   /** PredictProbabilities for one forward pass of the whole batch on the calling thread, with this many LibTorch
    * threads. */
-  void
-  PredictProbabilitiesInOnePass(const float * input, unsigned int batchSize, const TileSizeType & inputTileSize,
-                                float * probabilities, unsigned int numberOfThreads) const;
+  static void
+  PredictProbabilitiesInOnePass(const Implementation & network, const float * input, unsigned int batchSize,
+                                const TileSizeType & inputTileSize, float * probabilities,
+                                unsigned int numberOfThreads);
 
-  /** Throws unless the model is loaded and every edge of `inputTileSize` is valid for it. */
-  void
-  VerifyInputTileSize(const char * what, const TileSizeType & inputTileSize) const;
+  /** Throws unless every edge of `inputTileSize` is valid for `network`. */
+  static void
+  VerifyInputTileSize(const Implementation & network, const char * what, const TileSizeType & inputTileSize);
 
-  std::string   m_FileName{};
-  std::string   m_Device{ "cpu" };
-  unsigned int  m_ImageDimension{ 0 };
-  unsigned int  m_NumberOfThreads{ 0 };
-  bool          m_Freeze{ true };
-  SizeValueType m_MaximumProbeSize{ 1024 };
-
-  class Implementation;
-  std::unique_ptr<Implementation> m_Implementation;
+  /** Guards the settings, the loaded network (the pointer: the network itself is immutable once published), the last
+   * probe peak and the file-change record. */
+  mutable std::mutex m_StateMutex{};
+  /** Held by Load() while it loads, so that threads loading one model load it once; per model, so that a network
+   * that hangs while probed holds up no other model. */
+  std::mutex    m_LoadMutex{};
+  Settings      m_Settings{};
+  LoadedNetwork m_LoadedNetwork{};
+  double        m_ProbePeakBytes{ 0.0 };
+  /** The changed file stamp GetMTime() last counted as a modification, and when. */
+  mutable FileStamp m_ChangedFileStamp{};
+  mutable TimeStamp m_FileChangedTime{};
 };
 
 } // end namespace itk

@@ -35,8 +35,10 @@
 
 namespace itk
 {
+namespace unet_detail
+{
 
-/** \class UNetNearestCells
+/** \class NearestCells
  * \brief For every voxel of an instance label image, the distances to the nearest and the second-nearest cells.
  *
  * A cell is the set of voxels that share one non-zero label (0 is background; the IgnoreLabel, if not 0, marks
@@ -62,14 +64,18 @@ namespace itk
  * \ingroup UNetSegmentation
  */
 template <typename TLabelImage>
-class UNetNearestCells
+class NearestCells
 {
 public:
+  /** Image type aliases of the instance label image. */
+  /** @{ */
   using LabelImageType = TLabelImage;
   using LabelType = typename LabelImageType::PixelType;
   using RegionType = typename LabelImageType::RegionType;
   using IndexType = typename LabelImageType::IndexType;
   using SizeType = typename LabelImageType::SizeType;
+  /** @} */
+  /** Spatial dimension of the label image. */
   static constexpr unsigned int ImageDimension = LabelImageType::ImageDimension;
 
   static_assert(std::is_integral<LabelType>::value, "Instance labels must have an integer pixel type.");
@@ -109,7 +115,7 @@ public:
     const RegionType region = labels->GetLargestPossibleRegion();
     if (labels->GetBufferedRegion() != region)
     {
-      itkGenericExceptionMacro("UNetNearestCells needs the label image buffered over its largest possible region.");
+      itkGenericExceptionMacro("NearestCells needs the label image buffered over its largest possible region.");
     }
     const MultiThreaderBase::Pointer threader =
       filter ? MultiThreaderBase::Pointer(filter->GetMultiThreader()) : MultiThreaderBase::New();
@@ -153,11 +159,13 @@ public:
   {
     return m_SecondSquared;
   }
+  /** Cells (distinct labels other than 0 and the IgnoreLabel) found by the last Compute(). */
   SizeValueType
   GetNumberOfCells() const
   {
     return m_Cells.size();
   }
+  /** Voxels of the cells. */
   SizeValueType
   GetNumberOfCellVoxels() const
   {
@@ -203,7 +211,7 @@ private:
     m_Cells.clear();
     m_NumberOfCellVoxels = 0;
     m_NumberOfIgnoredVoxels = 0;
-    for (const IndexType & lineStart : UNetLineStarts(region))
+    for (const IndexType & lineStart : LineStarts(region))
     {
       const LabelType * line = buffer + labels->ComputeOffset(lineStart);
       for (SizeValueType x = 0; x < region.GetSize(0); ++x)
@@ -288,9 +296,9 @@ private:
         }
         const RegionType computed =
           SquaredDistanceToCell(labels, m_Cells[cell], widened[cell], wanted, m_SpacingSquared, scratch);
-        for (const IndexType & lineStart : UNetLineStarts(wanted))
+        for (const IndexType & lineStart : LineStarts(wanted))
         {
-          const double *      line = scratch.box.data() + UNetOffsetInRegion(computed, lineStart);
+          const double *      line = scratch.box.data() + OffsetInRegion(computed, lineStart);
           const SizeValueType imageOffset = static_cast<SizeValueType>(labels->ComputeOffset(lineStart));
           for (SizeValueType x = 0; x < wanted.GetSize(0); ++x)
           {
@@ -337,7 +345,7 @@ private:
           return;
         }
         Scratch scratch;
-        for (const IndexType & lineStart : UNetLineStarts(piece, axis))
+        for (const IndexType & lineStart : LineStarts(piece, axis))
         {
           const SizeValueType first = static_cast<SizeValueType>(labels->ComputeOffset(lineStart));
           if (axis == 0) // the first pass starts from the cells themselves
@@ -399,10 +407,10 @@ private:
     scratch.box.resize(computed.GetNumberOfPixels());
     double *          box = scratch.box.data();
     const LabelType * buffer = labels->GetBufferPointer();
-    for (const IndexType & lineStart : UNetLineStarts(cell.box))
+    for (const IndexType & lineStart : LineStarts(cell.box))
     {
       const LabelType * in = buffer + labels->ComputeOffset(lineStart);
-      double *          out = box + UNetOffsetInRegion(computed, lineStart);
+      double *          out = box + OffsetInRegion(computed, lineStart);
       for (SizeValueType x = 0; x < cell.box.GetSize(0); ++x)
       {
         out[x] = in[x] == cell.label ? 0.0 : std::numeric_limits<double>::infinity();
@@ -422,13 +430,13 @@ private:
     {
       const unsigned int   axis = ImageDimension - 1 - pass;
       const IndexValueType start = computed.GetIndex(axis);
-      for (const IndexType & lineStart : UNetLineStarts(lines, axis))
+      for (const IndexType & lineStart : LineStarts(lines, axis))
       {
         IndexType first = lineStart;
         first[axis] = start;
         // Positions along the line count from the widened box's first index, whatever the piece: the same
         // arithmetic for every split.
-        LowerEnvelope(box + UNetOffsetInRegion(computed, first),
+        LowerEnvelope(box + OffsetInRegion(computed, first),
                       strides[axis],
                       start - widened.GetIndex(axis),
                       static_cast<SizeValueType>(cell.box.GetIndex(axis) - start),
@@ -519,6 +527,7 @@ private:
   SizeValueType      m_NumberOfIgnoredVoxels{ 0 };
 };
 
+} // end namespace unet_detail
 } // end namespace itk
 
 #endif // itkUNetNearestCells_h

@@ -40,17 +40,36 @@ namespace itk
  */
 struct UNetNetworkGeometry
 {
-  unsigned int               Dimension{ 0 };
-  unsigned int               InputChannels{ 0 };
-  unsigned int               Classes{ 0 };
+  /** The network's spatial dimension (2 or 3). */
+  unsigned int Dimension{ 0 };
+  /** The number of channels the network takes. */
+  unsigned int InputChannels{ 0 };
+  /** The number of classes, one probability each (2 for a network with a single output channel). */
+  unsigned int Classes{ 0 };
+  /** Per axis, the voxels a tile loses on each side to valid convolutions (0 for same-padded networks). */
   std::vector<SizeValueType> Border{};
+  /** Per axis, the spacing of the valid input edges: the product of the poolings' strides. */
   std::vector<SizeValueType> DownsamplingFactor{};
+  /** Per axis, the smallest valid input edge. */
   std::vector<SizeValueType> MinimumInputSize{};
   /** Bytes LibTorch allocates in a forward pass of one tile: ForwardBytesFixed + ForwardBytesPerInputVoxel * input
    * voxels. */
+  /** @{ */
   double ForwardBytesFixed{ 0.0 };
   double ForwardBytesPerInputVoxel{ 0.0 };
+  /** @} */
 
+  /** Whether `other` describes a network that takes and gives the same tiles: the same dimension, input channels,
+   * classes and, per axis, border, downsampling factor and smallest input (the memory model aside). */
+  bool
+  DescribesTheSameNetworkAs(const UNetNetworkGeometry & other) const
+  {
+    return Dimension == other.Dimension && InputChannels == other.InputChannels && Classes == other.Classes &&
+           Border == other.Border && DownsamplingFactor == other.DownsamplingFactor &&
+           MinimumInputSize == other.MinimumInputSize;
+  }
+
+  /** The smallest valid output edge along `axis`: `MinimumInputSize[axis] - 2 * Border[axis]`. */
   SizeValueType
   GetMinimumOutputSize(unsigned int axis) const
   {

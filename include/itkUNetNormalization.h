@@ -20,6 +20,8 @@
 
 #include "itkMacro.h"
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <vector>
 
@@ -40,12 +42,16 @@ namespace itk
 class UNetNormalization
 {
 public:
+  /** No normalisation: mean 0 and standard deviation 1 for every channel. */
   UNetNormalization() = default;
+  /** Means and standard deviations: none, one for every channel, or one per channel each (checked by Verify()). */
   UNetNormalization(std::vector<double> mean, std::vector<double> standardDeviation)
     : m_Mean(std::move(mean))
     , m_StandardDeviation(std::move(standardDeviation))
   {}
 
+  /** The means and the standard deviations as given (empty: the default, 0 and 1). */
+  /** @{ */
   const std::vector<double> &
   GetMean() const
   {
@@ -56,8 +62,10 @@ public:
   {
     return m_StandardDeviation;
   }
+  /** @} */
 
   /** The mean and standard deviation of channel `channel`. */
+  /** @{ */
   double
   GetMean(unsigned int channel) const
   {
@@ -68,8 +76,39 @@ public:
   {
     return ValueFor(m_StandardDeviation, channel, 1.0);
   }
+  /** @} */
 
-  /** value * GetScale(c) + GetShift(c) == (value - mean) / standard deviation. */
+  /** Values below `low` or above `high` are clipped to them before the rest (nnU-Net's scheme for CT); no clipping
+   * by default. */
+  void
+  SetClipWindow(double low, double high)
+  {
+    m_ClipWindow = { { low, high } };
+    m_HasClipWindow = true;
+  }
+  /** Whether values are clipped (SetClipWindow()). */
+  bool
+  HasClipWindow() const
+  {
+    return m_HasClipWindow;
+  }
+  /** The window [low, high]; meaningful when HasClipWindow(). */
+  const std::array<double, 2> &
+  GetClipWindow() const
+  {
+    return m_ClipWindow;
+  }
+
+  /** `value` clipped to the window, if there is one. */
+  double
+  Clip(double value) const
+  {
+    return m_HasClipWindow ? std::min(std::max(value, m_ClipWindow[0]), m_ClipWindow[1]) : value;
+  }
+
+  /** The scale and shift of channel `channel`: value * GetScale(c) + GetShift(c) == (value - mean) / standard
+   * deviation, after clipping. */
+  /** @{ */
   double
   GetScale(unsigned int channel) const
   {
@@ -80,6 +119,7 @@ public:
   {
     return -this->GetMean(channel) / this->GetStandardDeviation(channel);
   }
+  /** @} */
 
   /** Throws unless the values are finite, the standard deviations positive and, for an image of `channels` channels,
    * each list has no value, one, or one per channel. */
@@ -116,6 +156,13 @@ public:
                                  << standardDeviation << '.');
       }
     }
+    if (m_HasClipWindow &&
+        !(m_ClipWindow[0] < m_ClipWindow[1] && std::isfinite(m_ClipWindow[0]) && std::isfinite(m_ClipWindow[1])))
+    {
+      itkGenericExceptionMacro("The normalisation's clip window must be two finite values, the first below the "
+                               "second; got ["
+                               << m_ClipWindow[0] << ", " << m_ClipWindow[1] << "].");
+    }
   }
 
   /** This normalisation applied after mapping each channel c linearly from the image's mean `imageMean[c]` and
@@ -134,19 +181,27 @@ public:
       mean[c] = imageMean[c] + (this->GetMean(c) - toMean) * ratio;
       standardDeviation[c] = this->GetStandardDeviation(c) * ratio;
     }
-    return UNetNormalization(mean, standardDeviation);
+    UNetNormalization standardized(mean, standardDeviation);
+    standardized.m_ClipWindow = m_ClipWindow;
+    standardized.m_HasClipWindow = m_HasClipWindow;
+    return standardized;
   }
 
+  /** Compare two normalisations by their values as given: one value for every channel differs from the same value
+   * once per channel. */
+  /** @{ */
   bool
   operator==(const UNetNormalization & other) const
   {
-    return m_Mean == other.m_Mean && m_StandardDeviation == other.m_StandardDeviation;
+    return m_Mean == other.m_Mean && m_StandardDeviation == other.m_StandardDeviation &&
+           m_HasClipWindow == other.m_HasClipWindow && (!m_HasClipWindow || m_ClipWindow == other.m_ClipWindow);
   }
   bool
   operator!=(const UNetNormalization & other) const
   {
     return !(*this == other);
   }
+  /** @} */
 
 private:
   static double
@@ -155,8 +210,10 @@ private:
     return values.empty() ? none : values[values.size() == 1 ? 0 : channel];
   }
 
-  std::vector<double> m_Mean{};
-  std::vector<double> m_StandardDeviation{};
+  std::vector<double>   m_Mean{};
+  std::vector<double>   m_StandardDeviation{};
+  std::array<double, 2> m_ClipWindow{ { 0.0, 0.0 } };
+  bool                  m_HasClipWindow{ false };
 };
 
 } // end namespace itk

@@ -21,7 +21,11 @@
 #include "itkImageRegion.h"
 #include "itkIndexRange.h"
 
+#include <algorithm>
+
 namespace itk
+{
+namespace unet_detail
 {
 
 /** The first index of every line of `region` along `axis` (default x, axis 0), in buffer order: a range over the
@@ -29,7 +33,7 @@ namespace itk
  * \ingroup UNetSegmentation */
 template <unsigned int VDimension>
 ImageRegionIndexRange<VDimension>
-UNetLineStarts(ImageRegion<VDimension> region, unsigned int axis = 0)
+LineStarts(ImageRegion<VDimension> region, unsigned int axis = 0)
 {
   if (region.GetSize(axis) > 0)
   {
@@ -42,7 +46,7 @@ UNetLineStarts(ImageRegion<VDimension> region, unsigned int axis = 0)
  * \ingroup UNetSegmentation */
 template <unsigned int VDimension>
 SizeValueType
-UNetOffsetInRegion(const ImageRegion<VDimension> & region, const Index<VDimension> & index)
+OffsetInRegion(const ImageRegion<VDimension> & region, const Index<VDimension> & index)
 {
   SizeValueType offset = 0;
   SizeValueType stride = 1;
@@ -54,6 +58,29 @@ UNetOffsetInRegion(const ImageRegion<VDimension> & region, const Index<VDimensio
   return offset;
 }
 
+/** Copies `block` (a region inside both) from `source`, a buffer holding `sourceRegion`, to `target`, a buffer holding
+ * `targetRegion`: `components` planes each, one after the other (channels first), x fastest.
+ * \ingroup UNetSegmentation */
+template <unsigned int VDimension>
+void
+CopyBlockBetweenBuffers(const float * source, const ImageRegion<VDimension> & sourceRegion, float * target,
+                        const ImageRegion<VDimension> & targetRegion, const ImageRegion<VDimension> & block,
+                        unsigned int components)
+{
+  const SizeValueType sourcePlane = sourceRegion.GetNumberOfPixels();
+  const SizeValueType targetPlane = targetRegion.GetNumberOfPixels();
+  for (const Index<VDimension> & lineStart : LineStarts(block))
+  {
+    const float * from = source + OffsetInRegion(sourceRegion, lineStart);
+    float *       to = target + OffsetInRegion(targetRegion, lineStart);
+    for (unsigned int component = 0; component < components; ++component)
+    {
+      std::copy_n(from + component * sourcePlane, block.GetSize(0), to + component * targetPlane);
+    }
+  }
+}
+
+} // end namespace unet_detail
 } // end namespace itk
 
 #endif // itkUNetRegionLines_h

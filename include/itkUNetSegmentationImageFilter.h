@@ -64,6 +64,7 @@ namespace itk
  * update, whatever the pieces. GenerateInputRequestedRegion asks only for what the tiles still to run read (cropped
  * to the image; the rest is mirrored).
  *
+ * \sa UNetModel, UNetTilePlan, UNetTileGrid, UNetCellSeparationImageFilter
  * \ingroup UNetSegmentation
  */
 template <typename TInputImage, typename TOutputImage = Image<unsigned char, TInputImage::ImageDimension>>
@@ -72,16 +73,26 @@ class ITK_TEMPLATE_EXPORT UNetSegmentationImageFilter : public ImageToImageFilte
 public:
   ITK_DISALLOW_COPY_AND_MOVE(UNetSegmentationImageFilter);
 
+  /** Standard class type aliases. */
+  /** @{ */
   using Self = UNetSegmentationImageFilter;
   using Superclass = ImageToImageFilter<TInputImage, TOutputImage>;
   using Pointer = SmartPointer<Self>;
   using ConstPointer = SmartPointer<const Self>;
+  /** @} */
 
+  /** Method for creation through the object factory. */
   itkNewMacro(Self);
+
+  /** Run-time type information (and related methods). */
   itkTypeMacro(UNetSegmentationImageFilter, ImageToImageFilter);
 
+  /** Spatial dimension of the images (2 or 3). */
   static constexpr unsigned int ImageDimension = TInputImage::ImageDimension;
 
+  /** Image type aliases: the input (scalar or multi-component; InputValueType is a component's type), the label map,
+   * and the per-class probabilities. */
+  /** @{ */
   using InputImageType = TInputImage;
   using InputPixelType = typename InputImageType::PixelType;
   using InputValueType = typename NumericTraits<InputPixelType>::ValueType;
@@ -91,87 +102,121 @@ public:
   using RegionType = typename OutputImageType::RegionType;
   using SizeType = typename OutputImageType::SizeType;
   using IndexType = typename OutputImageType::IndexType;
+  /** @} */
+  /** The tile plan and tile grid of an update (GetTilePlan(), GetTileGrid()). */
+  /** @{ */
   using TilePlanType = UNetTilePlan<ImageDimension>;
   using TileGridType = UNetTileGrid<ImageDimension>;
+  /** @} */
+  /** Names the outputs: the "Probabilities" output is a named one. */
   using DataObjectIdentifierType = typename Superclass::DataObjectIdentifierType;
 
   static_assert(ImageDimension == 2 || ImageDimension == 3, "UNetSegmentationImageFilter supports 2-D and 3-D images.");
   static_assert(std::is_integral<OutputPixelType>::value, "The label map's pixel type must be an integer type.");
 
+  /** What fills a tile's context outside the image: Mirror or Constant. */
   using BoundaryConditionEnum = UNetSegmentationImageFilterEnums::BoundaryCondition;
+  /** One flag per axis: whether test-time augmentation flips along it. */
   using FlipAxesType = FixedArray<bool, ImageDimension>;
 
-  /** The TorchScript file of the network. */
+  /** Set/Get the TorchScript file of the network (the model's FileName). */
+  /** @{ */
   void
   SetModelFileName(const std::string & fileName);
   std::string
   GetModelFileName() const;
+  /** @} */
 
-  /** The model, for its probed geometry (load it with GetModel()->Load() or by updating the filter) or to share one
-   * loaded model between filters. */
+  /** Set/Get the model, for its probed geometry (load it with GetModel()->Load() or by updating the filter) or to
+   * share one loaded model between filters. SetModel() throws for null. */
+  /** @{ */
   void
   SetModel(UNetModel * model);
   itkGetModifiableObjectMacro(Model, UNetModel);
+  /** @} */
 
-  /** Device the network runs on: "cpu" (default), "cuda", "cuda:N". */
+  /** Set/Get the device the network runs on: "cpu" (default), "cuda", "cuda:N" (the model's Device). */
+  /** @{ */
   void
   SetDevice(const std::string & device);
   std::string
   GetDevice() const;
+  /** @} */
 
-  /** Threads for LibTorch; 0 (default): ITK's global default number of threads. On the CPU a batch is split into up
-   * to this many forward passes run side by side, each on its share of the threads (UNetModel::SetNumberOfThreads). */
+  /** Set/Get the threads for LibTorch; 0 (default): ITK's global default number of threads. On the CPU a batch is
+   * split into up to this many forward passes run side by side, each on its share of the threads
+   * (UNetModel::SetNumberOfThreads). Threads change neither the output nor the pipeline's need to update. */
+  /** @{ */
   void
   SetNumberOfTorchThreads(unsigned int numberOfThreads);
   unsigned int
   GetNumberOfTorchThreads() const;
+  /** @} */
 
-  /** Output edge of a tile along each axis. 0 along an axis (default) chooses it: the valid edges that need the
-   * fewest network input voxels for the whole image (fewer, larger tiles lose less to the border; a last tile that
+  /** Set/Get the output edge of a tile along each axis. 0 along an axis (default) chooses it: the valid edges that need
+   * the fewest network input voxels for the whole image (fewer, larger tiles lose less to the border; a last tile that
    * overhangs the image wastes the overhang, and the overlap that aligning tiles to the pooling grid leaves is
    * computed twice) while the estimated working memory stays within MemoryBudget. A non-zero edge must be valid for
    * the network (UNetModel::IsValidOutputSize) and, where the image needs more than one tile along that axis, at least
    * TileOverlap plus the downsampling factor, or the update throws. */
+  /** @{ */
   itkSetMacro(TileSize, SizeType);
   itkGetConstReferenceMacro(TileSize, SizeType);
+  /** @} */
 
-  /** Output voxels that neighbouring tiles share along each axis, and whose predictions are blended (default 0).
+  /** Set/Get the output voxels that neighbouring tiles share along each axis, and whose predictions are blended
+   * (default 0).
    *
    * Tiles advance by a multiple of the network's downsampling factor (UNetModel::GetDownsamplingFactor), so that
    * every tile sees the image on the pooling grid of one tile over the whole image: the stride is the largest such
    * multiple that keeps this overlap, so tiles may overlap by more. Without an overlap asked for (0), voxels that
    * tiles share come from one of them (a valid network gives the same values in each), and the result of a valid
    * network does not depend on the tile size; with one, they are blended, which a same-padded network, whose tiles
-   * disagree near their edges, needs. */
-  itkSetMacro(TileOverlap, SizeValueType);
+   * disagree near their edges, needs.
+   *
+   * A model card's recommended overlap (UNetModelCard) applies unless the caller set one. */
+  /** @{ */
+  void
+  SetTileOverlap(SizeValueType overlap);
   itkGetConstMacro(TileOverlap, SizeValueType);
+  /** @} */
 
-  /** Blend overlapping tiles with Gaussian weights (sigma = tile edge / 8, centred on the tile; default) rather than
-   * with equal weights. */
+  /** Set/Get whether overlapping tiles blend with Gaussian weights (sigma = tile edge / 8, centred on the tile;
+   * default) rather than with equal weights. */
+  /** @{ */
   itkSetMacro(GaussianBlending, bool);
   itkGetConstMacro(GaussianBlending, bool);
   itkBooleanMacro(GaussianBlending);
+  /** @} */
 
-  /** Test-time flip augmentation (off by default): each tile's class probabilities are averaged over the flips along
-   * these axes, all 2^k combinations of the k axes chosen, as nnU-Net mirrors. Each flipped copy of the input tile,
-   * its context included, goes through the network in the same batch as the tile, and its probabilities are flipped
-   * back. Per tile, so streaming still gives the one-shot result; the cost is about 2^k times the network's. */
-  itkSetMacro(TestTimeFlipAxes, FlipAxesType);
+  /** Set/Get the axes of test-time flip augmentation (none by default): each tile's class probabilities are averaged
+   * over the flips along these axes, all 2^k combinations of the k axes chosen, as nnU-Net mirrors. Each flipped copy
+   * of the input tile, its context included, goes through the network in the same batch as the tile, and its
+   * probabilities are flipped back. Per tile, so streaming still gives the one-shot result; the cost is about 2^k times
+   * the network's. A model card's flip axes (UNetModelCard) apply unless the caller set some. */
+  /** @{ */
+  void
+  SetTestTimeFlipAxes(const FlipAxesType & axes);
   itkGetConstReferenceMacro(TestTimeFlipAxes, FlipAxesType);
+  /** @} */
 
-  /** Tiles run through the network in one forward pass, each with its flipped copies (TestTimeFlipAxes); 0 (default)
-   * fills MemoryBudget, up to 64 tiles. */
+  /** Set/Get the tiles run through the network in one forward pass, each with its flipped copies (TestTimeFlipAxes);
+   * 0 (default) fills MemoryBudget, up to 64 tiles. */
+  /** @{ */
   itkSetMacro(TilesPerBatch, unsigned int);
   itkGetConstMacro(TilesPerBatch, unsigned int);
+  /** @} */
 
-  /** Megabytes the filter's working memory for a stream piece may take (default 1024): the network's activations
-   * for a batch (UNetModel::GetEstimatedForwardBytes), the batch's gathered input tiles and probabilities, the
-   * blending buffers, and the tile layers (output and input with its context) by which a piece grows to whole tiles
+  /** Set/Get the megabytes the filter's working memory for a stream piece may take (default 1024): the network's
+   * activations for a batch (UNetModel::GetEstimatedForwardBytes), the batch's gathered input tiles and probabilities,
+   * the blending buffers, and the tile layers (output and input with its context) by which a piece grows to whole tiles
    * and that it keeps for the next piece. The requested piece itself is the caller's. Automatic tile sizes and
    * batches stay within it; a TileSize or TilesPerBatch whose batch alone (activations, input and probabilities)
    * exceeds it makes the update throw rather than run out of memory. */
+  /** @{ */
   itkSetMacro(MemoryBudget, double);
   itkGetConstMacro(MemoryBudget, double);
+  /** @} */
 
   /** How far apart neighbouring tiles start along each axis, in output voxels (see TileOverlap); valid once the output
    * information is generated. */
@@ -189,32 +234,43 @@ public:
     return m_TilePlan.GetMemoryEstimate().GetTotalBytes() / (1024.0 * 1024.0);
   }
 
-  /** Produce the "Probabilities" output (default on). Off, no per-class buffer is allocated, only the label map is
-   * produced, and GetProbabilityOutput() returns null. */
+  /** Set/Get whether to produce the "Probabilities" output (default on). Off, no per-class buffer is allocated, only
+   * the label map is produced, and GetProbabilityOutput() returns null. */
+  /** @{ */
   void
   SetGenerateProbabilities(bool generate);
   itkGetConstMacro(GenerateProbabilities, bool);
   itkBooleanMacro(GenerateProbabilities);
+  /** @} */
 
-  /** Freeze the network when it is loaded (UNetModel::SetFreeze; default on). */
+  /** Set/Get whether to freeze the network when it is loaded (UNetModel::SetFreeze; default on). */
+  /** @{ */
   void
   SetFreezeModel(bool freeze);
   bool
   GetFreezeModel() const;
   itkBooleanMacro(FreezeModel);
+  /** @} */
 
+  /** Set/Get what fills a tile's context outside the image (see UNetBoundaryCondition): the image mirrored at its
+   * edges (default), or BoundaryConstant. */
+  /** @{ */
   itkSetEnumMacro(BoundaryCondition, BoundaryConditionEnum);
   itkGetEnumMacro(BoundaryCondition, BoundaryConditionEnum);
+  /** @} */
+  /** Mirror the image at its edges. */
   void
   SetBoundaryConditionToMirror()
   {
     this->SetBoundaryCondition(BoundaryConditionEnum::Mirror);
   }
+  /** Zero padding: the Constant boundary condition with BoundaryConstant 0. */
   void
   SetBoundaryConditionToZero()
   {
     this->SetBoundaryConditionToConstant(0.0);
   }
+  /** The Constant boundary condition with BoundaryConstant `value`. */
   void
   SetBoundaryConditionToConstant(double value)
   {
@@ -222,12 +278,18 @@ public:
     this->SetBoundaryCondition(BoundaryConditionEnum::Constant);
   }
 
-  /** Value outside the image with the Constant boundary condition, before normalisation. */
+  /** Set/Get the value outside the image with the Constant boundary condition, before normalisation (default 0). */
+  /** @{ */
   itkSetMacro(BoundaryConstant, double);
   itkGetConstMacro(BoundaryConstant, double);
+  /** @} */
 
-  /** Per-channel normalisation (value - mean) / standard deviation, applied before the network. One value applies
-   * to every channel; an empty vector (default) means mean 0 and standard deviation 1. */
+  /** Set/Get the per-channel normalisation (value - mean) / standard deviation, applied before the network. One value
+   * applies to every channel; an empty vector (default) means mean 0 and standard deviation 1.
+   *
+   * A model card's normalisation (UNetModelCard) applies unless the caller set any of the normalisation settings
+   * (these, SetNormalizationShiftScale, StandardizeImage); GetAppliedNormalizationDescription() says which applies. */
+  /** @{ */
   void
   SetNormalizationMean(const std::vector<double> & mean);
   const std::vector<double> &
@@ -242,15 +304,39 @@ public:
   {
     return m_Normalization.GetStandardDeviation();
   }
+  /** @} */
   /** Normalisation as (value + shift) * scale, the same thing said the other way. */
   void
   SetNormalizationShiftScale(double shift, double scale);
 
+  /** Set/Get per-image standardisation (off by default): each channel of the image mapped linearly to
+   * StandardizedMean and StandardizedStandardDeviation over the whole image (ITK's StatisticsImageFilter: the
+   * sample standard deviation) before the normalisation, for networks trained on images standardised so; nnU-Net's
+   * z-score normalisation. It reads the whole input image, so the input does not stream (the outputs still do). */
+  /** @{ */
+  void
+  SetStandardizeImage(bool standardize);
+  itkGetConstMacro(StandardizeImage, bool);
+  itkBooleanMacro(StandardizeImage);
+  void
+  SetStandardizedMean(double mean);
+  itkGetConstMacro(StandardizedMean, double);
+  void
+  SetStandardizedStandardDeviation(double standardDeviation);
+  itkGetConstMacro(StandardizedStandardDeviation, double);
+  /** @} */
+
+  /** What the last update's input normalisation was and where it came from ("set by the caller", "from the model
+   * card", "none"): valid once the output information is generated. */
+  itkGetStringMacro(AppliedNormalizationDescription);
+
 #ifndef ITK_WRAPPING_PARSER
-  /** Both normalisation settings as one value. */
+  /** Set/Get both normalisation settings as one value. */
+  /** @{ */
   void
   SetNormalization(const UNetNormalization & normalization);
   itkGetConstReferenceMacro(Normalization, UNetNormalization);
+  /** @} */
 #endif
 
   /** Output 0: the label map. */
@@ -261,10 +347,12 @@ public:
   }
 
   /** The named output "Probabilities": per-class probabilities; null when GenerateProbabilities is off. */
+  /** @{ */
   ProbabilityImageType *
   GetProbabilityOutput();
   const ProbabilityImageType *
   GetProbabilityOutput() const;
+  /** @} */
 
   /** Includes the model's modification time, so that changing a shared model re-runs the filter. */
   ModifiedTimeType
@@ -295,12 +383,18 @@ protected:
   /** The probabilities are a named output, "Probabilities": the indexed outputs of an ITK filter share one image
    * type, and the Python functional interface returns them all. */
   using Superclass::MakeOutput;
+  /** Makes the "Probabilities" output, a ProbabilityImageType, for that name; the other outputs as the superclass
+   * does. */
   DataObject::Pointer
   MakeOutput(const DataObjectIdentifierType & name) override;
 
+  /** The model file must be set, and the normalisation values, MemoryBudget and BoundaryConstant valid. */
   void
   VerifyPreconditions() ITKv5_CONST override;
 
+  /** Loads the model (checking it against the input's channels and the label type), plans the tiles and batches
+   * (GetTilePlan(); warns when even the smallest tiles exceed MemoryBudget), and gives the "Probabilities" output one
+   * component per class. */
   void
   GenerateOutputInformation() override;
 
@@ -308,12 +402,18 @@ protected:
   void
   EnlargeOutputRequestedRegion(DataObject * output) override;
 
+  /** Requests only the input voxels that the tiles this update still runs through the network read (see
+   * UNetBoundaryCondition::GetInputRequestedRegion), not those of tiles the last piece of a streamed update kept. */
   void
   GenerateInputRequestedRegion() override;
 
+  /** Runs the tiles the requested region needs through the network, in batches, and writes the label map and the
+   * probabilities, reusing what the last piece of a streamed update kept and keeping what the next one can use.
+   * Running out of memory throws a MemoryAllocationError that names the tiles, batch and budget. */
   void
   GenerateData() override;
 
+  /** Prints the settings, the model and the tiles of the last plan. */
   void
   PrintSelf(std::ostream & os, Indent indent) const override;
 
@@ -325,6 +425,15 @@ private:
   /** Loads the model and checks that it fits the input and the label type. */
   void
   LoadModel();
+
+  /** Decides the normalisation, flips and overlap of the update: the caller's, or the model card's. */
+  void
+  ApplyModelCard();
+
+  /** The normalisation the tiles get: the applied one, after per-image standardisation when that applies (its
+   * statistics computed over the whole input once per input). */
+  UNetNormalization
+  NormalizationForInput();
 
   /** The tiles whose probabilities an update of `outputRegion` needs, in tile order: those writing a voxel outside
    * `reusedRegion`. */
@@ -349,8 +458,28 @@ private:
   BoundaryConditionEnum m_BoundaryCondition{ BoundaryConditionEnum::Mirror };
   double                m_BoundaryConstant{ 0.0 };
   UNetNormalization     m_Normalization{};
+  bool                  m_StandardizeImage{ false };
+  double                m_StandardizedMean{ 0.0 };
+  double                m_StandardizedStandardDeviation{ 1.0 };
   bool                  m_GenerateProbabilities{ true };
   FlipAxesType          m_TestTimeFlipAxes{ FlipAxesType::Filled(false) };
+  // Whether the caller set these; the model card's apply otherwise.
+  bool m_NormalizationSet{ false };
+  bool m_TestTimeFlipAxesSet{ false };
+  bool m_TileOverlapSet{ false };
+
+  // What applies for the update, from the caller's settings or the model card (GenerateOutputInformation).
+  UNetNormalization m_AppliedNormalization{};
+  bool              m_AppliedStandardize{ false };
+  double            m_AppliedStandardizedMean{ 0.0 };
+  double            m_AppliedStandardizedStandardDeviation{ 1.0 };
+  FlipAxesType      m_AppliedFlipAxes{ FlipAxesType::Filled(false) };
+  SizeValueType     m_AppliedTileOverlap{ 0 };
+  std::string       m_AppliedNormalizationDescription{};
+  // Per-image standardisation: the normalisation it resolved to for the input at m_StandardizedInputTime.
+  UNetNormalization      m_StandardizedNormalization{};
+  const InputImageType * m_StandardizedInput{ nullptr };
+  ModifiedTimeType       m_StandardizedInputTime{ 0 };
 
   TilePlanType    m_TilePlan{};
   StreamCacheType m_StreamCache{};

@@ -20,8 +20,11 @@
 
 #include "itkUNetSegmentationImageFilter.h"
 
+#include "itkCastImageFilter.h"
+#include "itkStatisticsImageFilter.h"
 #include "itkUNetTileAccumulator.h"
 #include "itkUNetTileBatchRunner.h"
+#include "itkVectorIndexSelectionCastImageFilter.h"
 
 #include <algorithm>
 #include <cmath>
@@ -149,9 +152,70 @@ template <typename TInputImage, typename TOutputImage>
 void
 UNetSegmentationImageFilter<TInputImage, TOutputImage>::SetNormalization(const UNetNormalization & normalization)
 {
-  if (normalization != m_Normalization)
+  if (normalization != m_Normalization || !m_NormalizationSet)
   {
     m_Normalization = normalization;
+    m_NormalizationSet = true;
+    this->Modified();
+  }
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+UNetSegmentationImageFilter<TInputImage, TOutputImage>::SetStandardizeImage(bool standardize)
+{
+  if (standardize != m_StandardizeImage || !m_NormalizationSet)
+  {
+    m_StandardizeImage = standardize;
+    m_NormalizationSet = true;
+    this->Modified();
+  }
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+UNetSegmentationImageFilter<TInputImage, TOutputImage>::SetStandardizedMean(double mean)
+{
+  if (mean != m_StandardizedMean || !m_NormalizationSet)
+  {
+    m_StandardizedMean = mean;
+    m_NormalizationSet = true;
+    this->Modified();
+  }
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+UNetSegmentationImageFilter<TInputImage, TOutputImage>::SetStandardizedStandardDeviation(double standardDeviation)
+{
+  if (standardDeviation != m_StandardizedStandardDeviation || !m_NormalizationSet)
+  {
+    m_StandardizedStandardDeviation = standardDeviation;
+    m_NormalizationSet = true;
+    this->Modified();
+  }
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+UNetSegmentationImageFilter<TInputImage, TOutputImage>::SetTestTimeFlipAxes(const FlipAxesType & axes)
+{
+  if (axes != m_TestTimeFlipAxes || !m_TestTimeFlipAxesSet)
+  {
+    m_TestTimeFlipAxes = axes;
+    m_TestTimeFlipAxesSet = true;
+    this->Modified();
+  }
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+UNetSegmentationImageFilter<TInputImage, TOutputImage>::SetTileOverlap(SizeValueType overlap)
+{
+  if (overlap != m_TileOverlap || !m_TileOverlapSet)
+  {
+    m_TileOverlap = overlap;
+    m_TileOverlapSet = true;
     this->Modified();
   }
 }
@@ -178,6 +242,12 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::VerifyPreconditions() IT
     itkExceptionMacro("ModelFileName is not set.");
   }
   m_Normalization.VerifyValues();
+  if (m_StandardizeImage && (!(m_StandardizedStandardDeviation > 0.0) ||
+                             !std::isfinite(m_StandardizedStandardDeviation) || !std::isfinite(m_StandardizedMean)))
+  {
+    itkExceptionMacro("StandardizedMean must be finite and StandardizedStandardDeviation positive and finite; got "
+                      << m_StandardizedMean << " and " << m_StandardizedStandardDeviation << '.');
+  }
   if (!(m_MemoryBudget > 0.0) || !std::isfinite(m_MemoryBudget))
   {
     itkExceptionMacro("MemoryBudget must be positive and finite; got " << m_MemoryBudget << '.');
@@ -232,12 +302,13 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GenerateOutputInformatio
 {
   Superclass::GenerateOutputInformation();
   this->LoadModel();
+  this->ApplyModelCard();
   typename TilePlanType::Settings settings;
   settings.TileSize = m_TileSize;
-  settings.TileOverlap = m_TileOverlap;
+  settings.TileOverlap = m_AppliedTileOverlap;
   settings.TilesPerBatch = m_TilesPerBatch;
   settings.MemoryBudgetMegabytes = m_MemoryBudget;
-  settings.NetworkInputsPerTile = UNetTileFlips<ImageDimension>(m_TestTimeFlipAxes).GetNumberOfCopies();
+  settings.NetworkInputsPerTile = unet_detail::TileFlips<ImageDimension>(m_AppliedFlipAxes).GetNumberOfCopies();
   settings.GenerateProbabilities = m_GenerateProbabilities;
   settings.LabelBytes = sizeof(OutputPixelType);
   settings.InputValueBytes = sizeof(InputValueType);
@@ -251,7 +322,7 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GenerateOutputInformatio
   }
   if (ProbabilityImageType * probabilities = this->GetProbabilityOutput())
   {
-    probabilities->SetNumberOfComponentsPerPixel(m_Model->GetNumberOfClasses());
+    probabilities->SetNumberOfComponentsPerPixel(m_TilePlan.GetGeometry().Classes);
   }
 }
 
@@ -265,7 +336,14 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::LoadModel()
                                                  << ImageDimension << "-D.");
   }
   m_Model->SetImageDimension(ImageDimension);
+  m_Model->SetProbeMemoryBudget(m_MemoryBudget);
+  // An abort asked for while the network is probed stops the probing at its next forward pass (ProcessObject clears
+  // the flag only later, before GenerateData).
+#ifndef ITK_WRAPPING_PARSER
+  m_Model->Load([this]() { return this->GetAbortGenerateData(); });
+#else
   m_Model->Load();
+#endif
   const unsigned int channels = this->GetInput()->GetNumberOfComponentsPerPixel();
   if (channels != m_Model->GetNumberOfInputChannels())
   {
@@ -273,12 +351,131 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::LoadModel()
                                              << m_Model->GetFileName() << "\" takes "
                                              << m_Model->GetNumberOfInputChannels() << " channel(s).");
   }
-  m_Normalization.Verify(channels);
   const unsigned int classes = m_Model->GetNumberOfClasses();
   if (classes - 1 > static_cast<unsigned long long>(NumericTraits<OutputPixelType>::max()))
   {
     itkExceptionMacro("The network has " << classes << " classes, more than the label pixel type can hold.");
   }
+}
+
+#ifndef ITK_WRAPPING_PARSER // the model card's C++17 types stay out of castxml's C++11 parse
+template <typename TInputImage, typename TOutputImage>
+void
+UNetSegmentationImageFilter<TInputImage, TOutputImage>::ApplyModelCard()
+{
+  std::optional<UNetModelCard> card;
+  if (m_Model->HasModelCard())
+  {
+    card = m_Model->GetModelCard();
+  }
+  std::ostringstream description;
+  if (m_NormalizationSet || !card || !(card->Normalization || card->StandardizeTo))
+  {
+    m_AppliedNormalization = m_Normalization;
+    m_AppliedStandardize = m_StandardizeImage;
+    m_AppliedStandardizedMean = m_StandardizedMean;
+    m_AppliedStandardizedStandardDeviation = m_StandardizedStandardDeviation;
+    description << (m_NormalizationSet ? "set by the caller" : "none");
+  }
+  else
+  {
+    m_AppliedNormalization = card->Normalization ? *card->Normalization : UNetNormalization();
+    m_AppliedStandardize = card->StandardizeTo.has_value();
+    m_AppliedStandardizedMean = card->StandardizeTo ? (*card->StandardizeTo)[0] : 0.0;
+    m_AppliedStandardizedStandardDeviation = card->StandardizeTo ? (*card->StandardizeTo)[1] : 1.0;
+    description << "from the model card";
+  }
+  if (m_AppliedStandardize)
+  {
+    description << ": each image standardised to mean " << m_AppliedStandardizedMean << " and standard deviation "
+                << m_AppliedStandardizedStandardDeviation;
+  }
+  for (const auto & [name, values] :
+       { std::make_pair(": mean", &m_AppliedNormalization.GetMean()),
+         std::make_pair(", standard deviation", &m_AppliedNormalization.GetStandardDeviation()) })
+  {
+    for (size_t c = 0; c < values->size(); ++c)
+    {
+      description << (c == 0 ? name : ",") << ' ' << (*values)[c];
+    }
+  }
+  if (m_AppliedNormalization.HasClipWindow())
+  {
+    description << ", clipped to [" << m_AppliedNormalization.GetClipWindow()[0] << ", "
+                << m_AppliedNormalization.GetClipWindow()[1] << ']';
+  }
+  m_AppliedNormalizationDescription = description.str();
+  m_AppliedNormalization.Verify(this->GetInput()->GetNumberOfComponentsPerPixel());
+
+  m_AppliedFlipAxes = m_TestTimeFlipAxes;
+  if (!m_TestTimeFlipAxesSet && card && card->FlipAxes)
+  {
+    m_AppliedFlipAxes.Fill(false);
+    for (const unsigned int axis : *card->FlipAxes)
+    {
+      m_AppliedFlipAxes[axis] = true;
+    }
+  }
+  m_AppliedTileOverlap = !m_TileOverlapSet && card && card->TileOverlap ? *card->TileOverlap : m_TileOverlap;
+}
+#endif
+
+template <typename TInputImage, typename TOutputImage>
+UNetNormalization
+UNetSegmentationImageFilter<TInputImage, TOutputImage>::NormalizationForInput()
+{
+  if (!m_AppliedStandardize)
+  {
+    return m_AppliedNormalization;
+  }
+  const InputImageType * input = this->GetInput();
+  if (input == m_StandardizedInput && input->GetMTime() == m_StandardizedInputTime)
+  {
+    return m_StandardizedNormalization;
+  }
+  if (input->GetBufferedRegion() != input->GetLargestPossibleRegion())
+  {
+    itkExceptionMacro("Standardising the image needs all of it, but only " << input->GetBufferedRegion()
+                                                                           << " is buffered.");
+  }
+  // The statistics of a disconnected copy, so that the mini-pipeline leaves the input's own pipeline alone.
+  auto copy = InputImageType::New();
+  copy->Graft(input);
+  const unsigned int  channels = input->GetNumberOfComponentsPerPixel();
+  std::vector<double> means(channels);
+  std::vector<double> standardDeviations(channels);
+  for (unsigned int c = 0; c < channels; ++c)
+  {
+    using ChannelImageType = Image<float, ImageDimension>;
+    auto statistics = StatisticsImageFilter<ChannelImageType>::New();
+    if constexpr (std::is_arithmetic<InputPixelType>::value)
+    {
+      auto cast = CastImageFilter<InputImageType, ChannelImageType>::New();
+      cast->SetInput(copy);
+      statistics->SetInput(cast->GetOutput());
+      statistics->Update();
+    }
+    else
+    {
+      auto channel = VectorIndexSelectionCastImageFilter<InputImageType, ChannelImageType>::New();
+      channel->SetInput(copy);
+      channel->SetIndex(c);
+      statistics->SetInput(channel->GetOutput());
+      statistics->Update();
+    }
+    means[c] = statistics->GetMean();
+    standardDeviations[c] = statistics->GetSigma();
+    if (!(standardDeviations[c] > 0.0))
+    {
+      itkExceptionMacro("Channel " << c << " of the image is constant (" << means[c]
+                                   << "); it has no standard deviation to standardise.");
+    }
+  }
+  m_StandardizedNormalization = m_AppliedNormalization.AfterStandardizing(
+    means, standardDeviations, m_AppliedStandardizedMean, m_AppliedStandardizedStandardDeviation);
+  m_StandardizedInput = input;
+  m_StandardizedInputTime = input->GetMTime();
+  return m_StandardizedNormalization;
 }
 
 template <typename TInputImage, typename TOutputImage>
@@ -352,7 +549,11 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GenerateInputRequestedRe
     tiles.SetIndex(first);
     tiles.SetUpperIndex(last);
   }
-  if (tiles.GetNumberOfPixels() > 0)
+  if (m_AppliedStandardize)
+  {
+    input->SetRequestedRegionToLargestPossibleRegion(); // the statistics read all of it
+  }
+  else if (tiles.GetNumberOfPixels() > 0)
   {
     const UNetBoundaryCondition<ImageDimension> boundary(m_BoundaryCondition, grid.GetImageRegion());
     input->SetRequestedRegion(boundary.GetInputRequestedRegion(grid.GetInputSpanOfTiles(tiles)));
@@ -394,7 +595,7 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::SegmentTiles(const Regio
 {
   const TileGridType &             grid = this->GetTileGrid();
   const std::vector<TileIndexType> tiles = this->GetTilesNeeded(outputRegion, reused.Region);
-  const unsigned int               classes = m_Model->GetNumberOfClasses();
+  const unsigned int               classes = m_TilePlan.GetGeometry().Classes;
   ProbabilityImageType *           probabilities = this->GetProbabilityOutput();
   unet_detail::TileAccumulator<ImageDimension, OutputPixelType> accumulator(
     outputRegion,
@@ -406,14 +607,15 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::SegmentTiles(const Regio
     probabilities == nullptr ? nullptr : probabilities->GetBufferPointer());
 
   typename unet_detail::TileBatchRunner<InputImageType>::Settings settings;
-  settings.Normalization = m_Normalization;
+  settings.Normalization = this->NormalizationForInput();
   settings.BoundaryCondition = m_BoundaryCondition;
   settings.BoundaryConstant = m_BoundaryConstant;
-  settings.FlipAxes = m_TestTimeFlipAxes;
+  settings.FlipAxes = m_AppliedFlipAxes;
   settings.BatchSize = static_cast<unsigned int>(std::min<SizeValueType>(m_TilePlan.GetBatchSize(), tiles.size()));
   const auto                                   tilesToRun = static_cast<SizeValueType>(std::count_if(
     tiles.begin(), tiles.end(), [&reused](const TileIndexType & tile) { return reused.Tiles.count(tile) == 0; }));
-  unet_detail::TileBatchRunner<InputImageType> runner(m_Model, grid, settings, this, tilesToRun);
+  unet_detail::TileBatchRunner<InputImageType> runner(
+    m_Model, m_TilePlan.GetGeometry(), grid, settings, this, tilesToRun);
 
   // Blended tiles that reach past this piece are kept for the next one.
   TileMapType keep;
@@ -475,6 +677,8 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::PrintSelf(std::ostream &
   os << indent << "TestTimeFlipAxes: " << m_TestTimeFlipAxes << std::endl;
   os << indent << "BoundaryCondition: " << m_BoundaryCondition << std::endl;
   os << indent << "BoundaryConstant: " << m_BoundaryConstant << std::endl;
+  os << indent << "StandardizeImage: " << (m_StandardizeImage ? "On" : "Off") << " (to mean " << m_StandardizedMean
+     << ", standard deviation " << m_StandardizedStandardDeviation << ')' << std::endl;
   os << indent << "NormalizationMean:";
   for (const double value : m_Normalization.GetMean())
   {
@@ -486,6 +690,10 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::PrintSelf(std::ostream &
     os << ' ' << value;
   }
   os << std::endl;
+  os << indent << "Normalization applied: " << m_AppliedNormalizationDescription << std::endl;
+  os << indent << "TestTimeFlipAxes applied: " << m_AppliedFlipAxes
+     << (m_TestTimeFlipAxesSet ? " (set by the caller)" : "") << std::endl;
+  os << indent << "TileOverlap applied: " << m_AppliedTileOverlap << std::endl;
   const TileGridType & grid = this->GetTileGrid();
   os << indent << "Tiles used: " << grid.GetTileSize() << " every " << grid.GetStride() << ", "
      << grid.GetNumberOfTiles() << ", " << m_TilePlan.GetBatchSize() << " a batch" << std::endl;

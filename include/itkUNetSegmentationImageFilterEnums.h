@@ -48,6 +48,26 @@ public:
 extern UNetSegmentation_EXPORT std::ostream &
 operator<<(std::ostream & out, const UNetSegmentationImageFilterEnums::BoundaryCondition value);
 
+/** \class UNetResamplingSegmentationImageFilterEnums
+ * \brief Enums of UNetResamplingSegmentationImageFilter, in a class of their own as ITK's wrapping expects.
+ * \ingroup UNetSegmentation */
+class UNetResamplingSegmentationImageFilterEnums
+{
+public:
+  /** How the input is resampled to the network's spacing. */
+  enum class Interpolation : uint8_t
+  {
+    /** Linear interpolation (any input). */
+    Linear,
+    /** Cubic B-spline interpolation (multi-component inputs channel by channel). */
+    BSpline
+  };
+};
+
+/** Prints "Linear" or "BSpline". */
+extern UNetSegmentation_EXPORT std::ostream &
+operator<<(std::ostream & out, const UNetResamplingSegmentationImageFilterEnums::Interpolation value);
+
 } // end namespace itk
 
 #endif // itkUNetSegmentationImageFilterEnums_h

@@ -48,19 +48,29 @@ template <typename TLabelImage, typename TProbabilityImage>
 class StreamCache
 {
 public:
+  /** Spatial dimension of the outputs. */
   static constexpr unsigned int ImageDimension = TLabelImage::ImageDimension;
+  /** The segmentation filter's tile grid, and its regions and tile indices. */
+  /** @{ */
   using GridType = UNetTileGrid<ImageDimension>;
   using RegionType = typename GridType::RegionType;
   using TileIndexType = typename GridType::TileIndexType;
+  /** @} */
+  /** Tiles' class probabilities (classes x tile voxels, class by class, x fastest), by tile index in tile order. */
   using TileMapType = std::map<TileIndexType, std::vector<float>, Functor::CoLexicographicCompare>;
 
   /** What an update takes from the last one. */
   struct Reused
   {
-    RegionType                          Region{};
+    /** The reused part of the output region; empty when nothing is reused. */
+    RegionType Region{};
+    /** Copies of the last outputs over Region (no probabilities when they are not produced). */
+    /** @{ */
     typename TLabelImage::Pointer       Labels{};
     typename TProbabilityImage::Pointer Probabilities{};
-    TileMapType                         Tiles{};
+    /** @} */
+    /** The kept blended tiles. */
+    TileMapType Tiles{};
 
     /** Puts the reused voxels into the new outputs (`probabilities` null when not produced). */
     void
@@ -134,6 +144,7 @@ public:
     m_Valid = true;
   }
 
+  /** Forgets what was kept: the next update reuses nothing. */
   void
   Clear()
   {

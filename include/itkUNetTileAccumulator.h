@@ -60,8 +60,11 @@ template <unsigned int VDimension, typename TLabel>
 class TileAccumulator
 {
 public:
+  /** Regions and sizes of output voxels. */
+  /** @{ */
   using RegionType = ImageRegion<VDimension>;
   using SizeType = typename RegionType::SizeType;
+  /** @} */
 
   /** `region`: the output voxels; `labels` and `probabilities` (`classes` floats a voxel, or null when they are not
    * wanted) hold it, x fastest. `blend`: tiles overlap and are blended, with Gaussian weights if `gaussian`. */
@@ -100,14 +103,14 @@ public:
     }
     const SizeValueType tileVoxels = tile.GetNumberOfPixels();
     const SizeValueType lineLength = covered.GetSize(0);
-    for (const auto & lineStart : UNetLineStarts(covered))
+    for (const auto & lineStart : LineStarts(covered))
     {
-      const float *       source = tileProbabilities + UNetOffsetInRegion(tile, lineStart);
-      const SizeValueType outputOffset = UNetOffsetInRegion(m_Region, lineStart);
+      const float *       source = tileProbabilities + OffsetInRegion(tile, lineStart);
+      const SizeValueType outputOffset = OffsetInRegion(m_Region, lineStart);
       if (m_Blend)
       {
         this->BlendLine(
-          source, m_TileWeights.data() + UNetOffsetInRegion(tile, lineStart), tileVoxels, outputOffset, lineLength);
+          source, m_TileWeights.data() + OffsetInRegion(tile, lineStart), tileVoxels, outputOffset, lineLength);
       }
       else
       {

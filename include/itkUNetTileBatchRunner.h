@@ -19,6 +19,7 @@
 #define itkUNetTileBatchRunner_h
 
 #include "itkNumericTraits.h"
+#include "itkOutputWindow.h"
 #include "itkProcessObject.h"
 #include "itkUNetBoundaryCondition.h"
 #include "itkUNetModel.h"
@@ -27,8 +28,11 @@
 #include "itkUNetTileFlips.h"
 #include "itkUNetTileGrid.h"
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
+#include <new>
+#include <sstream>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -44,6 +48,14 @@ namespace unet_detail
  * back, and hands each tile's class probabilities on, in the order the tiles were added. Reports a ProgressEvent per
  * tile run and stops with ProcessAborted when its owner is asked to abort (checked after each batch).
  *
+ * Running out of memory in a forward pass (MemoryAllocationError from UNetModel, std::bad_alloc) is not the end: the
+ * runner warns through its owner and retries with half as many tile copies per forward pass, down to one, and then,
+ * for a valid network (a positive border, tiles not blended), runs each copy as pieces of about half the edge, down
+ * to the smallest valid edge that is at least the downsampling factor. The pieces start at multiples of the factor
+ * from the tile's first input voxel and end at valid edges, so they lie on the tile's pooling grid and give the
+ * tile's values to float rounding: the result is the one a smaller TileSize or TilesPerBatch gives. What it reduced
+ * stays reduced for the rest of the update. When nothing is left to reduce, the error goes on.
+ *
  * \sa UNetSegmentationImageFilter
  * \ingroup UNetSegmentation
  */
@@ -51,38 +63,55 @@ template <typename TInputImage>
 class TileBatchRunner
 {
 public:
+  /** Spatial dimension of the input image. */
   static constexpr unsigned int ImageDimension = TInputImage::ImageDimension;
+  /** The segmentation filter's tile grid, and its tile indices, regions, indices and sizes. */
+  /** @{ */
   using GridType = UNetTileGrid<ImageDimension>;
   using TileIndexType = typename GridType::TileIndexType;
   using RegionType = typename GridType::RegionType;
   using IndexType = typename RegionType::IndexType;
   using SizeType = typename GridType::SizeType;
+  /** @} */
+  /** The type of a component of an input voxel. */
   using InputValueType = typename NumericTraits<typename TInputImage::PixelType>::ValueType;
+  /** What fills a tile's context outside the image: Mirror or Constant. */
   using BoundaryConditionEnum = UNetSegmentationImageFilterEnums::BoundaryCondition;
-  using FlipAxesType = typename UNetTileFlips<ImageDimension>::FlipAxesType;
+  /** One flag per axis: whether test-time augmentation flips along it. */
+  using FlipAxesType = typename TileFlips<ImageDimension>::FlipAxesType;
   /** Receives a tile and its probabilities: classes x tile voxels, class by class, x fastest. */
   using TileDone = std::function<void(const TileIndexType &, const float *)>;
 
+  /** The segmentation filter's settings that shape a tile's network input, and the batch size. */
   struct Settings
   {
+    /** The filter's Normalization, BoundaryCondition, BoundaryConstant and TestTimeFlipAxes. */
+    /** @{ */
     UNetNormalization     Normalization{};
     BoundaryConditionEnum BoundaryCondition{ BoundaryConditionEnum::Mirror };
     double                BoundaryConstant{ 0.0 };
     FlipAxesType          FlipAxes{ FlipAxesType::Filled(false) };
-    unsigned int          BatchSize{ 1 };
+    /** @} */
+    /** Tiles a forward pass takes, each with its flipped copies. */
+    unsigned int BatchSize{ 1 };
   };
 
-  /** `tilesToRun`: how many tiles this update will add, for the progress; `owner`: whose progress and abort flag. */
-  TileBatchRunner(const UNetModel * model, const GridType & grid, const Settings & settings, ProcessObject * owner,
-                  SizeValueType tilesToRun)
+  /** `geometry`: the model's network as the grid was planned for (a model another thread loads again with another
+   * network fails the next batch, rather than writing past the buffers sized here); `tilesToRun`: how many tiles this
+   * update will add, for the progress; `owner`: whose progress and abort flag. */
+  TileBatchRunner(const UNetModel * model, const UNetNetworkGeometry & geometry, const GridType & grid,
+                  const Settings & settings, ProcessObject * owner, SizeValueType tilesToRun)
     : m_Model(model)
+    , m_Geometry(geometry)
     , m_Grid(grid)
     , m_Settings(settings)
     , m_Flips(settings.FlipAxes)
     , m_Owner(owner)
     , m_TilesToRun(tilesToRun)
-    , m_InputValues(model->GetNumberOfInputChannels() * RegionType(grid.GetInputTileSize()).GetNumberOfPixels())
-    , m_OutputValues(model->GetNumberOfClasses() * RegionType(grid.GetTileSize()).GetNumberOfPixels())
+    , m_InputValues(geometry.InputChannels * RegionType(grid.GetInputTileSize()).GetNumberOfPixels())
+    , m_OutputValues(geometry.Classes * RegionType(grid.GetTileSize()).GetNumberOfPixels())
+    , m_CopiesPerPass(settings.BatchSize * m_Flips.GetNumberOfCopies())
+    , m_PieceSize(grid.GetTileSize())
   {
     const size_t copies = m_Flips.GetNumberOfCopies();
     m_BatchInput.resize(settings.BatchSize * copies * m_InputValues);
@@ -99,11 +128,8 @@ public:
     this->GatherInputTile(input, m_Grid.GetTileRegion(tile), tileInput);
     for (unsigned int copy = 1; copy < copies; ++copy)
     {
-      m_Flips.Flip(copy,
-                   tileInput,
-                   m_Grid.GetInputTileSize(),
-                   m_Model->GetNumberOfInputChannels(),
-                   tileInput + copy * m_InputValues);
+      m_Flips.Flip(
+        copy, tileInput, m_Grid.GetInputTileSize(), m_Geometry.InputChannels, tileInput + copy * m_InputValues);
     }
     m_BatchTiles.push_back(tile);
     if (m_BatchTiles.size() == m_Settings.BatchSize)
@@ -121,17 +147,20 @@ public:
       return;
     }
     const unsigned int copies = m_Flips.GetNumberOfCopies();
-    const SizeType     inputTileSize = m_Grid.GetInputTileSize();
-    m_Model->PredictProbabilities(m_BatchInput.data(),
-                                  static_cast<unsigned int>(m_BatchTiles.size() * copies),
-                                  UNetModel::TileSizeType(inputTileSize.begin(), inputTileSize.end()),
-                                  m_BatchProbabilities.data());
+    try
+    {
+      this->RunCopies(static_cast<unsigned int>(m_BatchTiles.size() * copies));
+    }
+    catch (const UNetNonFiniteOutputError & error)
+    {
+      this->ThrowNonFiniteOutput(error);
+    }
     for (size_t b = 0; b < m_BatchTiles.size(); ++b)
     {
       const float * probabilities = m_BatchProbabilities.data() + b * copies * m_OutputValues;
       if (copies > 1)
       {
-        m_Flips.Average(probabilities, m_Grid.GetTileSize(), m_Model->GetNumberOfClasses(), m_Averaged.data());
+        m_Flips.Average(probabilities, m_Grid.GetTileSize(), m_Geometry.Classes, m_Averaged.data());
         probabilities = m_Averaged.data();
       }
       done(m_BatchTiles[b], probabilities);
@@ -168,7 +197,7 @@ public:
       shift[c] = static_cast<float>(m_Settings.Normalization.GetShift(c));
     }
     float * lineOut = tileBuffer;
-    for (const IndexType & lineStart : UNetLineStarts(tileInput))
+    for (const IndexType & lineStart : LineStarts(tileInput))
     {
       IndexValueType lineOffset = 0;
       bool           lineIsConstant = false;
@@ -186,7 +215,7 @@ public:
           const bool   constant = lineIsConstant || readOffsets[0][i] < 0;
           const double value = constant ? m_Settings.BoundaryConstant
                                         : static_cast<double>(source[(lineOffset + readOffsets[0][i]) * channels + c]);
-          out[i] = static_cast<float>(value) * scale[c] + shift[c];
+          out[i] = static_cast<float>(m_Settings.Normalization.Clip(value)) * scale[c] + shift[c];
           if (!std::isfinite(out[i]))
           {
             IndexType where = lineStart;
@@ -200,6 +229,159 @@ public:
   }
 
 private:
+  /** Runs the first `count` tile copies of the batch, `m_CopiesPerPass` at a time, reducing the pass on running out
+   * of memory. */
+  void
+  RunCopies(unsigned int count)
+  {
+    for (unsigned int first = 0; first < count;)
+    {
+      const unsigned int pass = std::min(m_CopiesPerPass, count - first);
+      try
+      {
+        this->RunPass(
+          m_BatchInput.data() + first * m_InputValues, pass, m_BatchProbabilities.data() + first * m_OutputValues);
+        first += pass;
+      }
+      catch (const MemoryAllocationError & error)
+      {
+        if (!this->ReducePass(pass, error.GetDescription()))
+        {
+          throw;
+        }
+      }
+      catch (const std::bad_alloc &)
+      {
+        if (!this->ReducePass(pass, "std::bad_alloc"))
+        {
+          throw;
+        }
+      }
+    }
+  }
+
+  /** One forward pass of `count` tile copies, or, once pieces are smaller than the tile, the one copy piece by piece.
+   */
+  void
+  RunPass(const float * input, unsigned int count, float * probabilities) const
+  {
+    const SizeType inputTileSize = m_Grid.GetInputTileSize();
+    if (m_PieceSize == m_Grid.GetTileSize())
+    {
+      m_Model->PredictProbabilities(
+        m_Geometry, input, count, UNetModel::TileSizeType(inputTileSize.begin(), inputTileSize.end()), probabilities);
+      return;
+    }
+    const RegionType tileOutput(m_Grid.GetTileSize());
+    RegionType       tileInput = tileOutput;
+    tileInput.PadByRadius(m_Grid.GetBorder());
+    RegionType pieceInput(m_PieceSize);
+    pieceInput.PadByRadius(m_Grid.GetBorder());
+    const UNetModel::TileSizeType pieceInputSize(pieceInput.GetSize().begin(), pieceInput.GetSize().end());
+    std::vector<float>            pieceValues(m_Geometry.InputChannels * pieceInput.GetNumberOfPixels());
+    std::vector<float>            pieceProbabilities(m_Geometry.Classes * RegionType(m_PieceSize).GetNumberOfPixels());
+    for (const IndexType & start : this->PieceStarts())
+    {
+      RegionType pieceOutput(start, m_PieceSize);
+      pieceInput = pieceOutput;
+      pieceInput.PadByRadius(m_Grid.GetBorder());
+      CopyBlockBetweenBuffers(input, tileInput, pieceValues.data(), pieceInput, pieceInput, m_Geometry.InputChannels);
+      m_Model->PredictProbabilities(m_Geometry, pieceValues.data(), 1, pieceInputSize, pieceProbabilities.data());
+      CopyBlockBetweenBuffers(
+        pieceProbabilities.data(), pieceOutput, probabilities, tileOutput, pieceOutput, m_Geometry.Classes);
+    }
+  }
+
+  /** The first output index of every piece of the tile (the tile's output starting at 0): per axis, steps of the
+   * largest multiple of the downsampling factor within a piece, the last piece ending at the tile's edge. */
+  std::vector<IndexType>
+  PieceStarts() const
+  {
+    SizeType                                 counts;
+    std::vector<std::vector<IndexValueType>> startsAlong(ImageDimension);
+    for (unsigned int axis = 0; axis < ImageDimension; ++axis)
+    {
+      const SizeValueType edge = m_Grid.GetTileSize()[axis];
+      const SizeValueType piece = m_PieceSize[axis];
+      const SizeValueType factor = m_Geometry.DownsamplingFactor[axis];
+      for (SizeValueType start = 0; start + piece < edge; start += piece / factor * factor)
+      {
+        startsAlong[axis].push_back(static_cast<IndexValueType>(start));
+      }
+      startsAlong[axis].push_back(static_cast<IndexValueType>(edge - piece));
+      counts[axis] = startsAlong[axis].size();
+    }
+    std::vector<IndexType> starts;
+    for (const IndexType & which : ImageRegionIndexRange<ImageDimension>(RegionType(counts)))
+    {
+      IndexType start;
+      for (unsigned int axis = 0; axis < ImageDimension; ++axis)
+      {
+        start[axis] = startsAlong[axis][which[axis]];
+      }
+      starts.push_back(start);
+    }
+    return starts;
+  }
+
+  /** After a pass of `pass` copies ran out of memory (`reason`): halves the copies per pass or, at one, the pieces'
+   * edges, and warns; false when neither can be reduced. */
+  bool
+  ReducePass(unsigned int pass, const std::string & reason)
+  {
+    std::ostringstream change;
+    if (pass > 1)
+    {
+      m_CopiesPerPass = pass / 2;
+      change << "running " << m_CopiesPerPass << " tile copies per forward pass instead of " << pass;
+    }
+    else
+    {
+      const SizeType smaller = this->SmallerPieceSize();
+      if (smaller == m_PieceSize)
+      {
+        return false;
+      }
+      change << "running each tile of " << m_Grid.GetTileSize() << " output voxels as pieces of " << smaller
+             << " (on the network's pooling grid: the values of tiles of that size) instead of "
+             << (m_PieceSize == m_Grid.GetTileSize() ? "whole" : "pieces of ");
+      if (m_PieceSize != m_Grid.GetTileSize())
+      {
+        change << m_PieceSize;
+      }
+      m_PieceSize = smaller;
+    }
+    if (Object::GetGlobalWarningDisplay())
+    {
+      std::ostringstream warning;
+      warning << "WARNING: In " __FILE__ ", line " << __LINE__ << "\n"
+              << m_Owner->GetNameOfClass() << " (" << m_Owner << "): Out of memory in a forward pass (" << reason
+              << "); " << change.str() << " for the rest of this update.\n\n";
+      OutputWindowDisplayWarningText(warning.str().c_str());
+    }
+    return true;
+  }
+
+  /** About half the pieces' edge per axis, on a valid edge and not below the downsampling factor (pieces must step
+   * by it); the pieces' size unchanged where the network is not valid or the tiles are blended. */
+  SizeType
+  SmallerPieceSize() const
+  {
+    SizeType smaller = m_PieceSize;
+    if (m_Grid.GetBlend() ||
+        std::all_of(m_Geometry.Border.begin(), m_Geometry.Border.end(), [](SizeValueType b) { return b == 0; }))
+    {
+      return smaller;
+    }
+    for (unsigned int axis = 0; axis < ImageDimension; ++axis)
+    {
+      const SizeValueType floor = m_Geometry.GetValidOutputSizeAtLeast(axis, m_Geometry.DownsamplingFactor[axis]);
+      const SizeValueType half = m_Geometry.GetValidOutputSizeAtMost(axis, m_PieceSize[axis] / 2);
+      smaller[axis] = std::min(m_PieceSize[axis], std::max(floor, half));
+    }
+    return smaller;
+  }
+
   /** Per axis, the buffer offset each position of `tileInput` reads (a multiple of the buffer's stride), or -1 for
    * the constant. */
   std::vector<std::vector<IndexValueType>>
@@ -231,6 +413,26 @@ private:
     return readOffsets;
   }
 
+  /** Names the tile, class and voxel of a non-finite network output. */
+  [[noreturn]] void
+  ThrowNonFiniteOutput(const UNetNonFiniteOutputError & error) const
+  {
+    const unsigned int    copies = m_Flips.GetNumberOfCopies();
+    const TileIndexType & tile = m_BatchTiles[error.GetBatchTile() / copies];
+    const RegionType      region = m_Grid.GetTileRegion(tile);
+    IndexType             where = region.GetIndex();
+    SizeValueType         rest = error.GetVoxel();
+    for (unsigned int axis = 0; axis < ImageDimension; ++axis)
+    {
+      where[axis] += static_cast<IndexValueType>(rest % region.GetSize(axis));
+      rest /= region.GetSize(axis);
+    }
+    itkGenericExceptionMacro("The network's output is not finite in output channel "
+                             << error.GetChannel() << " at output index " << where << " of tile " << tile
+                             << (copies > 1 ? " (a flipped copy)" : "") << ": " << error.GetDescription()
+                             << " Check the network and its input's normalisation.");
+  }
+
   [[noreturn]] static void
   ThrowNonFinite(double value, float normalized, const IndexType & where)
   {
@@ -244,19 +446,22 @@ private:
                                                 << ") once normalised; check the normalisation.");
   }
 
-  const UNetModel *             m_Model;
-  GridType                      m_Grid;
-  Settings                      m_Settings;
-  UNetTileFlips<ImageDimension> m_Flips;
-  ProcessObject *               m_Owner;
-  SizeValueType                 m_TilesToRun;
-  SizeValueType                 m_TilesRun{ 0 };
-  SizeValueType                 m_InputValues;
-  SizeValueType                 m_OutputValues;
-  std::vector<float>            m_BatchInput{};
-  std::vector<float>            m_BatchProbabilities{};
-  std::vector<float>            m_Averaged{};
-  std::vector<TileIndexType>    m_BatchTiles{};
+  const UNetModel *          m_Model;
+  UNetNetworkGeometry        m_Geometry;
+  GridType                   m_Grid;
+  Settings                   m_Settings;
+  TileFlips<ImageDimension>  m_Flips;
+  ProcessObject *            m_Owner;
+  SizeValueType              m_TilesToRun;
+  SizeValueType              m_TilesRun{ 0 };
+  SizeValueType              m_InputValues;
+  SizeValueType              m_OutputValues;
+  std::vector<float>         m_BatchInput{};
+  std::vector<float>         m_BatchProbabilities{};
+  std::vector<float>         m_Averaged{};
+  std::vector<TileIndexType> m_BatchTiles{};
+  unsigned int               m_CopiesPerPass;
+  SizeType                   m_PieceSize;
 };
 
 } // end namespace unet_detail

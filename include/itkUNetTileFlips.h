@@ -27,8 +27,10 @@
 
 namespace itk
 {
+namespace unet_detail
+{
 
-/** \class UNetTileFlips
+/** \class TileFlips
  * \brief Test-time flip augmentation of a tile: every combination of flips along a chosen set of axes (2^k of them
  * for k axes, the identity first, as nnU-Net mirrors), applied to the input tile with its context and undone on the
  * class probabilities, which are averaged.
@@ -39,15 +41,19 @@ namespace itk
  * \ingroup UNetSegmentation
  */
 template <unsigned int VDimension>
-class UNetTileFlips
+class TileFlips
 {
 public:
+  /** One flag per axis: whether to flip along it. */
   using FlipAxesType = FixedArray<bool, VDimension>;
+  /** A tile's edges. */
   using SizeType = Size<VDimension>;
 
-  UNetTileFlips() = default;
+  /** No flips: the identity alone. */
+  TileFlips() = default;
 
-  explicit UNetTileFlips(const FlipAxesType & axes)
+  /** Every combination of flips along the axes flagged in `axes`, the identity first. */
+  explicit TileFlips(const FlipAxesType & axes)
   {
     unsigned int chosen[VDimension];
     unsigned int count = 0;
@@ -136,6 +142,7 @@ private:
   std::vector<FlipAxesType> m_Combinations{ FlipAxesType::Filled(false) };
 };
 
+} // end namespace unet_detail
 } // end namespace itk
 
 #endif // itkUNetTileFlips_h

@@ -48,18 +48,26 @@ namespace itk
  * The layout depends only on the image's region and the tile parameters, so any requested region is computed from
  * exactly the tiles, and so the values, a whole-image update uses.
  *
+ * \sa UNetSegmentationImageFilter, UNetTilePlan
  * \ingroup UNetSegmentation
  */
 template <unsigned int VDimension>
 class UNetTileGrid
 {
 public:
+  /** Regions, indices and sizes of image voxels. */
+  /** @{ */
   using RegionType = ImageRegion<VDimension>;
   using IndexType = typename RegionType::IndexType;
   using SizeType = typename RegionType::SizeType;
+  /** @} */
+  /** A tile's position in the grid, (0, 0) the first tile; and a box of such positions. */
+  /** @{ */
   using TileIndexType = Index<VDimension>;
   using TileRangeType = ImageRegion<VDimension>;
+  /** @} */
 
+  /** An empty grid: no image, no tiles. */
   UNetTileGrid() = default;
 
   /** Tiles of `tileSize` output voxels over `image`, overlapping by at least `overlap` (blended when positive), each
@@ -109,11 +117,13 @@ public:
     return 1 + (extent > edge ? (extent - edge + stride - 1) / stride : 0);
   }
 
+  /** The image's region, where the grid is anchored. */
   const RegionType &
   GetImageRegion() const
   {
     return m_Image;
   }
+  /** A tile's output edges. */
   const SizeType &
   GetTileSize() const
   {
@@ -125,6 +135,7 @@ public:
   {
     return m_Stride;
   }
+  /** The context an input tile has on each side of its output, per axis. */
   const SizeType &
   GetBorder() const
   {
@@ -136,11 +147,13 @@ public:
   {
     return m_Blend;
   }
+  /** How many tiles cover the image along each axis. */
   const SizeType &
   GetNumberOfTiles() const
   {
     return m_NumberOfTiles;
   }
+  /** An input tile's edges: the tile size plus twice the border. */
   SizeType
   GetInputTileSize() const
   {
@@ -234,6 +247,8 @@ public:
     return completed;
   }
 
+  /** Compare two grids by their layout: image region, tile size, stride, border and blending. */
+  /** @{ */
   bool
   operator==(const UNetTileGrid & other) const
   {
@@ -245,6 +260,7 @@ public:
   {
     return !(*this == other);
   }
+  /** @} */
 
   /** The input region, reaching past the image where the tiles do, that the tiles in `tiles` read: their output
    * regions grown by the border. */

@@ -53,22 +53,33 @@ template <unsigned int VDimension>
 class UNetTilePlan
 {
 public:
+  /** The tile grid a plan lays out. */
   using GridType = UNetTileGrid<VDimension>;
+  /** Regions and sizes of image voxels. */
+  /** @{ */
   using RegionType = typename GridType::RegionType;
   using SizeType = typename GridType::SizeType;
+  /** @} */
 
   /** The user's settings, and what the filter's pixel types make a voxel cost. */
   struct Settings
   {
+    /** The filter's TileSize, TileOverlap, TilesPerBatch and MemoryBudget (see UNetSegmentationImageFilter). */
+    /** @{ */
     SizeType      TileSize{ { 0 } };
     SizeValueType TileOverlap{ 0 };
     unsigned int  TilesPerBatch{ 0 };
     double        MemoryBudgetMegabytes{ 1024.0 };
+    /** @} */
     /** Network inputs per tile: 2^k with test-time flips along k axes. */
     unsigned int NetworkInputsPerTile{ 1 };
-    bool         GenerateProbabilities{ true };
-    double       LabelBytes{ 1.0 };
-    double       InputValueBytes{ 4.0 };
+    /** Whether the filter produces the "Probabilities" output, whose buffers then count in a piece's memory. */
+    bool GenerateProbabilities{ true };
+    /** Bytes of a label, and of a component of an input voxel. */
+    /** @{ */
+    double LabelBytes{ 1.0 };
+    double InputValueBytes{ 4.0 };
+    /** @} */
   };
 
   /** The working memory of a stream piece, in bytes, term by term. The requested piece itself is the caller's. */
@@ -77,17 +88,21 @@ public:
     /** LibTorch's allocations in a forward pass of the batch (UNetNetworkGeometry::EstimateForwardBytes). */
     double Activations{ 0.0 };
     /** The batch's gathered input tiles and their probabilities, flipped copies included. */
+    /** @{ */
     double BatchInputs{ 0.0 };
     double BatchProbabilities{ 0.0 };
+    /** @} */
     /** Averaging flipped copies: a double sum and two float buffers of a tile's probabilities. */
     double FlipAveraging{ 0.0 };
     /** A tile's blending weights (blended tiles only). */
     double BlendingWeights{ 0.0 };
     /** The layers of whole tiles by which a piece grows at each end and keeps for the next piece (ITK streams along
      * the last axis first): outputs, input with its context, and blended tiles reaching past the piece. */
+    /** @{ */
     double PieceOutputs{ 0.0 };
     double PieceInputs{ 0.0 };
     double KeptTiles{ 0.0 };
+    /** @} */
 
     /** What one batch alone costs. */
     double
@@ -95,6 +110,7 @@ public:
     {
       return Activations + BatchInputs + BatchProbabilities + FlipAveraging;
     }
+    /** The whole working memory: every term. */
     double
     GetTotalBytes() const
     {
@@ -102,6 +118,7 @@ public:
     }
   };
 
+  /** An empty plan: no image, no tiles. */
   UNetTilePlan() = default;
 
   /** Checks the settings, chooses what is automatic, and estimates the memory; throws an ExceptionObject for a tile
@@ -132,16 +149,26 @@ public:
     }
   }
 
+  /** The network the plan is for. */
+  const UNetNetworkGeometry &
+  GetGeometry() const
+  {
+    return m_Geometry;
+  }
+  /** The tile grid, with the chosen or given tile size. */
   const GridType &
   GetGrid() const
   {
     return m_Grid;
   }
+  /** The tiles a forward pass takes: TilesPerBatch, or as many as the budget holds, at most 64 and no more than the
+   * image has. */
   unsigned int
   GetBatchSize() const
   {
     return m_BatchSize;
   }
+  /** The working memory of the grid's tiles in batches of GetBatchSize(). */
   const MemoryEstimate &
   GetMemoryEstimate() const
   {

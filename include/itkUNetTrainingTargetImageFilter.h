@@ -37,12 +37,13 @@ namespace itk
  * Voxels with the IgnoreLabel (default 0: none) are unannotated: they are written as IgnoreValue
  * (default: the output type's largest value, 255 for unsigned char, the value a loss is told to ignore, e.g.
  * PyTorch's CrossEntropyLoss(ignore_index=255)), and are no cell for the Gap test.
- * *
+ *
  * For users with binary masks: ConnectedComponentImageFilter makes the instance label image this filter takes.
  *
  * The filter needs the whole image and produces the largest possible region. It runs on its multithreader's
  * NumberOfWorkUnits pieces of the image and reports progress as they finish.
  *
+ * \sa UNetWeightMapImageFilter, UNetCellLabelImageFilter
  * \ingroup UNetSegmentation
  */
 template <typename TLabelImage, typename TOutputImage = Image<unsigned char, TLabelImage::ImageDimension>>
@@ -51,57 +52,90 @@ class ITK_TEMPLATE_EXPORT UNetTrainingTargetImageFilter : public UNetWholeImageF
 public:
   ITK_DISALLOW_COPY_AND_MOVE(UNetTrainingTargetImageFilter);
 
+  /** Standard class type aliases. */
+  /** @{ */
   using Self = UNetTrainingTargetImageFilter;
   using Superclass = UNetWholeImageFilter<TLabelImage, TOutputImage>;
   using Pointer = SmartPointer<Self>;
   using ConstPointer = SmartPointer<const Self>;
+  /** @} */
 
+  /** Method for creation through the object factory. */
   itkNewMacro(Self);
+
+  /** Run-time type information (and related methods). */
   itkTypeMacro(UNetTrainingTargetImageFilter, UNetWholeImageFilter);
 
+  /** Image type aliases: the instance labels in, the training target out. */
+  /** @{ */
   using LabelImageType = TLabelImage;
   using LabelType = typename LabelImageType::PixelType;
   using OutputImageType = TOutputImage;
   using OutputPixelType = typename OutputImageType::PixelType;
   using RegionType = typename LabelImageType::RegionType;
   using IndexType = typename LabelImageType::IndexType;
+  /** @} */
+  /** Spatial dimension of the images. */
   static constexpr unsigned int ImageDimension = LabelImageType::ImageDimension;
 
   static_assert(std::is_integral<LabelType>::value, "Instance labels must have an integer pixel type.");
 
-  /** Cells closer than this are separated (default 1.5). */
+  /** Set/Get the distance within which a voxel of another cell makes a cell voxel a border voxel (default 1.5). */
+  /** @{ */
   itkSetMacro(Gap, double);
   itkGetConstMacro(Gap, double);
+  /** @} */
 
-  /** Measure Gap in physical units rather than voxels (default off). */
+  /** Set/Get whether Gap is in physical units rather than voxels (default off). */
+  /** @{ */
   itkSetMacro(UseImageSpacing, bool);
   itkGetConstMacro(UseImageSpacing, bool);
   itkBooleanMacro(UseImageSpacing);
+  /** @} */
 
+  /** Set/Get the output value of background voxels (default 0). */
+  /** @{ */
   itkSetMacro(BackgroundValue, OutputPixelType);
   itkGetConstMacro(BackgroundValue, OutputPixelType);
+  /** @} */
+  /** Set/Get the output value of cell voxels that are no border voxels (default 1). */
+  /** @{ */
   itkSetMacro(ForegroundValue, OutputPixelType);
   itkGetConstMacro(ForegroundValue, OutputPixelType);
+  /** @} */
+  /** Set/Get the output value of border voxels (default 0, the BackgroundValue's default; 2, say, for a three-class
+   * target). */
+  /** @{ */
   itkSetMacro(BorderValue, OutputPixelType);
   itkGetConstMacro(BorderValue, OutputPixelType);
+  /** @} */
 
-  /** Voxels with this label are unannotated: written as IgnoreValue, and no cell (default 0: none, since 0 is the
+  /** Set/Get the label of unannotated voxels: written as IgnoreValue, and no cell (default 0: none, since 0 is the
    * background). It may be negative. */
+  /** @{ */
   itkSetMacro(IgnoreLabel, LabelType);
   itkGetConstMacro(IgnoreLabel, LabelType);
+  /** @} */
+  /** Set/Get the output value of unannotated voxels (default: the output type's largest value). */
+  /** @{ */
   itkSetMacro(IgnoreValue, OutputPixelType);
   itkGetConstMacro(IgnoreValue, OutputPixelType);
+  /** @} */
 
 protected:
   UNetTrainingTargetImageFilter() = default;
   ~UNetTrainingTargetImageFilter() override = default;
 
+  /** Gap must be non-negative and finite. */
   void
   VerifyPreconditions() ITKv5_CONST override;
 
+  /** Finds, for every cell voxel, the distance to the nearest other cell up to Gap (unet_detail::NearestCells), then
+   * writes each voxel's target value, on the multithreader's work units. */
   void
   GenerateData() override;
 
+  /** Prints the settings. */
   void
   PrintSelf(std::ostream & os, Indent indent) const override;
 

@@ -47,7 +47,7 @@ UNetTrainingTargetImageFilter<TLabelImage, TOutputImage>::GenerateData()
   OutputImageType *      target = this->GetOutput();
 
   // For a cell voxel the nearest cell is its own (distance 0), so the second nearest is the nearest other cell.
-  UNetNearestCells<LabelImageType> nearest;
+  unet_detail::NearestCells<LabelImageType> nearest;
   nearest.SetMaximumDistance(m_Gap);
   nearest.SetUseImageSpacing(m_UseImageSpacing);
   nearest.SetIgnoreLabel(m_IgnoreLabel);
@@ -61,7 +61,7 @@ UNetTrainingTargetImageFilter<TLabelImage, TOutputImage>::GenerateData()
   const std::vector<float> & otherSquared = nearest.GetSecondNearestSquaredDistances();
   const double               gapSquared = m_Gap * m_Gap;
   const auto                 labelPiece = [&](const RegionType & piece) {
-    for (const IndexType & lineStart : UNetLineStarts(piece))
+    for (const IndexType & lineStart : unet_detail::LineStarts(piece))
     {
       const auto first = static_cast<SizeValueType>(labels->ComputeOffset(lineStart));
       for (SizeValueType v = first; v < first + piece.GetSize(0); ++v)

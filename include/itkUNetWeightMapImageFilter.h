@@ -63,13 +63,14 @@ namespace itk
  * ClassWeightSigma and Gap then in the same units: micrometres for a microscope image with its spacing in micrometres).
  *
  * Distances beyond sigma * sqrt(2 ln(w0 / Tolerance)) are not computed for the separation term (see
- * UNetNearestCells): the term they would give is below Tolerance (default 1e-6), which bounds the error of the
+ * unet_detail::NearestCells): the term they would give is below Tolerance (default 1e-6), which bounds the error of the
  * output. d1 in the class-weight transition is exact everywhere.
  *
  * The filter needs the whole image (cells anywhere can be nearest, and w_c counts every voxel), so it requests and
  * produces the largest possible region. It runs on its multithreader's NumberOfWorkUnits pieces of the image and
  * reports progress as they finish.
  *
+ * \sa UNetTrainingTargetImageFilter, UNetCellLabelImageFilter
  * \ingroup UNetSegmentation
  */
 template <typename TLabelImage, typename TWeightImage = Image<float, TLabelImage::ImageDimension>>
@@ -78,65 +79,99 @@ class ITK_TEMPLATE_EXPORT UNetWeightMapImageFilter : public UNetWholeImageFilter
 public:
   ITK_DISALLOW_COPY_AND_MOVE(UNetWeightMapImageFilter);
 
+  /** Standard class type aliases. */
+  /** @{ */
   using Self = UNetWeightMapImageFilter;
   using Superclass = UNetWholeImageFilter<TLabelImage, TWeightImage>;
   using Pointer = SmartPointer<Self>;
   using ConstPointer = SmartPointer<const Self>;
+  /** @} */
 
+  /** Method for creation through the object factory. */
   itkNewMacro(Self);
+
+  /** Run-time type information (and related methods). */
   itkTypeMacro(UNetWeightMapImageFilter, UNetWholeImageFilter);
 
+  /** Image type aliases: the instance labels in, the weights out. */
+  /** @{ */
   using LabelImageType = TLabelImage;
   using LabelType = typename LabelImageType::PixelType;
   using WeightImageType = TWeightImage;
   using WeightType = typename WeightImageType::PixelType;
   using RegionType = typename LabelImageType::RegionType;
   using IndexType = typename LabelImageType::IndexType;
+  /** @} */
+  /** Spatial dimension of the images. */
   static constexpr unsigned int ImageDimension = LabelImageType::ImageDimension;
 
   static_assert(std::is_integral<LabelType>::value, "Instance labels must have an integer pixel type.");
   static_assert(std::is_floating_point<WeightType>::value, "Weights must have a floating-point pixel type.");
 
-  /** Height of the separation term (default 10, as in the paper). */
+  /** Set/Get the height of the separation term, w0 (default 10, as in the paper). */
+  /** @{ */
   itkSetMacro(W0, double);
   itkGetConstMacro(W0, double);
+  /** @} */
 
-  /** Width of the separation term (default 5 voxels, as in the paper). */
+  /** Set/Get the width of the separation term, sigma (default 5 voxels, as in the paper). */
+  /** @{ */
   itkSetMacro(Sigma, double);
   itkGetConstMacro(Sigma, double);
+  /** @} */
 
-  /** Measure distances (and Sigma) in physical units rather than voxels (default off). */
+  /** Set/Get whether distances (and Sigma, ClassWeightSigma and Gap) are in physical units rather than voxels
+   * (default off). */
+  /** @{ */
   itkSetMacro(UseImageSpacing, bool);
   itkGetConstMacro(UseImageSpacing, bool);
   itkBooleanMacro(UseImageSpacing);
+  /** @} */
 
-  /** w_c from the class frequencies (default on), or from BackgroundWeight and ForegroundWeight (default 1 each). */
+  /** Set/Get whether w_c comes from the class frequencies (default on), or from BackgroundWeight and
+   * ForegroundWeight. */
+  /** @{ */
   itkSetMacro(BalanceClasses, bool);
   itkGetConstMacro(BalanceClasses, bool);
   itkBooleanMacro(BalanceClasses);
+  /** @} */
+  /** Set/Get w_c of background voxels without BalanceClasses (default 1). */
+  /** @{ */
   itkSetMacro(BackgroundWeight, double);
   itkGetConstMacro(BackgroundWeight, double);
+  /** @} */
+  /** Set/Get w_c of cell voxels without BalanceClasses (default 1). */
+  /** @{ */
   itkSetMacro(ForegroundWeight, double);
   itkGetConstMacro(ForegroundWeight, double);
+  /** @} */
 
-  /** Width of the background class weight's smooth rise to the foreground's towards the cells (Falk et al.'s
-   * sigma1; default 0: no transition, the background class weight everywhere on the background). */
+  /** Set/Get the width of the background class weight's smooth rise to the foreground's towards the cells (Falk et
+   * al.'s sigma1; default 0: no transition, the background class weight everywhere on the background). */
+  /** @{ */
   itkSetMacro(ClassWeightSigma, double);
   itkGetConstMacro(ClassWeightSigma, double);
+  /** @} */
 
-  /** Cell voxels within this distance of another cell are background, as in UNetTrainingTargetImageFilter's target
-   * with the same Gap (default 0: none; 1.5 is the target filter's default). */
+  /** Set/Get the Gap: cell voxels within this distance of another cell are background, as in
+   * UNetTrainingTargetImageFilter's target with the same Gap (default 0: none; 1.5 is the target filter's default). */
+  /** @{ */
   itkSetMacro(Gap, double);
   itkGetConstMacro(Gap, double);
+  /** @} */
 
-  /** Voxels with this label are unannotated: weight 0, no part in the class balancing or the distances (default 0:
+  /** Set/Get the label of unannotated voxels: weight 0, no part in the class balancing or the distances (default 0:
    * none, since 0 is the background). It may be negative. */
+  /** @{ */
   itkSetMacro(IgnoreLabel, LabelType);
   itkGetConstMacro(IgnoreLabel, LabelType);
+  /** @} */
 
-  /** Largest error the distance truncation may put on the separation term (default 1e-6). */
+  /** Set/Get the largest error the distance truncation may put on the separation term (default 1e-6). */
+  /** @{ */
   itkSetMacro(Tolerance, double);
   itkGetConstMacro(Tolerance, double);
+  /** @} */
 
   /** Distance beyond which the separation term is below Tolerance and distances are not computed. */
   double
@@ -146,12 +181,18 @@ protected:
   UNetWeightMapImageFilter() = default;
   ~UNetWeightMapImageFilter() override = default;
 
+  /** Sigma must be positive and finite; W0, ClassWeightSigma and Gap non-negative and finite; Tolerance positive; and,
+   * without BalanceClasses, BackgroundWeight and ForegroundWeight non-negative. */
   void
   VerifyPreconditions() ITKv5_CONST override;
 
+  /** Finds the distances to the nearest and second-nearest cells up to the truncation distance (and Gap; to the
+   * nearest everywhere with ClassWeightSigma), with unet_detail::NearestCells; counts the classes; then writes each
+   * voxel's weight, on the multithreader's work units. */
   void
   GenerateData() override;
 
+  /** Prints the settings. */
   void
   PrintSelf(std::ostream & os, Indent indent) const override;
 

@@ -78,8 +78,8 @@ UNetWeightMapImageFilter<TLabelImage, TWeightImage>::GenerateData()
   const LabelImageType * labels = this->GetInput();
   WeightImageType *      weights = this->GetOutput();
 
-  const bool                       transition = m_ClassWeightSigma > 0.0;
-  UNetNearestCells<LabelImageType> nearest;
+  const bool                                transition = m_ClassWeightSigma > 0.0;
+  unet_detail::NearestCells<LabelImageType> nearest;
   nearest.SetMaximumDistance(std::max(m_W0 > 0.0 ? this->GetTruncationDistance() : 0.0, m_Gap));
   nearest.SetUseImageSpacing(m_UseImageSpacing);
   nearest.SetNearestEverywhere(transition);
@@ -126,7 +126,7 @@ UNetWeightMapImageFilter<TLabelImage, TWeightImage>::GenerateData()
   const double twoSigmaSquared = 2.0 * m_Sigma * m_Sigma;
   const double twoClassWeightSigmaSquared = 2.0 * m_ClassWeightSigma * m_ClassWeightSigma;
   const auto   weighPiece = [&](const RegionType & piece) {
-    for (const IndexType & lineStart : UNetLineStarts(piece))
+    for (const IndexType & lineStart : unet_detail::LineStarts(piece))
     {
       const auto first = static_cast<SizeValueType>(labels->ComputeOffset(lineStart));
       for (SizeValueType v = first; v < first + piece.GetSize(0); ++v)

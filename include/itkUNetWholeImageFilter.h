@@ -28,6 +28,7 @@ namespace itk
  * may be the nearest; class frequencies count the whole image): they request the whole input and produce the whole
  * output.
  *
+ * \sa UNetCellLabelImageFilter, UNetCellSeparationImageFilter, UNetTrainingTargetImageFilter, UNetWeightMapImageFilter
  * \ingroup UNetSegmentation
  */
 template <typename TInputImage, typename TOutputImage>
@@ -36,17 +37,25 @@ class ITK_TEMPLATE_EXPORT UNetWholeImageFilter : public ImageToImageFilter<TInpu
 public:
   ITK_DISALLOW_COPY_AND_MOVE(UNetWholeImageFilter);
 
+  // Standard class type aliases, documented one by one: Doxygen does not hand a member group's documentation on to
+  // the template instances of this class that its subclasses' base class specifications make.
+  /** This class. */
   using Self = UNetWholeImageFilter;
+  /** The class this class refines. */
   using Superclass = ImageToImageFilter<TInputImage, TOutputImage>;
+  /** Smart pointer to this class. */
   using Pointer = SmartPointer<Self>;
+  /** Smart pointer to this class, const. */
   using ConstPointer = SmartPointer<const Self>;
 
+  /** Run-time type information (and related methods). */
   itkTypeMacro(UNetWholeImageFilter, ImageToImageFilter);
 
 protected:
   UNetWholeImageFilter() = default;
   ~UNetWholeImageFilter() override = default;
 
+  /** Requests the input's largest possible region. */
   void
   GenerateInputRequestedRegion() override
   {
@@ -57,6 +66,7 @@ protected:
     }
   }
 
+  /** Enlarges the output's requested region to its largest possible region. */
   void
   EnlargeOutputRequestedRegion(DataObject * output) override
   {

@@ -66,9 +66,12 @@ itk_options=(
   -DPython3_EXECUTABLE="$python"
 )
 
+# Source patches, applied below; a new one gets a new name here, so that caches built before it are rebuilt.
+itk_patches=(numpy-bool wrap-only-modules pybase-no-flat-ios-base)
+
 # The build directory keeps one name so that a change of settings reconfigures it and rebuilds only what changed;
-# the stamp records which settings the finished build has.
-stamp_id=$(printf '%s\n' 5.2.1 "${itk_options[@]}" | sha1sum | cut -c1-12)
+# the stamp records which settings and patches the finished build has.
+stamp_id=$(printf '%s\n' 5.2.1 "${itk_options[@]}" "${itk_patches[@]}" | sha1sum | cut -c1-12)
 src_parent=$cache_dir/itk-source
 build_dir=$cache_dir/itk-5.2.1-build
 stamp=$build_dir/.unetsegmentation-build-complete
@@ -116,6 +119,16 @@ wrap_modules=$src_dir/Wrapping/Modules/CMakeLists.txt
 if ! grep -q ITK_WRAP_ONLY_MODULES "$wrap_modules"; then
   sed -i 's|    if(EXISTS "${${m}_SOURCE_DIR}/wrapping/CMakeLists.txt")|    if(EXISTS "${${m}_SOURCE_DIR}/wrapping/CMakeLists.txt" AND (NOT ITK_WRAP_ONLY_MODULES OR m IN_LIST ITK_WRAP_ONLY_MODULES))|' "$wrap_modules"
   grep -q ITK_WRAP_ONLY_MODULES "$wrap_modules"
+fi
+
+# SWIG 4.1 (Debian 12's) no longer makes a class's static member functions module-level functions, so ITK 5.2's
+# Python configuration names two that do not exist, std::ios_base's sync_with_stdio and xalloc, and every Python
+# session that loads ITKPyBase printed four lines saying so. ITK 5.3 drops them too.
+pybase=$src_dir/Wrapping/Generators/Python/PyBase/CMakeLists.txt
+sed -i 's/^  ADD_PYTHON_CONFIG_TEMPLATE("ios_base_\(sync_with_stdio\|xalloc\)"/#&/' "$pybase"
+if grep -q '^  ADD_PYTHON_CONFIG_TEMPLATE("ios_base_\(sync_with_stdio\|xalloc\)"' "$pybase"; then
+  echo "build-itk.sh: the ITKPyBase patch did not apply" >&2
+  exit 1
 fi
 
 cmake -S "$src_dir" -B "$build_dir" -G Ninja "${itk_options[@]}" >&2

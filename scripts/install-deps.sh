@@ -12,6 +12,8 @@ packages=(
   libvtk9-dev python3-vtk9 xvfb xauth
   libgl1-mesa-dri # Mesa's software OpenGL: what VTK renders with under Xvfb
   python3-scipy python3-skimage python3-matplotlib python3-dask python3-distributed python3-zarr
+  doxygen # scripts/docs.sh: the API reference
+  nlohmann-json3-dev python3-jsonschema # the model card: parsed in C++, its schema checked in the Python tests
 )
 
 missing=()

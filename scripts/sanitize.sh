@@ -2,6 +2,10 @@
 # Builds the module and its C++ tests with AddressSanitizer and UndefinedBehaviorSanitizer into their own build
 # directory and runs the C++ test suite (GoogleTest, through ctest) there. Any sanitizer report fails the run.
 #
+#   scripts/sanitize.sh [ctest arguments]          AddressSanitizer + UBSan, every GoogleTest suite
+#   scripts/sanitize.sh thread [ctest arguments]   ThreadSanitizer, the tests that run threads at once (concurrency,
+#                                                   the model's batches side by side and reloads)
+#
 # Only this module's code (its library, its headers' templates compiled into the tests, the tests) is instrumented:
 # ITK and LibTorch are the usual uninstrumented builds. The sanitizers still watch every heap allocation, so reports
 # whose stack lies wholly inside ITK or LibTorch are possible; the suppression files in scripts/sanitizers/ list the
@@ -9,18 +13,30 @@
 # instrumented library cannot be loaded by an uninstrumented Python, and the wrapping is generated into ITK's shared
 # build tree, which this build must not touch).
 #
-# Environment: UNETSEG_SANITIZE_BUILD_DIR (default: build-sanitize/ in the repository), UNETSEG_CACHE_DIR and
-# UNETSEG_JOBS as for scripts/build.sh. Extra arguments go to ctest (e.g. -R Concurrency).
+# ThreadSanitizer sees the synchronisation of instrumented code only: LibTorch's OpenMP and ITK's thread pool are
+# uninstrumented, so races reported with a frame inside them are suppressed (scripts/sanitizers/tsan.supp, with the
+# reason); races between this module's own threads and data (its model state, loads, batches side by side) are not.
+#
+# Environment: UNETSEG_SANITIZE_BUILD_DIR (default: build-sanitize/ or build-tsan/ in the repository),
+# UNETSEG_CACHE_DIR and UNETSEG_JOBS as for scripts/build.sh. Extra arguments go to ctest (e.g. -R Concurrency).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-build_dir=${UNETSEG_SANITIZE_BUILD_DIR:-$repo/build-sanitize}
+mode=address
+if [ "${1:-}" = thread ]; then
+  mode=thread
+  shift
+fi
+default_dir=$repo/build-sanitize
+[ "$mode" = thread ] && default_dir=$repo/build-tsan
+build_dir=${UNETSEG_SANITIZE_BUILD_DIR:-$default_dir}
 jobs=${UNETSEG_JOBS:-$(nproc)}
 
 # Debian packages, ITK and SlicerExecutionModel; sets python, itk_dir and sem_dir.
 source "$repo/scripts/dependencies.sh"
 
 sanitize="-fsanitize=address,undefined -fno-omit-frame-pointer"
+[ "$mode" = thread ] && sanitize="-fsanitize=thread -fno-omit-frame-pointer"
 # -O1 -g: the optimisation AddressSanitizer's documentation advises, with line numbers in the reports. NDEBUG as in
 # ITK's Release build, so that no header compiles differently from the libraries it is linked with.
 cmake -S "$repo" -B "$build_dir" -G Ninja \
@@ -52,6 +68,18 @@ export ASAN_OPTIONS="allocator_may_return_null=1:detect_leaks=1:halt_on_error=1:
 export LSAN_OPTIONS="suppressions=$suppressions/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:suppressions=$suppressions/ubsan.supp"
 
+export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$suppressions/tsan.supp"
+
 cd "$build_dir"
+if [ "$mode" = thread ]; then
+  # One test at a time: each runs threads of its own. -R picks the tests that run threads at once (by default).
+  # setarch -R: this GCC's ThreadSanitizer cannot map its shadow memory under the address randomisation of newer
+  # kernels (more than 28 bits); without randomisation it can.
+  if [ $# -eq 0 ]; then
+    set -- -R 'Concurrency|BatchSplitBetweenThreads|AFileRewritten|ANetworkLoadedForEither|PredictionPlanned|Abort'
+  fi
+  setarch "$(uname -m)" -R ctest --output-on-failure -LE 'Python|Fuzz' "$@"
+  exit
+fi
 # The GoogleTest suite only: the Python tests need the uninstrumented wrapping, the fuzz tests their own runner.
 ctest --output-on-failure -j "$jobs" -LE 'Python|Fuzz' "$@"

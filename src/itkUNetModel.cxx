@@ -16,6 +16,7 @@
  *
  *=========================================================================*/
 #include "itkUNetModel.h"
+#include "itkUNetModelCard.h"
 
 #include "itkMacro.h"
 #include "itkMultiThreaderBase.h"
@@ -30,10 +31,15 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <exception>
+#include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
+#include <new>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -64,6 +70,15 @@ FirstLine(const std::string & text)
     }
   }
   return raised.empty() ? first : raised;
+}
+
+/** An ITK exception's description without the "ITK ERROR: " its macros start it with, for quoting in another. */
+std::string
+QuotedDescription(const ExceptionObject & error)
+{
+  const std::string description = error.GetDescription();
+  const std::string prefix = "ITK ERROR: ";
+  return description.compare(0, prefix.size(), prefix) == 0 ? description.substr(prefix.size()) : description;
 }
 
 std::string
@@ -114,6 +129,74 @@ private:
   std::atomic<int64_t> m_Peak{ 0 };
 };
 
+/** Runs each of `runs` on a thread of its own (the last on the calling thread) and rethrows the first failure once
+ * all have finished. */
+void
+RunSideBySide(const std::vector<std::function<void()>> & runs)
+{
+  std::vector<std::exception_ptr> errors(runs.size());
+  std::vector<std::thread>        helpers;
+  const auto                      joinHelpers = [&helpers]() {
+    for (std::thread & helper : helpers)
+    {
+      helper.join();
+    }
+  };
+  const auto run = [&runs, &errors](size_t k) {
+    try
+    {
+      runs[k]();
+    }
+    catch (...)
+    {
+      errors[k] = std::current_exception();
+    }
+  };
+  try
+  {
+    for (size_t k = 0; k + 1 < runs.size(); ++k)
+    {
+      helpers.emplace_back(run, k);
+    }
+  }
+  catch (...) // a thread that could not start
+  {
+    joinHelpers();
+    throw;
+  }
+  if (!runs.empty())
+  {
+    run(runs.size() - 1);
+  }
+  joinHelpers();
+  for (const std::exception_ptr & error : errors)
+  {
+    if (error)
+    {
+      std::rethrow_exception(error);
+    }
+  }
+}
+
+/** Throws the ITK exception for a forward pass that failed with `error` on an input of `inputShape`: a
+ * MemoryAllocationError when LibTorch could not allocate, an ExceptionObject otherwise. */
+[[noreturn]] void
+ThrowForwardFailure(const std::exception & error, const std::vector<int64_t> & inputShape)
+{
+  const std::string reason = FirstLine(error.what());
+  // LibTorch's CPU allocator reports failure as a plain c10::Error with this message.
+  if (dynamic_cast<const c10::OutOfMemoryError *>(&error) != nullptr ||
+      dynamic_cast<const std::bad_alloc *>(&error) != nullptr ||
+      reason.find("can't allocate memory") != std::string::npos)
+  {
+    MemoryAllocationError outOfMemory(__FILE__, __LINE__, "", ITK_LOCATION);
+    outOfMemory.SetDescription("LibTorch could not allocate memory for a batch of shape " + ShapeToString(inputShape) +
+                               ": " + reason);
+    throw outOfMemory;
+  }
+  itkGenericExceptionMacro("The network failed on a batch of shape " << ShapeToString(inputShape) << ": " << reason);
+}
+
 /** Whether the elements a tensor's sizes, strides and offset address all lie in its storage. */
 bool
 TensorFitsItsStorage(const torch::Tensor & tensor)
@@ -135,9 +218,16 @@ TensorFitsItsStorage(const torch::Tensor & tensor)
   }
 }
 
+/** A network output that is no tensor (a tuple, list or dict: deep supervision, say): no input size changes that. */
+struct NotATensor : std::runtime_error
+{
+  using std::runtime_error::runtime_error;
+};
+
 struct ProbeResult
 {
   bool                 ran{ false };
+  double               peakBytes{ 0.0 };
   std::vector<int64_t> outputEdges{}; // per axis, x first
   int64_t              outputChannels{ 0 };
   std::string          error{};
@@ -158,17 +248,23 @@ EdgesToString(const std::vector<SizeValueType> & edges)
 class UNetModel::Implementation
 {
 public:
-  torch::jit::Module module{};
-  torch::Device      device{ torch::kCPU };
-  bool               loaded{ false };
-  std::string        loadedFileName{};
-  std::string        loadedDevice{};
-  unsigned int       loadedRequestedDimension{ 0 };
-  bool               loadedFreeze{ false };
-  bool               frozen{ false };
+  // A handle: forward() is not const, but running it changes nothing a caller sees, and several threads may run it
+  // at once.
+  mutable torch::jit::Module   module{};
+  torch::Device                device{ torch::kCPU };
+  Settings                     settings{}; // those it was loaded with
+  FileStamp                    stamp{};    // of the file when it was opened
+  bool                         frozen{ false };
+  UNetNetworkGeometry          geometry{};
+  std::optional<UNetModelCard> card{};
+  int64_t                      outputChannels{ 0 }; // 1 for a network read as two classes through a sigmoid
 
-  UNetNetworkGeometry geometry{};
-  int64_t             outputChannels{ 0 }; // 1 for a network read as two classes through a sigmoid
+  // Probing only: the budget, the largest allocation seen, and the most bytes a probe took per input value, from
+  // which the next, larger probe is predicted and refused beyond the budget; and the caller's abort request.
+  double                probeBudgetBytes{ 1024.0 * 1024.0 * 1024.0 };
+  double                probePeakBytes{ 0.0 };
+  double                probeBytesPerInputValue{ sizeof(float) };
+  std::function<bool()> abortRequested{};
 
   /** Sets the calling thread's LibTorch (OpenMP) thread count while it lives, and then gives the caller back its
    * own: a Python user's torch.set_num_threads must not change because a filter ran on their thread. */
@@ -211,20 +307,20 @@ public:
   }
 
   torch::Tensor
-  Forward(const torch::Tensor & input)
+  Forward(const torch::Tensor & input) const
   {
     std::vector<torch::jit::IValue> inputs{ input.to(device) };
     const torch::jit::IValue        output = module.forward(inputs);
     if (!output.isTensor())
     {
-      throw std::runtime_error(std::string("the network returns a ") + output.tagKind() + ", not a tensor");
+      throw NotATensor(std::string("the network returns a ") + output.tagKind() + ", not a tensor");
     }
     return output.toTensor();
   }
 
   /** Peak bytes LibTorch allocates while running the network on `input` (allocated by the caller). */
   double
-  MeasureForwardBytes(const torch::Tensor & input)
+  MeasureForwardBytes(const torch::Tensor & input) const
   {
     auto recorder = std::make_shared<PeakAllocationRecorder>();
     {
@@ -239,15 +335,39 @@ public:
   ProbeResult
   Probe(int64_t channels, const std::vector<SizeValueType> & edges)
   {
+    if (abortRequested && abortRequested())
+    {
+      ProcessAborted aborted(__FILE__, __LINE__);
+      aborted.SetDescription("Loading the model was aborted while its network was being probed.");
+      throw aborted;
+    }
     ProbeResult   result;
     torch::Tensor output;
+    auto          recorder = std::make_shared<PeakAllocationRecorder>();
     try
     {
+      c10::DebugInfoGuard reporting(c10::DebugInfoKind::PROFILER_STATE, recorder);
       output = Forward(torch::zeros(TorchShape(1, channels, edges)));
+    }
+    catch (const NotATensor & error)
+    {
+      itkGenericExceptionMacro("The network's output is no tensor: " << error.what()
+                                                                     << "; a U-Net must return one tensor of scores.");
     }
     catch (const std::exception & error)
     {
       result.error = FirstLine(error.what());
+    }
+    result.peakBytes = static_cast<double>(recorder->GetPeak());
+    probePeakBytes = std::max(probePeakBytes, result.peakBytes);
+    double values = static_cast<double>(channels);
+    for (const SizeValueType edge : edges)
+    {
+      values *= static_cast<double>(edge);
+    }
+    probeBytesPerInputValue = std::max(probeBytesPerInputValue, result.peakBytes / values);
+    if (!result.error.empty())
+    {
       return result;
     }
     if (output.dim() != static_cast<int64_t>(geometry.Dimension) + 2 || output.size(0) != 1)
@@ -271,6 +391,75 @@ public:
   {
     return Probe(channels, std::vector<SizeValueType>(geometry.Dimension, edge));
   }
+  /** Class probabilities from the scores of `batch` tiles of `tileVoxels` voxels (class by class, x fastest): softmax,
+   * or a sigmoid for one output channel. Voxel by voxel, in double, rather than with torch::softmax: LibTorch's
+   * vectorised kernels round a value differently depending on where it lies in the tensor, and a voxel's probability
+   * must not depend on its place in the tile, or tilings and stream divisions would disagree in the last bit. Throws
+   * UNetNonFiniteOutputError for a score that is not finite. */
+  void
+  ScoresToProbabilities(const float * scores, SizeValueType batch, SizeValueType tileVoxels,
+                        float * probabilities) const
+  {
+    const auto          channelsOut = static_cast<SizeValueType>(outputChannels);
+    const SizeValueType classes = geometry.Classes;
+    // On LibTorch's threads, which have just run the network, rather than on a second pool (ITK's) competing with
+    // them for the cores while they spin down.
+    at::parallel_for(0, static_cast<int64_t>(batch * tileVoxels), int64_t{ 1 } << 14, [&](int64_t begin, int64_t end) {
+      std::vector<double> exponentials(classes);
+      for (auto v = static_cast<SizeValueType>(begin); v < static_cast<SizeValueType>(end); ++v)
+      {
+        const SizeValueType tile = v / tileVoxels;
+        const SizeValueType voxel = v % tileVoxels;
+        const float *       score = scores + tile * channelsOut * tileVoxels + voxel;
+        for (SizeValueType k = 0; k < channelsOut; ++k)
+        {
+          if (!std::isfinite(score[k * tileVoxels]))
+          {
+            throw UNetNonFiniteOutputError(__FILE__,
+                                           __LINE__,
+                                           static_cast<unsigned int>(tile),
+                                           static_cast<unsigned int>(k),
+                                           voxel,
+                                           score[k * tileVoxels]);
+          }
+        }
+        VoxelProbabilities(
+          score, channelsOut, classes, tileVoxels, exponentials, probabilities + tile * classes * tileVoxels + voxel);
+      }
+    });
+  }
+
+  /** One voxel's probabilities from its scores (`tileVoxels` apart), into `probability` (as far apart). */
+  static void
+  VoxelProbabilities(const float * score, SizeValueType channelsOut, SizeValueType classes, SizeValueType tileVoxels,
+                     std::vector<double> & exponentials, float * probability)
+  {
+    if (channelsOut == 1 || classes == 2)
+    {
+      // One channel: a sigmoid of it; two classes: the softmax is a sigmoid of the score difference.
+      const double logit = channelsOut == 1 ? score[0] : static_cast<double>(score[tileVoxels]) - score[0];
+      const double second = 1.0 / (1.0 + std::exp(-logit));
+      probability[0] = static_cast<float>(1.0 - second);
+      probability[tileVoxels] = static_cast<float>(second);
+      return;
+    }
+    double largest = score[0];
+    for (SizeValueType k = 1; k < classes; ++k)
+    {
+      largest = std::max(largest, static_cast<double>(score[k * tileVoxels]));
+    }
+    double total = 0.0;
+    for (SizeValueType k = 0; k < classes; ++k)
+    {
+      exponentials[k] = std::exp(static_cast<double>(score[k * tileVoxels]) - largest);
+      total += exponentials[k];
+    }
+    for (SizeValueType k = 0; k < classes; ++k)
+    {
+      probability[k * tileVoxels] = static_cast<float>(exponentials[k] / total);
+    }
+  }
+
   /** Parses the device, loads the TorchScript file onto it, and sets the network to evaluation mode. */
   void
   Open(const std::string & fileName, const std::string & deviceName)
@@ -293,14 +482,28 @@ public:
     {
       itkGenericExceptionMacro("Device \"" << deviceName << "\" is not supported; use \"cpu\" or \"cuda[:N]\".");
     }
+    torch::jit::ExtraFilesMap extraFiles{ { UNetModelCard::ArchiveFileName, "" } };
     try
     {
-      module = torch::jit::load(fileName, device);
+      module = torch::jit::load(fileName, device, extraFiles);
     }
     catch (const std::exception & error)
     {
       itkGenericExceptionMacro("Cannot load a TorchScript model from \"" << fileName
                                                                          << "\": " << FirstLine(error.what()));
+    }
+    const std::string & cardText = extraFiles[UNetModelCard::ArchiveFileName];
+    if (!cardText.empty())
+    {
+      try
+      {
+        card = UNetModelCard::FromJSON(cardText);
+      }
+      catch (const ExceptionObject & error)
+      {
+        itkGenericExceptionMacro("The model file \"" << fileName
+                                                     << "\" has a bad model card: " << QuotedDescription(error));
+      }
     }
     module.eval();
 
@@ -348,14 +551,15 @@ public:
     }
     if (geometry.Dimension != 2 && geometry.Dimension != 3)
     {
-      itkGenericExceptionMacro("Cannot tell which image geometry.Dimension the network in \""
+      itkGenericExceptionMacro("Cannot tell which image dimension the network in \""
                                << fileName << "\" takes (found " << geometry.Dimension
                                << "); it has no convolution weight, so set ImageDimension to 2 or 3.");
     }
-    // A network without a convolution weight (an analytic one, say) is tried with each channel count in turn.
-    for (int64_t channels = 1; channels <= 16; ++channels)
+    // A network without a convolution weight (an analytic one, say) is tried with each channel count in turn; one
+    // with a weight takes the weight's input channels.
+    if (channelCandidates.empty())
     {
-      if (std::find(channelCandidates.begin(), channelCandidates.end(), channels) == channelCandidates.end())
+      for (int64_t channels = 1; channels <= 16; ++channels)
       {
         channelCandidates.push_back(channels);
       }
@@ -390,12 +594,26 @@ public:
   FindRunningEdge(const std::string & fileName, const std::vector<int64_t> & channelCandidates,
                   SizeValueType maximumProbeSize)
   {
-    std::string lastError; // for the likeliest channel count, the first candidate
+    std::string   lastError; // for the likeliest channel count, the first candidate
+    SizeValueType lastEdge = 0;
     for (SizeValueType edge = 1; edge <= maximumProbeSize; edge *= 2)
     {
+      bool tried = false;
       for (const int64_t channels : channelCandidates)
       {
+        // Never a probe that would take more than the budget, predicted from the probes so far.
+        const double predicted = probeBytesPerInputValue * static_cast<double>(channels) *
+                                 std::pow(static_cast<double>(edge), geometry.Dimension);
+        if (predicted > probeBudgetBytes)
+        {
+          continue;
+        }
+        tried = true;
         const ProbeResult probe = ProbeCube(channels, edge);
+        if (probe.ran && probe.outputChannels < 1)
+        {
+          itkGenericExceptionMacro("The network in \"" << fileName << "\" has no output channel: it scores no class.");
+        }
         if (probe.ran)
         {
           geometry.InputChannels = static_cast<unsigned int>(channels);
@@ -407,11 +625,20 @@ public:
           lastError = probe.error;
         }
       }
+      if (!tried)
+      {
+        break;
+      }
+      lastEdge = edge;
     }
-    itkGenericExceptionMacro("The network in \"" << fileName << "\" ran on no " << geometry.Dimension
-                                                 << "-D input of 1 to 16 channels and edges 1 to " << maximumProbeSize
-                                                 << "; with " << channelCandidates.front() << " channel(s) and edge "
-                                                 << maximumProbeSize << ": " << lastError);
+    itkGenericExceptionMacro("The network in \""
+                             << fileName << "\" ran on no " << geometry.Dimension << "-D input of "
+                             << (channelCandidates.size() == 1 ? "its " : "1 to 16 ") << "channels and edges 1 to "
+                             << lastEdge << " (larger ones would take "
+                             << "more than the probing budget of " << probeBudgetBytes / (1024.0 * 1024.0)
+                             << " MB, the ProbeMemoryBudget a filter sets to its MemoryBudget, "
+                             << "or more than " << maximumProbeSize << "); with " << channelCandidates.front()
+                             << " channel(s) and edge " << lastEdge << ": " << lastError);
   }
 
   ProbeResult
@@ -514,19 +741,21 @@ public:
     {
       itkGenericExceptionMacro("The network in \""
                                << fileName << "\" has no regular valid input edges along axis " << axis << ": edges "
-                               << base[axis] << " and " << base[axis] + geometry.DownsamplingFactor[axis] << " lose the fewest voxels ("
-                               << smallestLoss << ") of those tried up to " << base[axis] + geometry.DownsamplingFactor[axis]
-                               << ", but edge " << edges[axis] << (probe.ran ? " loses more" : " fails") << '.');
+                               << base[axis] << " and " << base[axis] + geometry.DownsamplingFactor[axis]
+                               << " lose the fewest voxels (" << smallestLoss << ") of those tried up to "
+                               << base[axis] + geometry.DownsamplingFactor[axis] << ", but edge " << edges[axis]
+                               << (probe.ran ? " loses more" : " fails") << '.');
     }
   }
 
-  /** The smallest valid edge along `axis`: down from `base` by the geometry.DownsamplingFactor while an output remains, confirmed by
-   * running it (the other axes held at `base`). */
+  /** The smallest valid edge along `axis`: down from `base` by the geometry.DownsamplingFactor while an output remains,
+   * confirmed by running it (the other axes held at `base`). */
   SizeValueType
   FindMinimumEdge(unsigned int axis, const std::vector<SizeValueType> & base)
   {
     SizeValueType edge = base[axis];
-    while (edge > geometry.DownsamplingFactor[axis] && edge - geometry.DownsamplingFactor[axis] > 2 * geometry.Border[axis])
+    while (edge > geometry.DownsamplingFactor[axis] &&
+           edge - geometry.DownsamplingFactor[axis] > 2 * geometry.Border[axis])
     {
       edge -= geometry.DownsamplingFactor[axis];
     }
@@ -543,8 +772,8 @@ public:
     return edge;
   }
 
-  /** Whether the network maps `edges` to `edges - 2 * geometry.Border` on every axis; throws, naming `what` and the sizes
-   * tried, when not. */
+  /** Whether the network maps `edges` to `edges - 2 * geometry.Border` on every axis; throws, naming `what` and the
+   * sizes tried, when not. */
   void
   ConfirmGeometry(const std::string & fileName, const std::vector<SizeValueType> & edges, const char * what)
   {
@@ -566,16 +795,17 @@ public:
       {
         got << "fails: " << probe.error;
       }
-      itkGenericExceptionMacro("The network in \""
-                               << fileName << "\" is inconsistent between " << what << ": probed per axis, geometry.Border "
-                               << EdgesToString(geometry.Border) << ", downsampling geometry.DownsamplingFactor " << EdgesToString(geometry.DownsamplingFactor)
-                               << ", smallest input " << EdgesToString(geometry.MinimumInputSize) << "; but an input of "
-                               << EdgesToString(edges) << ' ' << got.str() << '.');
+      itkGenericExceptionMacro("The network in \"" << fileName << "\" is inconsistent between " << what
+                                                   << ": probed per axis, border " << EdgesToString(geometry.Border)
+                                                   << ", downsampling factor "
+                                                   << EdgesToString(geometry.DownsamplingFactor) << ", smallest input "
+                                                   << EdgesToString(geometry.MinimumInputSize) << "; but an input of "
+                                                   << EdgesToString(edges) << ' ' << got.str() << '.');
     }
   }
 
-  /** Finds the input channels, the classes and, per axis, the geometry.Border, the downsampling geometry.DownsamplingFactor and the smallest
-   * valid input edge by running the network on zero inputs. */
+  /** Finds the input channels, the classes and, per axis, the geometry.Border, the downsampling
+   * geometry.DownsamplingFactor and the smallest valid input edge by running the network on zero inputs. */
   void
   ProbeGeometry(const std::string & fileName, const std::vector<int64_t> & channelCandidates,
                 SizeValueType maximumProbeSize)
@@ -594,7 +824,7 @@ public:
       {
         itkGenericExceptionMacro("The network in \"" << fileName << "\" changes a tile's edge along axis " << axis
                                                      << " by " << -scans[axis].smallestLoss
-                                                     << "; only networks that lose the same geometry.Border on both sides "
+                                                     << "; only networks that lose the same border on both sides "
                                                         "(or none) are supported.");
       }
       base[axis] = aligned[0];
@@ -624,6 +854,25 @@ public:
     geometry.Classes = outputChannels == 1 ? 2u : static_cast<unsigned int>(outputChannels);
   }
 
+  /** Throws unless the model card, if any, fits the probed network. */
+  void
+  VerifyModelCard(const std::string & fileName) const
+  {
+    if (!card)
+    {
+      return;
+    }
+    try
+    {
+      card->VerifyAgainst(geometry.Dimension, geometry.InputChannels, geometry.Classes);
+    }
+    catch (const ExceptionObject & error)
+    {
+      itkGenericExceptionMacro("The model card of \"" << fileName
+                                                      << "\" does not fit its network: " << QuotedDescription(error));
+    }
+  }
+
   /** Freezes the network and optimises it for inference; returns why not, or nothing. Freezing works on a copy, so a
    * failure leaves the network as loaded. */
   std::string
@@ -647,7 +896,7 @@ public:
   void
   MeasureForwardMemory()
   {
-    const auto                 probeEdge = static_cast<SizeValueType>(std::pow(double{ 1 << 18 }, 1.0 / geometry.Dimension));
+    const auto probeEdge = static_cast<SizeValueType>(std::pow(double{ 1 << 18 }, 1.0 / geometry.Dimension));
     std::vector<SizeValueType> large(geometry.Dimension);
     for (unsigned int axis = 0; axis < geometry.Dimension; ++axis)
     {
@@ -668,9 +917,9 @@ public:
       }
       catch (const std::exception & error)
       {
-        itkGenericExceptionMacro("The network fails on an input of " << EdgesToString(probe)
-                                                                     << " voxels, valid by its probed geometry: "
-                                                                     << FirstLine(error.what()));
+        itkGenericExceptionMacro("The network fails on an input of "
+                                 << EdgesToString(probe)
+                                 << " voxels, valid by its probed geometry: " << FirstLine(error.what()));
       }
       voxels[i] = 1.0;
       for (const SizeValueType edge : probe)
@@ -683,192 +932,418 @@ public:
   }
 };
 
-UNetModel::UNetModel()
-  : m_Implementation(std::make_unique<Implementation>())
-{}
+UNetNonFiniteOutputError::UNetNonFiniteOutputError(const char * file, unsigned int line, unsigned int batchTile,
+                                                   unsigned int channel, SizeValueType voxel, double score)
+  : ExceptionObject(file, line, "", ITK_LOCATION)
+  , m_BatchTile(batchTile)
+  , m_Channel(channel)
+  , m_Voxel(voxel)
+{
+  std::ostringstream description;
+  description << "The network's output holds a non-finite score (" << score << ") for output channel " << channel
+              << " at voxel " << voxel << " of tile " << batchTile << " of its batch.";
+  this->SetDescription(description.str());
+}
+
+UNetModel::UNetModel() = default;
 
 UNetModel::~UNetModel() = default;
+
+UNetModel::FileStamp
+UNetModel::ReadFileStamp(const std::string & fileName)
+{
+  std::error_code error;
+  FileStamp       stamp;
+  const auto      modified = std::filesystem::last_write_time(fileName, error);
+  if (error)
+  {
+    return stamp;
+  }
+  const auto size = std::filesystem::file_size(fileName, error);
+  if (error)
+  {
+    return stamp;
+  }
+  stamp.Exists = true;
+  stamp.ModificationTime = std::chrono::duration_cast<std::chrono::nanoseconds>(modified.time_since_epoch()).count();
+  stamp.Size = size;
+  return stamp;
+}
+
+UNetModel::Settings
+UNetModel::CopySettings() const
+{
+  const std::lock_guard<std::mutex> lock(m_StateMutex);
+  return m_Settings;
+}
+
+template <typename TValue>
+void
+UNetModel::SetSetting(TValue Settings::*setting, const TValue & value, bool modifies)
+{
+  bool changed = false;
+  {
+    const std::lock_guard<std::mutex> lock(m_StateMutex);
+    changed = !(m_Settings.*setting == value);
+    m_Settings.*setting = value;
+  }
+  if (changed && modifies)
+  {
+    this->Modified();
+  }
+}
+
+void
+UNetModel::SetFileName(const std::string & fileName)
+{
+  this->SetSetting(&Settings::FileName, fileName, true);
+}
+std::string
+UNetModel::GetFileName() const
+{
+  return this->CopySettings().FileName;
+}
+void
+UNetModel::SetImageDimension(unsigned int imageDimension)
+{
+  this->SetSetting(&Settings::ImageDimension, imageDimension, true);
+}
+unsigned int
+UNetModel::GetImageDimension() const
+{
+  return this->CopySettings().ImageDimension;
+}
+void
+UNetModel::SetDevice(const std::string & device)
+{
+  this->SetSetting(&Settings::Device, device, true);
+}
+std::string
+UNetModel::GetDevice() const
+{
+  return this->CopySettings().Device;
+}
+void
+UNetModel::SetNumberOfThreads(unsigned int numberOfThreads)
+{
+  this->SetSetting(&Settings::NumberOfThreads, numberOfThreads, false);
+}
+unsigned int
+UNetModel::GetNumberOfThreads() const
+{
+  return this->CopySettings().NumberOfThreads;
+}
+void
+UNetModel::SetFreeze(bool freeze)
+{
+  this->SetSetting(&Settings::Freeze, freeze, true);
+}
+bool
+UNetModel::GetFreeze() const
+{
+  return this->CopySettings().Freeze;
+}
+void
+UNetModel::SetMaximumProbeSize(SizeValueType edge)
+{
+  this->SetSetting(&Settings::MaximumProbeSize, edge, false);
+}
+UNetModel::SizeValueType
+UNetModel::GetMaximumProbeSize() const
+{
+  return this->CopySettings().MaximumProbeSize;
+}
+void
+UNetModel::SetProbeMemoryBudget(double megabytes)
+{
+  this->SetSetting(&Settings::ProbeMemoryBudget, megabytes, false);
+}
+double
+UNetModel::GetProbeMemoryBudget() const
+{
+  return this->CopySettings().ProbeMemoryBudget;
+}
+
+bool
+UNetModel::LoadedWith(const Implementation & network, const Settings & settings)
+{
+  // A network loaded for either dimension (0) serves a request for the dimension it has.
+  const unsigned int loadedFor = network.settings.ImageDimension;
+  const bool         dimensionFits =
+    settings.ImageDimension == loadedFor || (loadedFor == 0 && settings.ImageDimension == network.geometry.Dimension);
+  return network.settings.FileName == settings.FileName && network.settings.Device == settings.Device &&
+         network.settings.Freeze == settings.Freeze && dimensionFits;
+}
 
 bool
 UNetModel::IsLoaded() const
 {
-  const Implementation & impl = *m_Implementation;
-  return impl.loaded && impl.loadedFileName == m_FileName && impl.loadedDevice == m_Device &&
-         impl.loadedRequestedDimension == m_ImageDimension && impl.loadedFreeze == m_Freeze;
+  LoadedNetwork network;
+  Settings      settings;
+  {
+    const std::lock_guard<std::mutex> lock(m_StateMutex);
+    network = m_LoadedNetwork;
+    settings = m_Settings;
+  }
+  return network && LoadedWith(*network, settings) && ReadFileStamp(settings.FileName) == network->stamp;
+}
+
+ModifiedTimeType
+UNetModel::GetMTime() const
+{
+  const std::lock_guard<std::mutex> lock(m_StateMutex);
+  if (m_LoadedNetwork && m_LoadedNetwork->settings.FileName == m_Settings.FileName)
+  {
+    const FileStamp onDisk = ReadFileStamp(m_Settings.FileName);
+    if (!(onDisk == m_LoadedNetwork->stamp) && !(onDisk == m_ChangedFileStamp))
+    {
+      m_ChangedFileStamp = onDisk;
+      m_FileChangedTime.Modified();
+    }
+  }
+  return std::max(Superclass::GetMTime(), m_FileChangedTime.GetMTime());
 }
 
 bool
 UNetModel::IsFrozen() const
 {
-  return this->IsLoaded() && m_Implementation->frozen;
+  return this->IsLoaded() && this->GetLoadedNetwork("IsFrozen")->frozen;
 }
 
 void
 UNetModel::Load()
 {
-  // Filters sharing a model may update on several threads at once, each loading it: one loads, the others then find
-  // it loaded. Loads are rare, so one lock for all models is enough.
-  static std::mutex                 loadMutex;
-  const std::lock_guard<std::mutex> lock(loadMutex);
+  this->Load(std::function<bool()>());
+}
+
+void
+UNetModel::Load(const std::function<bool()> & abortRequested)
+{
+  const std::lock_guard<std::mutex> loading(m_LoadMutex);
   if (this->IsLoaded())
   {
     return;
   }
-  Implementation & impl = *m_Implementation;
-  impl = Implementation{};
-  if (m_FileName.empty())
+  const Settings settings = this->CopySettings();
+  LoadedNetwork  network = this->LoadNetwork(settings, abortRequested);
+  bool           settingsChanged = false;
+  {
+    const std::lock_guard<std::mutex> lock(m_StateMutex);
+    m_LoadedNetwork = network;
+    m_ChangedFileStamp = FileStamp();
+    // Settings changed while loading (by another thread) leave this load not loaded for them: the next Load() loads
+    // again.
+    settingsChanged = !LoadedWith(*network, m_Settings);
+  }
+  if (!settingsChanged)
+  {
+    this->Modified();
+  }
+}
+
+UNetModel::LoadedNetwork
+UNetModel::LoadNetwork(const Settings & settings, const std::function<bool()> & abortRequested)
+{
+  const std::string & fileName = settings.FileName;
+  if (fileName.empty())
   {
     itkExceptionMacro("No model file name is set.");
   }
-  if (!std::ifstream(m_FileName).good())
+  auto network = std::make_shared<Implementation>();
+  network->settings = settings;
+  network->stamp = ReadFileStamp(fileName);
+  if (!network->stamp.Exists || !std::ifstream(fileName).good())
   {
-    itkExceptionMacro("The model file \"" << m_FileName << "\" does not exist or cannot be read.");
+    itkExceptionMacro("The model file \"" << fileName << "\" does not exist or cannot be read.");
   }
-
-  impl.Open(m_FileName, m_Device);
-  const std::vector<int64_t>        channelCandidates = impl.ReadFirstConvolution(m_FileName, m_ImageDimension);
-  const Implementation::ThreadCount threadCount(m_NumberOfThreads);
-  c10::InferenceMode                inferenceMode;
-  impl.ProbeGeometry(m_FileName, channelCandidates, m_MaximumProbeSize);
-  // Frozen and optimised only once probed, with inputs of the probed channels and valid edges alone: with Debian's
-  // LibTorch 1.13 a frozen network can crash the process, rather than throw, on an input it cannot take, which
-  // probing tries on purpose.
-  if (m_Freeze)
+  network->probeBudgetBytes = settings.ProbeMemoryBudget * 1024.0 * 1024.0;
+  network->abortRequested = abortRequested;
+  const auto keepProbePeak = [this, &network]() {
+    const std::lock_guard<std::mutex> lock(m_StateMutex);
+    m_ProbePeakBytes = network->probePeakBytes;
+  };
+  try
   {
-    const std::string failure = impl.Freeze();
-    if (!failure.empty())
+    network->Open(fileName, settings.Device);
+    const std::vector<int64_t> channelCandidates = network->ReadFirstConvolution(fileName, settings.ImageDimension);
+    const Implementation::ThreadCount threadCount(settings.NumberOfThreads);
+    c10::InferenceMode                inferenceMode;
+    network->ProbeGeometry(fileName, channelCandidates, settings.MaximumProbeSize);
+    keepProbePeak();
+    network->VerifyModelCard(fileName);
+    // Frozen and optimised only once probed, with inputs of the probed channels and valid edges alone: with Debian's
+    // LibTorch 1.13 a frozen network can crash the process, rather than throw, on an input it cannot take, which
+    // probing tries on purpose.
+    if (settings.Freeze)
     {
-      itkWarningMacro("The network in \"" << m_FileName << "\" cannot be frozen (" << failure
-                                          << "); it runs as saved.");
+      const std::string failure = network->Freeze();
+      if (!failure.empty())
+      {
+        itkWarningMacro("The network in \"" << fileName << "\" cannot be frozen (" << failure
+                                            << "); it runs as saved.");
+      }
+    }
+    network->MeasureForwardMemory();
+  }
+  catch (...)
+  {
+    keepProbePeak();
+    throw;
+  }
+  network->abortRequested = nullptr;
+  return network;
+}
+
+UNetModel::LoadedNetwork
+UNetModel::GetLoadedNetwork(const char * what) const
+{
+  const std::lock_guard<std::mutex> lock(m_StateMutex);
+  if (!m_LoadedNetwork)
+  {
+    itkExceptionMacro(<< what << " needs a loaded model: call Load() first.");
+  }
+  return m_LoadedNetwork;
+}
+
+UNetModel::LoadedNetwork
+UNetModel::GetLoadedNetworkWithAxis(const char * what, unsigned int axis) const
+{
+  LoadedNetwork network = this->GetLoadedNetwork(what);
+  if (axis >= network->geometry.Dimension)
+  {
+    itkExceptionMacro(<< what << ": axis " << axis << " does not exist in the " << network->geometry.Dimension
+                      << "-D network.");
+  }
+  return network;
+}
+
+void
+UNetModel::VerifyInputTileSize(const Implementation & network, const char * what, const TileSizeType & inputTileSize)
+{
+  const UNetNetworkGeometry & geometry = network.geometry;
+  if (inputTileSize.size() != geometry.Dimension)
+  {
+    itkGenericExceptionMacro(<< what << ": a tile of " << inputTileSize.size() << " axes was given to a "
+                             << geometry.Dimension << "-D network.");
+  }
+  // The network must never see an edge it was not probed to take: an optimised network can crash on one.
+  for (unsigned int axis = 0; axis < geometry.Dimension; ++axis)
+  {
+    const SizeValueType edge = inputTileSize[axis];
+    if (edge < 2 * geometry.Border[axis] || !geometry.IsValidOutputSize(axis, edge - 2 * geometry.Border[axis]))
+    {
+      itkGenericExceptionMacro(<< what << ": input tile edge " << edge << " along axis " << axis
+                               << " is not valid for the network; valid edges there are "
+                               << geometry.MinimumInputSize[axis] << " + k * " << geometry.DownsamplingFactor[axis]
+                               << '.');
     }
   }
-  impl.MeasureForwardMemory();
-
-  impl.loaded = true;
-  impl.loadedFreeze = m_Freeze;
-  impl.loadedFileName = m_FileName;
-  impl.loadedDevice = m_Device;
-  impl.loadedRequestedDimension = m_ImageDimension;
 }
 
 unsigned int
 UNetModel::GetNetworkDimension() const
 {
-  this->VerifyLoaded("GetNetworkDimension");
-  return m_Implementation->geometry.Dimension;
-}
-
-void
-UNetModel::VerifyLoaded(const char * what) const
-{
-  if (!this->IsLoaded())
-  {
-    itkExceptionMacro(<< what << " needs a loaded model: call Load() first.");
-  }
-}
-
-void
-UNetModel::VerifyAxis(const char * what, unsigned int axis) const
-{
-  this->VerifyLoaded(what);
-  if (axis >= m_Implementation->geometry.Dimension)
-  {
-    itkExceptionMacro(<< what << ": axis " << axis << " does not exist in the " << m_Implementation->geometry.Dimension
-                      << "-D network.");
-  }
-}
-
-void
-UNetModel::VerifyInputTileSize(const char * what, const TileSizeType & inputTileSize) const
-{
-  this->VerifyLoaded(what);
-  const Implementation & impl = *m_Implementation;
-  if (inputTileSize.size() != impl.geometry.Dimension)
-  {
-    itkExceptionMacro("A tile of " << inputTileSize.size() << " axes was given to a " << impl.geometry.Dimension
-                                   << "-D network.");
-  }
-  // The network must never see an edge it was not probed to take: an optimised network can crash on one.
-  for (unsigned int axis = 0; axis < impl.geometry.Dimension; ++axis)
-  {
-    const SizeValueType edge = inputTileSize[axis];
-    if (edge < 2 * impl.geometry.Border[axis] || !this->IsValidOutputSize(axis, edge - 2 * impl.geometry.Border[axis]))
-    {
-      itkExceptionMacro("Input tile edge " << edge << " along axis " << axis
-                                           << " is not valid for the network; valid edges there are "
-                                           << impl.geometry.MinimumInputSize[axis] << " + k * " << impl.geometry.DownsamplingFactor[axis] << '.');
-    }
-  }
+  return this->GetLoadedNetwork("GetNetworkDimension")->geometry.Dimension;
 }
 
 unsigned int
 UNetModel::GetNumberOfInputChannels() const
 {
-  this->VerifyLoaded("GetNumberOfInputChannels");
-  return m_Implementation->geometry.InputChannels;
+  return this->GetLoadedNetwork("GetNumberOfInputChannels")->geometry.InputChannels;
 }
 
 unsigned int
 UNetModel::GetNumberOfClasses() const
 {
-  this->VerifyLoaded("GetNumberOfClasses");
-  return m_Implementation->geometry.Classes;
+  return this->GetLoadedNetwork("GetNumberOfClasses")->geometry.Classes;
 }
 
 UNetModel::SizeValueType
 UNetModel::GetBorder(unsigned int axis) const
 {
-  this->VerifyAxis("GetBorder", axis);
-  return m_Implementation->geometry.Border[axis];
+  return this->GetLoadedNetworkWithAxis("GetBorder", axis)->geometry.Border[axis];
 }
 
 UNetModel::SizeValueType
 UNetModel::GetDownsamplingFactor(unsigned int axis) const
 {
-  this->VerifyAxis("GetDownsamplingFactor", axis);
-  return m_Implementation->geometry.DownsamplingFactor[axis];
+  return this->GetLoadedNetworkWithAxis("GetDownsamplingFactor", axis)->geometry.DownsamplingFactor[axis];
 }
 
 UNetModel::SizeValueType
 UNetModel::GetMinimumInputSize(unsigned int axis) const
 {
-  this->VerifyAxis("GetMinimumInputSize", axis);
-  return m_Implementation->geometry.MinimumInputSize[axis];
+  return this->GetLoadedNetworkWithAxis("GetMinimumInputSize", axis)->geometry.MinimumInputSize[axis];
 }
 
 UNetModel::SizeValueType
 UNetModel::GetMinimumOutputSize(unsigned int axis) const
 {
-  this->VerifyAxis("GetMinimumOutputSize", axis);
-  return m_Implementation->geometry.GetMinimumOutputSize(axis);
+  return this->GetLoadedNetworkWithAxis("GetMinimumOutputSize", axis)->geometry.GetMinimumOutputSize(axis);
 }
 
 bool
 UNetModel::IsValidOutputSize(unsigned int axis, SizeValueType outputSize) const
 {
-  this->VerifyAxis("IsValidOutputSize", axis);
-  return m_Implementation->geometry.IsValidOutputSize(axis, outputSize);
+  return this->GetLoadedNetworkWithAxis("IsValidOutputSize", axis)->geometry.IsValidOutputSize(axis, outputSize);
 }
 
 UNetModel::SizeValueType
 UNetModel::GetValidOutputSizeAtLeast(unsigned int axis, SizeValueType outputSize) const
 {
-  this->VerifyAxis("GetValidOutputSizeAtLeast", axis);
-  return m_Implementation->geometry.GetValidOutputSizeAtLeast(axis, outputSize);
+  return this->GetLoadedNetworkWithAxis("GetValidOutputSizeAtLeast", axis)
+    ->geometry.GetValidOutputSizeAtLeast(axis, outputSize);
 }
 
 UNetModel::SizeValueType
 UNetModel::GetValidOutputSizeAtMost(unsigned int axis, SizeValueType outputSize) const
 {
-  this->VerifyAxis("GetValidOutputSizeAtMost", axis);
-  return m_Implementation->geometry.GetValidOutputSizeAtMost(axis, outputSize);
+  return this->GetLoadedNetworkWithAxis("GetValidOutputSizeAtMost", axis)
+    ->geometry.GetValidOutputSizeAtMost(axis, outputSize);
 }
 
-const UNetNetworkGeometry &
+double
+UNetModel::GetProbePeakBytes() const
+{
+  const std::lock_guard<std::mutex> lock(m_StateMutex);
+  return m_ProbePeakBytes;
+}
+
+bool
+UNetModel::HasModelCard() const
+{
+  return this->GetLoadedNetwork("HasModelCard")->card.has_value();
+}
+
+UNetModelCard
+UNetModel::GetModelCard() const
+{
+  const LoadedNetwork network = this->GetLoadedNetwork("GetModelCard");
+  if (!network->card)
+  {
+    itkExceptionMacro("The model in \"" << network->settings.FileName << "\" has no model card.");
+  }
+  return *network->card;
+}
+
+std::vector<double>
+UNetModel::GetTrainedSpacing() const
+{
+  const LoadedNetwork network = this->GetLoadedNetwork("GetTrainedSpacing");
+  return network->card && network->card->HasPhysicalSpacing() ? network->card->Spacing : std::vector<double>();
+}
+
+std::string
+UNetModel::GetModelCardJSON() const
+{
+  const LoadedNetwork network = this->GetLoadedNetwork("GetModelCardJSON");
+  return network->card ? network->card->ToJSON() : std::string();
+}
+
+UNetNetworkGeometry
 UNetModel::GetGeometry() const
 {
-  this->VerifyLoaded("GetGeometry");
-  return m_Implementation->geometry;
+  return this->GetLoadedNetwork("GetGeometry")->geometry;
 }
 
 double
@@ -880,14 +1355,15 @@ UNetModel::GetEstimatedForwardBytes(unsigned int batchSize, const TileSizeType &
 double
 UNetModel::MeasureForwardBytes(unsigned int batchSize, const TileSizeType & inputTileSize) const
 {
-  this->VerifyInputTileSize("MeasureForwardBytes", inputTileSize);
-  Implementation &                  impl = *m_Implementation;
-  const Implementation::ThreadCount threadCount(m_NumberOfThreads);
+  const LoadedNetwork network = this->GetLoadedNetwork("MeasureForwardBytes");
+  VerifyInputTileSize(*network, "MeasureForwardBytes", inputTileSize);
+  const Implementation::ThreadCount threadCount(this->GetNumberOfThreads());
   c10::InferenceMode                inferenceMode;
-  const torch::Tensor               input = torch::zeros(impl.TorchShape(batchSize, impl.geometry.InputChannels, inputTileSize));
+  const torch::Tensor               input =
+    torch::zeros(network->TorchShape(batchSize, network->geometry.InputChannels, inputTileSize));
   try
   {
-    return impl.MeasureForwardBytes(input);
+    return network->MeasureForwardBytes(input);
   }
   catch (const std::exception & error)
   {
@@ -900,206 +1376,125 @@ void
 UNetModel::PredictProbabilities(const float * input, unsigned int batchSize, const TileSizeType & inputTileSize,
                                 float * probabilities) const
 {
-  this->VerifyInputTileSize("PredictProbabilities", inputTileSize);
-  const Implementation & impl = *m_Implementation;
-  const unsigned int     threads =
-    m_NumberOfThreads > 0 ? m_NumberOfThreads : MultiThreaderBase::GetGlobalDefaultNumberOfThreads();
-  // The tiles of a batch are independent, and on the CPU several smaller forward passes side by side, each on its
-  // share of the threads, run a batch faster than one pass spreading each layer over all the threads (whose
-  // synchronisation and serial parts then leave cores idle): on 2 cores, batches of four 2-D tiles ran 1.43x (median
-  // of 9 rounds, paper-style U-Net, benchmarks/UNetSegmentationBenchmark) and 1.49x (same-padded U-Net, 8 pairs)
-  // faster, with the same outputs bit for bit (a tile's scores do not depend on its batch). GPUs take the batch whole.
-  const unsigned int passes = impl.device.is_cpu() ? std::max(1u, std::min(threads, batchSize)) : 1u;
-  if (passes == 1)
-  {
-    this->PredictProbabilitiesInOnePass(input, batchSize, inputTileSize, probabilities, threads);
-    return;
-  }
-
-  SizeValueType inputTileValues = impl.geometry.InputChannels;
-  SizeValueType outputTileValues = this->GetNumberOfClasses();
-  for (unsigned int axis = 0; axis < impl.geometry.Dimension; ++axis)
-  {
-    inputTileValues *= inputTileSize[axis];
-    outputTileValues *= inputTileSize[axis] - 2 * impl.geometry.Border[axis];
-  }
-  std::vector<std::exception_ptr> errors(passes);
-  std::vector<std::thread>        helpers;
-  const auto                      joinHelpers = [&helpers]() {
-    for (std::thread & helper : helpers)
-    {
-      helper.join();
-    }
-  };
-  try
-  {
-    unsigned int firstTile = 0;
-    for (unsigned int pass = 0; pass < passes; ++pass)
-    {
-      const unsigned int tiles = batchSize / passes + (pass < batchSize % passes ? 1 : 0);
-      const unsigned int passThreads = threads / passes + (pass < threads % passes ? 1 : 0);
-      const auto         run = [=, &errors]() {
-        try
-        {
-          this->PredictProbabilitiesInOnePass(input + firstTile * inputTileValues,
-                                              tiles,
-                                              inputTileSize,
-                                              probabilities + firstTile * outputTileValues,
-                                              passThreads);
-        }
-        catch (...)
-        {
-          errors[pass] = std::current_exception();
-        }
-      };
-      // The calling thread runs the last pass itself.
-      if (pass + 1 < passes)
-      {
-        helpers.emplace_back(run);
-      }
-      else
-      {
-        run();
-      }
-      firstTile += tiles;
-    }
-  }
-  catch (...) // a thread that could not start
-  {
-    joinHelpers();
-    throw;
-  }
-  joinHelpers();
-  for (const std::exception_ptr & error : errors)
-  {
-    if (error)
-    {
-      std::rethrow_exception(error);
-    }
-  }
+  // The network loaded now serves the whole call, even if another thread loads a new one meanwhile.
+  this->PredictProbabilities(
+    this->GetLoadedNetwork("PredictProbabilities")->geometry, input, batchSize, inputTileSize, probabilities);
 }
 
 void
-UNetModel::PredictProbabilitiesInOnePass(const float * input, unsigned int batchSize,
-                                         const TileSizeType & inputTileSize, float * probabilities,
-                                         unsigned int numberOfThreads) const
+UNetModel::PredictProbabilities(const UNetNetworkGeometry & expected, const float * input, unsigned int batchSize,
+                                const TileSizeType & inputTileSize, float * probabilities) const
 {
-  Implementation &           impl = *m_Implementation;
-  std::vector<SizeValueType> outputTileSize(impl.geometry.Dimension);
-  for (unsigned int axis = 0; axis < impl.geometry.Dimension; ++axis)
+  const LoadedNetwork network = this->GetLoadedNetwork("PredictProbabilities");
+  if (!network->geometry.DescribesTheSameNetworkAs(expected))
   {
-    outputTileSize[axis] = inputTileSize[axis] - 2 * impl.geometry.Border[axis];
+    itkExceptionMacro("The model was loaded again, with another network (\""
+                      << network->settings.FileName
+                      << "\"), while tiles planned for the one before were running; update again.");
+  }
+  VerifyInputTileSize(*network, "PredictProbabilities", inputTileSize);
+  const unsigned int requestedThreads = this->GetNumberOfThreads();
+  const unsigned int threads =
+    requestedThreads > 0 ? requestedThreads : MultiThreaderBase::GetGlobalDefaultNumberOfThreads();
+  // The tiles of a batch are independent, and on the CPU several smaller forward passes side by side, each on its
+  // share of the threads, run a batch faster than one pass spreading each layer over all the threads, whose
+  // synchronisation and serial parts leave cores idle (docs/benchmarks.md, "Batches side by side in the filter"); the
+  // outputs are the same bit for bit, since a tile's scores do not depend on its batch. GPUs take the batch whole.
+  const unsigned int passes = network->device.is_cpu() ? std::max(1u, std::min(threads, batchSize)) : 1u;
+  SizeValueType      inputTileValues = network->geometry.InputChannels;
+  SizeValueType      outputTileValues = network->geometry.Classes;
+  for (unsigned int axis = 0; axis < network->geometry.Dimension; ++axis)
+  {
+    inputTileValues *= inputTileSize[axis];
+    outputTileValues *= inputTileSize[axis] - 2 * network->geometry.Border[axis];
+  }
+  std::vector<std::function<void()>> runs;
+  unsigned int                       firstTile = 0;
+  for (unsigned int pass = 0; pass < passes; ++pass)
+  {
+    const unsigned int tiles = batchSize / passes + (pass < batchSize % passes ? 1 : 0);
+    const unsigned int passThreads = threads / passes + (pass < threads % passes ? 1 : 0);
+    runs.emplace_back([=, &network]() {
+      PredictProbabilitiesInOnePass(*network,
+                                    input + firstTile * inputTileValues,
+                                    tiles,
+                                    inputTileSize,
+                                    probabilities + firstTile * outputTileValues,
+                                    passThreads);
+    });
+    firstTile += tiles;
+  }
+  RunSideBySide(runs);
+}
+
+void
+UNetModel::PredictProbabilitiesInOnePass(const Implementation & network, const float * input, unsigned int batchSize,
+                                         const TileSizeType & inputTileSize, float * probabilities,
+                                         unsigned int numberOfThreads)
+{
+  std::vector<SizeValueType> outputTileSize(network.geometry.Dimension);
+  for (unsigned int axis = 0; axis < network.geometry.Dimension; ++axis)
+  {
+    outputTileSize[axis] = inputTileSize[axis] - 2 * network.geometry.Border[axis];
   }
 
   // LibTorch's OpenMP thread count belongs to the calling thread.
   const Implementation::ThreadCount threadCount(numberOfThreads);
   c10::InferenceMode                inferenceMode;
-  const std::vector<int64_t>        inputShape = impl.TorchShape(batchSize, impl.geometry.InputChannels, inputTileSize);
-  const std::vector<int64_t>        expectedShape = impl.TorchShape(batchSize, impl.outputChannels, outputTileSize);
-  torch::Tensor                     scores;
+  const std::vector<int64_t> inputShape = network.TorchShape(batchSize, network.geometry.InputChannels, inputTileSize);
+  const std::vector<int64_t> expectedShape = network.TorchShape(batchSize, network.outputChannels, outputTileSize);
+  torch::Tensor              scores;
   try
   {
-    scores = impl.Forward(torch::from_blob(const_cast<float *>(input), inputShape, torch::kFloat32));
+    scores = network.Forward(torch::from_blob(const_cast<float *>(input), inputShape, torch::kFloat32));
   }
   catch (const std::exception & error)
   {
-    const std::string reason = FirstLine(error.what());
-    if (dynamic_cast<const c10::OutOfMemoryError *>(&error) != nullptr ||
-        reason.find("can't allocate memory") != std::string::npos)
-    {
-      // LibTorch's CPU allocator reports failure as a plain c10::Error with this message.
-      MemoryAllocationError outOfMemory(__FILE__, __LINE__, "", ITK_LOCATION);
-      outOfMemory.SetDescription("LibTorch could not allocate memory for a batch of shape " +
-                                 ShapeToString(inputShape) + ": " + reason);
-      throw outOfMemory;
-    }
-    itkExceptionMacro("The network failed on a batch of shape " << ShapeToString(inputShape) << ": " << reason);
+    ThrowForwardFailure(error, inputShape);
   }
   if (scores.sizes() != c10::IntArrayRef(expectedShape))
   {
-    itkExceptionMacro("The network's output has shape " << ShapeToString(scores.sizes()) << " for an input of shape "
-                                                        << ShapeToString(inputShape) << "; expected "
-                                                        << ShapeToString(expectedShape) << '.');
+    itkGenericExceptionMacro("The network's output has shape " << ShapeToString(scores.sizes())
+                                                               << " for an input of shape " << ShapeToString(inputShape)
+                                                               << "; expected " << ShapeToString(expectedShape) << '.');
   }
 
-  // Scores to probabilities voxel by voxel, in double, here rather than with torch::softmax: LibTorch's vectorised
-  // kernels round a value differently depending on where it lies in the tensor, and a voxel's probability must not
-  // depend on its place in the tile, or tilings and stream divisions would disagree in the last bit.
   const torch::Tensor scoresOnCpu = scores.to(torch::kCPU, torch::kFloat32).contiguous();
-  const float *       scoreData = scoresOnCpu.data_ptr<float>();
-  const auto          channelsOut = static_cast<SizeValueType>(impl.outputChannels);
-  const SizeValueType classes = this->GetNumberOfClasses();
   SizeValueType       tileVoxels = 1;
   for (const SizeValueType edge : outputTileSize)
   {
     tileVoxels *= edge;
   }
-  const SizeValueType voxels = batchSize * tileVoxels;
-  // On LibTorch's threads, which have just run the network, rather than on a second pool (ITK's) competing with them
-  // for the cores while they spin down.
-  at::parallel_for(0, static_cast<int64_t>(voxels), int64_t{ 1 } << 14, [&](int64_t begin, int64_t end) {
-    std::vector<double> exponentials(classes);
-    for (auto v = static_cast<SizeValueType>(begin); v < static_cast<SizeValueType>(end); ++v)
-    {
-      const SizeValueType tile = v / tileVoxels;
-      const SizeValueType voxel = v % tileVoxels;
-      const float *       score = scoreData + tile * channelsOut * tileVoxels + voxel;
-      float *             probability = probabilities + tile * classes * tileVoxels + voxel;
-      if (channelsOut == 1)
-      {
-        const double foreground = 1.0 / (1.0 + std::exp(-static_cast<double>(score[0])));
-        probability[0] = static_cast<float>(1.0 - foreground);
-        probability[tileVoxels] = static_cast<float>(foreground);
-        continue;
-      }
-      if (classes == 2)
-      {
-        // The two-class softmax is a sigmoid of the score difference: one exponential rather than two.
-        const double second = 1.0 / (1.0 + std::exp(static_cast<double>(score[0]) - score[tileVoxels]));
-        probability[0] = static_cast<float>(1.0 - second);
-        probability[tileVoxels] = static_cast<float>(second);
-        continue;
-      }
-      double largest = score[0];
-      for (SizeValueType k = 1; k < classes; ++k)
-      {
-        largest = std::max(largest, static_cast<double>(score[k * tileVoxels]));
-      }
-      double total = 0.0;
-      for (SizeValueType k = 0; k < classes; ++k)
-      {
-        exponentials[k] = std::exp(static_cast<double>(score[k * tileVoxels]) - largest);
-        total += exponentials[k];
-      }
-      for (SizeValueType k = 0; k < classes; ++k)
-      {
-        probability[k * tileVoxels] = static_cast<float>(exponentials[k] / total);
-      }
-    }
-  });
+  network.ScoresToProbabilities(scoresOnCpu.data_ptr<float>(), batchSize, tileVoxels, probabilities);
 }
 
 void
 UNetModel::PrintSelf(std::ostream & os, Indent indent) const
 {
   Superclass::PrintSelf(os, indent);
-  os << indent << "FileName: " << m_FileName << std::endl;
-  os << indent << "Device: " << m_Device << std::endl;
-  os << indent << "ImageDimension: " << m_ImageDimension << std::endl;
-  os << indent << "NumberOfThreads: " << m_NumberOfThreads << std::endl;
-  os << indent << "Freeze: " << (m_Freeze ? "On" : "Off") << std::endl;
-  os << indent << "MaximumProbeSize: " << m_MaximumProbeSize << std::endl;
-  os << indent << "Loaded: " << (this->IsLoaded() ? "yes" : "no") << std::endl;
-  if (this->IsLoaded())
+  const Settings settings = this->CopySettings();
+  os << indent << "FileName: " << settings.FileName << std::endl;
+  os << indent << "Device: " << settings.Device << std::endl;
+  os << indent << "ImageDimension: " << settings.ImageDimension << std::endl;
+  os << indent << "NumberOfThreads: " << settings.NumberOfThreads << std::endl;
+  os << indent << "Freeze: " << (settings.Freeze ? "On" : "Off") << std::endl;
+  os << indent << "MaximumProbeSize: " << settings.MaximumProbeSize << std::endl;
+  os << indent << "ProbeMemoryBudget: " << settings.ProbeMemoryBudget << " MB" << std::endl;
+  const bool loaded = this->IsLoaded();
+  os << indent << "Loaded: " << (loaded ? "yes" : "no") << std::endl;
+  if (loaded)
   {
-    os << indent << "NetworkDimension: " << this->GetNetworkDimension() << std::endl;
-    os << indent << "NumberOfInputChannels: " << this->GetNumberOfInputChannels() << std::endl;
-    os << indent << "NumberOfClasses: " << this->GetNumberOfClasses() << std::endl;
+    const LoadedNetwork         network = this->GetLoadedNetwork("PrintSelf");
+    const UNetNetworkGeometry & geometry = network->geometry;
+    os << indent << "NetworkDimension: " << geometry.Dimension << std::endl;
+    os << indent << "NumberOfInputChannels: " << geometry.InputChannels << std::endl;
+    os << indent << "NumberOfClasses: " << geometry.Classes << std::endl;
     // Per axis, x first.
-    os << indent << "Border: " << EdgesToString(m_Implementation->geometry.Border) << std::endl;
-    os << indent << "DownsamplingFactor: " << EdgesToString(m_Implementation->geometry.DownsamplingFactor) << std::endl;
-    os << indent << "MinimumInputSize: " << EdgesToString(m_Implementation->geometry.MinimumInputSize) << std::endl;
-    os << indent << "Frozen: " << (m_Implementation->frozen ? "yes" : "no") << std::endl;
+    os << indent << "Border: " << EdgesToString(geometry.Border) << std::endl;
+    os << indent << "DownsamplingFactor: " << EdgesToString(geometry.DownsamplingFactor) << std::endl;
+    os << indent << "MinimumInputSize: " << EdgesToString(geometry.MinimumInputSize) << std::endl;
+    os << indent << "Frozen: " << (network->frozen ? "yes" : "no") << std::endl;
+    os << indent << "ModelCard: " << (network->card ? "yes" : "no") << std::endl;
   }
 }
 

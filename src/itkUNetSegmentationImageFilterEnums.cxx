@@ -33,4 +33,17 @@ operator<<(std::ostream & out, const UNetSegmentationImageFilterEnums::BoundaryC
   return out << "BoundaryCondition(" << static_cast<int>(value) << ')';
 }
 
+std::ostream &
+operator<<(std::ostream & out, const UNetResamplingSegmentationImageFilterEnums::Interpolation value)
+{
+  switch (value)
+  {
+    case UNetResamplingSegmentationImageFilterEnums::Interpolation::Linear:
+      return out << "Linear";
+    case UNetResamplingSegmentationImageFilterEnums::Interpolation::BSpline:
+      return out << "BSpline";
+  }
+  return out << "Interpolation(" << static_cast<int>(value) << ')';
+}
+
 } // end namespace itk

@@ -33,9 +33,11 @@
 #include "itkImageFileReader.h"
 #include "itkUNetSegmentationImageFilter.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -67,6 +69,33 @@ MakeSmallImage()
     value = value > 2.0f ? -2.0f : value + 0.37f;
   }
   return image;
+}
+
+/** Throws unless every probability of `filter`'s last update is finite and each voxel's sum to one: a case that
+ * "ran" must have given a segmentation, not values the filter should have refused. */
+void
+CheckProbabilities(const FilterType * filter)
+{
+  const auto *       probabilities = filter->GetProbabilityOutput();
+  const unsigned int classes = probabilities->GetNumberOfComponentsPerPixel();
+  const float *      values = probabilities->GetBufferPointer();
+  for (itk::SizeValueType voxel = 0; voxel < probabilities->GetBufferedRegion().GetNumberOfPixels(); ++voxel)
+  {
+    double sum = 0.0;
+    for (unsigned int c = 0; c < classes; ++c)
+    {
+      if (!std::isfinite(values[voxel * classes + c]))
+      {
+        throw std::runtime_error("non-finite probability at voxel " + std::to_string(voxel));
+      }
+      sum += values[voxel * classes + c];
+    }
+    if (std::abs(sum - 1.0) > 1e-3)
+    {
+      throw std::runtime_error("probabilities summing to " + std::to_string(sum) + " at voxel " +
+                               std::to_string(voxel));
+    }
+  }
 }
 
 /** Runs one case and says how it ended. */
@@ -130,6 +159,7 @@ main(int argc, char * argv[])
         filter->GetModel()->Load();
         std::cout << "STAGE " << i << " loaded" << std::endl;
         filter->Update();
+        CheckProbabilities(filter);
       });
     }
     return EXIT_SUCCESS;
@@ -152,6 +182,7 @@ main(int argc, char * argv[])
       filter->SetModel(model);
       filter->SetInput(reader->GetOutput());
       filter->Update();
+      CheckProbabilities(filter);
     });
   }
   return EXIT_SUCCESS;

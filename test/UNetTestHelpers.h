@@ -24,6 +24,14 @@
 
 #include "gtest/gtest.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
 
@@ -34,6 +42,54 @@ inline std::string
 ModelPath(const std::string & name)
 {
   return std::string(UNET_TEST_MODEL_DIR) + "/" + name + ".pt";
+}
+
+/** A path in the test output directory, named after the running test and `name`, so that tests running side by side
+ * write different files. */
+inline std::string
+OutputPath(const std::string & name)
+{
+  const testing::TestInfo * test = testing::UnitTest::GetInstance()->current_test_info();
+  return std::string(UNET_TEST_OUTPUT_DIR) + "/" + test->test_suite_name() + "." + test->name() + "." + name;
+}
+
+/** Copies the file `from` over `to` and makes `to` look modified a second later than before (a copy made within one
+ * tick of the file system's clock would otherwise keep the time it had). */
+inline void
+RewriteFile(const std::string & from, const std::string & to)
+{
+  const bool existed = std::filesystem::exists(to);
+  const auto before = existed ? std::filesystem::last_write_time(to) : std::filesystem::file_time_type();
+  std::filesystem::copy_file(from, to, std::filesystem::copy_options::overwrite_existing);
+  if (existed)
+  {
+    std::filesystem::last_write_time(to,
+                                     std::max(std::filesystem::last_write_time(to), before + std::chrono::seconds(1)));
+  }
+}
+
+/** Limits this process's address space (RLIMIT_AS) to what it maps now plus `headroomBytes`, so that a larger
+ * allocation fails here as it would on a host without the memory, whatever this host has and however it overcommits.
+ * For a child process (a death test's statement) only. False where no limit was set: under AddressSanitizer, which
+ * reserves terabytes of address space, or when setrlimit refuses. */
+inline bool
+LimitAddressSpace(std::uint64_t headroomBytes)
+{
+#if defined(__SANITIZE_ADDRESS__)
+  (void)headroomBytes;
+  return false;
+#else
+  std::ifstream statm("/proc/self/statm");
+  std::uint64_t mappedPages = 0;
+  if (!(statm >> mappedPages))
+  {
+    return false;
+  }
+  const auto limit =
+    static_cast<rlim_t>(mappedPages * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE)) + headroomBytes);
+  const rlimit addressSpace{ limit, limit };
+  return setrlimit(RLIMIT_AS, &addressSpace) == 0;
+#endif
 }
 
 /** An image of the given size with uniform random values in [low, high), and non-trivial metadata. */

@@ -23,6 +23,8 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
+#include <filesystem>
 #include <random>
 #include <sstream>
 
@@ -240,6 +242,37 @@ TEST(UNetModel, BadModelsThrow)
   ExpectLoadFails(UNetTest::ModelPath("mean2d"), "tpu", 2, "is not a device");
   ExpectLoadFails(UNetTest::ModelPath("irregular_edges2d"), "cpu", 2, "has no regular valid input edges along axis 0");
   ExpectLoadFails(UNetTest::ModelPath("coupled_axes2d"), "cpu", 2, "is inconsistent between axes");
+  ExpectLoadFails(UNetTest::ModelPath("no_classes2d"), "cpu", 2, "has no output channel: it scores no class");
+}
+
+TEST(UNetModel, FailingNetworksGiveUpQuicklyWithinTheProbingBudget)
+{
+  // 3-D networks at default settings: one that returns a tuple fails at its first probe; one that raises on every
+  // input grows its probes only while they stay within the budget (1024 MB), then gives up.
+  const std::pair<const char *, const char *> cases[] = {
+    { "tuple_output3d", "The network's output is no tensor: the network returns a Tuple" },
+    { "always_raising3d", "larger ones would take more than the probing budget of 1024 MB" }
+  };
+  for (const auto & [name, message] : cases)
+  {
+    SCOPED_TRACE(name);
+    auto model = itk::UNetModel::New();
+    model->SetFileName(UNetTest::ModelPath(name));
+    model->SetImageDimension(3);
+    const auto start = std::chrono::steady_clock::now();
+    try
+    {
+      model->Load();
+      ADD_FAILURE() << "loaded";
+    }
+    catch (const itk::ExceptionObject & error)
+    {
+      EXPECT_NE(std::string(error.GetDescription()).find(message), std::string::npos) << error.GetDescription();
+    }
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 60.0);
+    EXPECT_GT(model->GetProbePeakBytes(), 0.0);
+    EXPECT_LE(model->GetProbePeakBytes(), 1024.0 * 1024.0 * 1024.0);
+  }
 }
 
 TEST(UNetModel, UnavailableCudaThrows)
@@ -338,5 +371,110 @@ TEST(UNetModel, ForwardMemoryEstimateFollowsMeasurement)
     EXPECT_GT(measured, 0.0);
     EXPECT_NEAR(estimated / measured, 1.0, 0.3) << "estimated " << estimated << ", measured " << measured;
     EXPECT_DOUBLE_EQ(model->GetEstimatedForwardBytes(4, tile), 2.0 * estimated);
+  }
+}
+
+TEST(UNetModel, AbortAskedWhileProbingStopsAtTheNextForwardPass)
+{
+  auto model = itk::UNetModel::New();
+  model->SetFileName(UNetTest::ModelPath("unet2d_valid"));
+  unsigned int asked = 0;
+  EXPECT_THROW(model->Load([&asked]() { return ++asked == 3; }), itk::ProcessAborted);
+  EXPECT_EQ(asked, 3u); // asked before each probe, and no probe after the answer
+  EXPECT_FALSE(model->IsLoaded());
+  EXPECT_THROW(model->GetBorder(0), itk::ExceptionObject);
+
+  asked = 0;
+  model->Load([&asked]() {
+    ++asked;
+    return false;
+  });
+  EXPECT_TRUE(model->IsLoaded());
+  EXPECT_GT(asked, 10u);
+}
+
+namespace
+{
+/** The probabilities `model` gives for one smallest tile of `input` values (one channel). */
+std::vector<float>
+PredictSmallestTile(const itk::UNetModel * model, const std::vector<float> & input)
+{
+  const itk::UNetModel::TileSizeType tile{ model->GetMinimumInputSize(0), model->GetMinimumInputSize(1) };
+  std::vector<float>                 output(model->GetNumberOfClasses() * model->GetMinimumOutputSize(0) *
+                            model->GetMinimumOutputSize(1));
+  model->PredictProbabilities(input.data(), 1, tile, output.data());
+  return output;
+}
+} // namespace
+
+TEST(UNetModel, AFileRewrittenSinceLoadingIsLoadedAgain)
+{
+  const auto        mean = LoadModel("mean2d", 2);
+  const auto        sum = LoadModel("sum2d", 2);
+  const std::string fileName = UNetTest::OutputPath("model.pt");
+  std::filesystem::remove(fileName);
+  UNetTest::RewriteFile(UNetTest::ModelPath("mean2d"), fileName);
+
+  auto model = itk::UNetModel::New();
+  model->SetFileName(fileName);
+  model->Load();
+  std::vector<float> input(model->GetMinimumInputSize(0) * model->GetMinimumInputSize(1));
+  std::mt19937       random(5);
+  std::generate(
+    input.begin(), input.end(), [&random]() { return std::uniform_real_distribution<float>(-2, 2)(random); });
+  EXPECT_EQ(PredictSmallestTile(model, input), PredictSmallestTile(mean, input));
+  ASSERT_NE(PredictSmallestTile(sum, input), PredictSmallestTile(mean, input));
+  const itk::ModifiedTimeType loaded = model->GetMTime();
+  EXPECT_EQ(model->GetMTime(), loaded);
+
+  UNetTest::RewriteFile(UNetTest::ModelPath("sum2d"), fileName); // retrained in place
+  EXPECT_FALSE(model->IsLoaded());
+  const itk::ModifiedTimeType changed = model->GetMTime();
+  EXPECT_GT(changed, loaded);
+  EXPECT_EQ(model->GetMTime(), changed); // one change, counted once
+  // Until loaded again, the network loaded before still serves.
+  EXPECT_EQ(PredictSmallestTile(model, input), PredictSmallestTile(mean, input));
+  model->Load();
+  EXPECT_TRUE(model->IsLoaded());
+  EXPECT_EQ(PredictSmallestTile(model, input), PredictSmallestTile(sum, input));
+  const itk::ModifiedTimeType reloaded = model->GetMTime();
+  model->Load(); // unchanged since: nothing to do
+  EXPECT_EQ(model->GetMTime(), reloaded);
+  std::filesystem::remove(fileName);
+}
+
+TEST(UNetModel, ANetworkLoadedForEitherDimensionServesItsOwn)
+{
+  auto model = itk::UNetModel::New();
+  model->SetFileName(UNetTest::ModelPath("unet2d_valid"));
+  model->Load(); // ImageDimension 0: the network says 2
+  const itk::ModifiedTimeType loaded = model->GetMTime();
+  model->SetImageDimension(2);
+  EXPECT_TRUE(model->IsLoaded());
+  model->SetImageDimension(3);
+  EXPECT_FALSE(model->IsLoaded());
+  EXPECT_THROW(model->Load(), itk::ExceptionObject);
+  model->SetImageDimension(2);
+  EXPECT_TRUE(model->IsLoaded()); // the failed load left the network loaded before
+  EXPECT_GT(model->GetMTime(), loaded);
+}
+
+TEST(UNetModel, PredictionPlannedForAnotherNetworkThrows)
+{
+  const auto                     model = LoadModel("unet2d_valid", 2);
+  const itk::UNetNetworkGeometry planned = model->GetGeometry();
+  model->SetFileName(UNetTest::ModelPath("mean2d")); // another thread, say, loads another network
+  model->Load();
+  std::vector<float> input(planned.MinimumInputSize[0] * planned.MinimumInputSize[1]);
+  std::vector<float> output(input.size() * planned.Classes);
+  try
+  {
+    model->PredictProbabilities(planned, input.data(), 1, planned.MinimumInputSize, output.data());
+    ADD_FAILURE() << "no exception";
+  }
+  catch (const itk::ExceptionObject & error)
+  {
+    EXPECT_NE(std::string(error.GetDescription()).find("was loaded again, with another network"), std::string::npos)
+      << error.GetDescription();
   }
 }

@@ -27,12 +27,12 @@ using Labels2D = itk::Image<unsigned short, 2>;
 using Labels3D = itk::Image<unsigned short, 3>;
 
 template <typename TLabelImage>
-itk::UNetNearestCells<TLabelImage>
+itk::unet_detail::NearestCells<TLabelImage>
 Compute(const TLabelImage * labels, double maximumDistance, bool useSpacing,
         typename TLabelImage::PixelType ignoreLabel = 0, bool nearestEverywhere = false,
         itk::ProcessObject * filter = nullptr)
 {
-  itk::UNetNearestCells<TLabelImage> nearest;
+  itk::unet_detail::NearestCells<TLabelImage> nearest;
   nearest.SetMaximumDistance(maximumDistance);
   nearest.SetUseImageSpacing(useSpacing);
   nearest.SetIgnoreLabel(ignoreLabel);

@@ -139,9 +139,8 @@ TEST(UNetSegmentationImageFilterConcurrency, FiltersSharingOneModelOnTwoThreadsG
   for (int round = 0; round < 2; ++round)
   {
     SCOPED_TRACE("round " + std::to_string(round));
-    // Configured before it is shared (each filter would otherwise set the dimension, the same value, as it updates).
+    // Left at ImageDimension 0: each filter sets it to 2 as it updates.
     const auto shared = MakeModel("unet2d_valid");
-    shared->SetImageDimension(2);
     const auto firstShared = MakeUNetFilter(first, shared);
     const auto secondShared = MakeUNetFilter(second, shared);
     UpdateAtOnce({ firstShared.GetPointer(), secondShared.GetPointer() });
@@ -219,5 +218,51 @@ TEST(UNetSegmentationImageFilterConcurrency, RepeatedUpdatesAreBitIdentical)
     again->Modified();
     again->Update();
     ExpectBitIdentical(first, again);
+  }
+}
+
+TEST(UNetSegmentationImageFilterConcurrency, ReloadsThroughOneFilterWhileAnotherPredictsAreSafe)
+{
+  const auto predicted = UNetTest::MakeRandomImage<Image2D>({ { 60, 47 } }, 35);
+  const auto reloaded = UNetTest::MakeRandomImage<Image2D>({ { 40, 30 } }, 36);
+  const auto predictedAlone = MakeUNetFilter(predicted, MakeModel("unet2d_valid"));
+  const auto reloadedAlone = MakeUNetFilter(reloaded, MakeModel("unet2d_valid"));
+  predictedAlone->Update();
+  reloadedAlone->Update();
+
+  // The same network under a second name: each change of name loads it again, probing included.
+  const std::string copy = UNetTest::OutputPath("unet2d_valid.pt");
+  UNetTest::RewriteFile(UNetTest::ModelPath("unet2d_valid"), copy);
+  const auto shared = MakeModel("unet2d_valid"); // ImageDimension 0
+  const auto predictor = MakeUNetFilter(predicted, shared);
+  const auto reloader = MakeUNetFilter(reloaded, shared);
+
+  constexpr int      rounds = 4;
+  std::exception_ptr predictorFailure;
+  std::thread        predicting([&]() {
+    try
+    {
+      for (int round = 0; round < rounds; ++round)
+      {
+        predictor->Modified();
+        predictor->Update();
+        ExpectBitIdentical(predictedAlone, predictor);
+      }
+    }
+    catch (...)
+    {
+      predictorFailure = std::current_exception();
+    }
+  });
+  for (int round = 0; round < rounds; ++round)
+  {
+    reloader->SetModelFileName(round % 2 == 0 ? copy : UNetTest::ModelPath("unet2d_valid"));
+    reloader->Update();
+    ExpectBitIdentical(reloadedAlone, reloader);
+  }
+  predicting.join();
+  if (predictorFailure)
+  {
+    std::rethrow_exception(predictorFailure);
   }
 }

@@ -3,6 +3,7 @@
 Analytic models have fixed weights whose output the tests compute independently; U-Nets have seeded random
 weights. Nothing is downloaded.
 """
+import json
 import os
 import sys
 import types
@@ -36,7 +37,7 @@ def import_relative(name, path):
     return module
 
 
-unet_models = import_relative("unet_models", os.path.join("examples", "unet_models.py"))
+unet_models = import_relative("unet_models", os.path.join("wrapping", "Python", "itk_unetsegmentation", "networks.py"))
 UNet = unet_models.UNet
 
 
@@ -137,6 +138,53 @@ class CoupledAxes(nn.Module):
         return self.conv(x)
 
 
+class TupleOutput3D(nn.Module):
+    """A 3-D mean filter returning its input beside its scores, as networks with deep supervision do."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = mean_filter(3)
+
+    def forward(self, x):
+        return self.conv(x), x
+
+
+class AlwaysRaising3D(nn.Module):
+    """A 3-D mean filter that raises on every input, whatever its size."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = mean_filter(3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if y.size(2) >= 0:
+            raise RuntimeError("this network always fails")
+        return y
+
+
+class NonFiniteWhereDark(nn.Module):
+    """A mean filter whose score is the square root of (mean - 1): not a number wherever the mean is below 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = mean_filter(2)
+
+    def forward(self, x):
+        return torch.sqrt(self.conv(x) - 1.0)
+
+
+class NoClasses(nn.Module):
+    """A mean filter whose output keeps no channel: a network with no classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = mean_filter(2)
+
+    def forward(self, x):
+        return self.conv(x)[:, :0]
+
+
 @torch.jit.interface
 class ModuleInterface(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,6 +223,20 @@ class Wide(nn.Module):
 
     def forward(self, x):
         return self.head(self.features(x))
+
+
+class Hog(nn.Module):
+    """A valid 3 x 3 network that also asks for 400 MB in every forward pass, whatever its input (the size depends on
+    the input, so that freezing cannot fold it into a constant): under a tighter address-space limit no batch, tile
+    or piece runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = conv(2, 1, 2, 3)
+
+    def forward(self, x):
+        scratch = torch.zeros([100_000_000 + 0 * x.size(0)], dtype=x.dtype, device=x.device)
+        return self.head(x) + scratch[0]
 
 
 def spread_head(model, probe_shape):
@@ -248,6 +310,53 @@ def sum_filter(dim):
     return layer
 
 
+def threshold(dim, slope=20.0, at=0.5):
+    """One channel in, one score out: slope * (x - at), so P(class 1) = sigmoid(slope * (x - at)) (border 0)."""
+    layer = (nn.Conv3d if dim == 3 else nn.Conv2d)(1, 1, 1)
+    with torch.no_grad():
+        layer.weight.fill_(slope)
+        layer.bias.fill_(-slope * at)
+    layer.requires_grad_(False)
+    return layer
+
+
+CARD = "unet_model_card.json"
+FULL_CARD = {
+    "schema_version": 1,
+    "normalization": {"kind": "fixed", "mean": [10.0], "standard_deviation": [4.0]},
+    "spacing": {"values": [0.5, 0.5], "unit": "mm"},
+    "classes": [{"name": "background", "color": [0, 0, 0]}, {"name": "cell interior", "color": [0, 200, 0]}],
+    "flip_axes": [0],
+    "tile": {"size": [6, 6], "overlap": 2},
+    "cell_separation": {"cell_class": 1, "seed_threshold": 0.6, "cell_threshold": 0.3},
+    "provenance": {"training_data": "none: an analytic test network", "held_out_scores": {"pixel_error": 0.0}},
+}
+
+# Models with a model card (an extra file of the archive) and the card's JSON text: good ones, and bad ones whose
+# loading must fail naming the field.
+CARD_MODELS = {
+    "card_full2d": ("mean2d", json.dumps(FULL_CARD)),
+    "card_standardize2d": ("mean2d", json.dumps({"schema_version": 1, "normalization": {
+        "kind": "standardize", "mean": 5.0, "standard_deviation": 2.0}})),
+    "card_clip2d": ("mean2d", json.dumps({"schema_version": 1, "normalization": {
+        "kind": "clip", "window": [-1.0, 1.0], "mean": [0.5], "standard_deviation": [0.25]}})),
+    "card_sphere3d": ("threshold3d", json.dumps({"schema_version": 1, "spacing": {"values": [1.0, 1.0, 1.0], "unit": "mm"},
+                                                 "classes": [{"name": "outside"}, {"name": "sphere", "color": [255, 0, 0]}]})),
+    "card_pixel2d": ("mean2d", json.dumps({"schema_version": 1, "spacing": {"values": [1.0, 1.0], "unit": "pixel"}})),
+    "card_bad_json": ("mean2d", '{"schema_version": 1, "spacing": '),
+    "card_bad_type": ("mean2d", json.dumps({"schema_version": 1, "spacing": {"values": "1 1", "unit": "mm"}})),
+    "card_bad_version": ("mean2d", json.dumps({"schema_version": 7})),
+    "card_bad_field": ("mean2d", json.dumps({"schema_version": 1, "colour": "red"})),
+    "card_bad_classes": ("mean2d", json.dumps({"schema_version": 1, "classes": [{"name": "a"}, {"name": "b"}, {"name": "c"}]})),
+    "card_bad_spacing": ("mean2d", json.dumps({"schema_version": 1, "spacing": {"values": [1.0, 0.0], "unit": "mm"}})),
+    "card_bad_dimension": ("mean2d", json.dumps({"schema_version": 1, "spacing": {"values": [1.0, 1.0, 1.0], "unit": "mm"}})),
+    "card_bad_deviation": ("mean2d", json.dumps({"schema_version": 1, "normalization": {
+        "kind": "fixed", "mean": [0.0], "standard_deviation": [-1.0]}})),
+    "card_bad_channels": ("mean2d", json.dumps({"schema_version": 1, "normalization": {
+        "kind": "fixed", "mean": [0.0, 1.0], "standard_deviation": [1.0]}})),
+}
+
+
 def main(out_dir):
     os.makedirs(out_dir, exist_ok=True)
     models = {
@@ -265,6 +374,10 @@ def main(out_dir):
         "first_sample_only": FirstSampleOnly(),
         "irregular_edges2d": IrregularEdges(),
         "coupled_axes2d": CoupledAxes(),
+        "non_finite2d": NonFiniteWhereDark(),
+        "tuple_output3d": TupleOutput3D(),
+        "always_raising3d": AlwaysRaising3D(),
+        "no_classes2d": NoClasses(),
         "unet2d_valid": unet(1, dim=2, in_channels=1, classes=2, base=8, depth=2, valid=True),
         "unet2d_same": unet(2, dim=2, in_channels=1, classes=3, base=8, depth=2, valid=False),
         "unet3d_valid": unet(3, dim=3, in_channels=1, classes=2, base=4, depth=1, valid=True),
@@ -280,10 +393,15 @@ def main(out_dir):
         "unet3d_valid_depth2": unet(7, dim=3, in_channels=1, classes=2, base=8, depth=2, valid=True),
         "unfreezable2d": Unfreezable(),
         "wide2d": Wide(),
+        "hog2d": Hog(),
     }
+    models["threshold3d"] = threshold(3)
     for name, model in models.items():
         model.eval()
         torch.jit.save(torch.jit.script(model), os.path.join(out_dir, name + ".pt"))
+    for name, (network, card) in CARD_MODELS.items():
+        torch.jit.save(torch.jit.script(models[network]), os.path.join(out_dir, name + ".pt"),
+                       _extra_files={CARD: card})
     with open(os.path.join(out_dir, "corrupt.pt"), "wb") as corrupt:
         corrupt.write(b"PK\x03\x04 this is not a TorchScript archive" * 10)
 

@@ -41,7 +41,7 @@ namespace itk
  * TransformIndexToPhysicalPoint: LPS, as ITK uses. A 2-D image becomes one slice at z = 0.
  *
  * ITK's own bridge, itk::ImageToVTKImageFilter (ITKVtkGlue), is not used: ITK 5.2's ITKVtkGlue calls
- * find_package(VTK) without components, and Debian's VTK 9.1 then requires Qt5 (README, "Surfaces and pictures").
+ * find_package(VTK) without components, and Debian's VTK 9.1 then requires Qt5 (docs/visualization.md).
  *
  * \ingroup UNetSegmentation
  */

@@ -30,7 +30,7 @@
 #include "itkMersenneTwisterRandomVariateGenerator.h"
 #include "itkRGBPixel.h"
 #include "itkUNetCellSeparationImageFilter.h"
-#include "itkUNetSegmentationImageFilter.h"
+#include "itkUNetResamplingSegmentationImageFilter.h"
 #include "itkVectorImage.h"
 #include "itksys/SystemTools.hxx"
 
@@ -145,6 +145,24 @@ MakeVolume()
     const auto & index = it.GetIndex();
     it.Set(static_cast<float>(std::sin(0.6 * index[0] + 0.2 * index[2]) + std::cos(0.45 * index[1]) +
                               random->GetUniformVariate(-0.5, 0.5)));
+  }
+  return image;
+}
+
+/** A 2-D image of values around 10 (seeded), spacing 1. */
+itk::Image<float, 2>::Pointer
+UNetTestImage2D()
+{
+  auto image = itk::Image<float, 2>::New();
+  image->SetRegions(itk::Size<2>{ { 37, 29 } });
+  image->Allocate();
+  auto random = itk::Statistics::MersenneTwisterRandomVariateGenerator::New();
+  random->SetSeed(23);
+  for (itk::ImageRegionIteratorWithIndex<itk::Image<float, 2>> it(image, image->GetBufferedRegion()); !it.IsAtEnd();
+       ++it)
+  {
+    it.Set(static_cast<float>(10.0 + 6.0 * std::sin(0.4 * it.GetIndex()[0]) * std::cos(0.3 * it.GetIndex()[1]) +
+                              random->GetUniformVariate(-1.0, 1.0)));
   }
   return image;
 }
@@ -315,10 +333,13 @@ TEST_F(UNetSegmentationCLI, DescriptionParsesWithEveryParameter)
     { "outputLabelVolume", "image", "label", "", "1", "output", "", {} },
     { "outputProbabilityVolume", "image", "vector", "probabilities", "", "output", "", {} },
     { "outputCellVolume", "image", "label", "cells", "", "output", "", {} },
+    { "outputColorTable", "table", "color", "colorTable", "", "output", "", {} },
     { "modelFile", "file", "scalar", "model", "", "input", "", {} },
     { "normalizationMean", "float-vector", "", "normalizationMean", "", "", "", {} },
     { "normalizationStandardDeviation", "float-vector", "", "normalizationStandardDeviation", "", "", "", {} },
     { "standardizeTo", "float-vector", "", "standardizeTo", "", "", "", {} },
+    { "noResample", "boolean", "", "noResample", "", "", "false", {} },
+    { "interpolation", "string-enumeration", "", "interpolation", "", "", "linear", { "linear", "bspline" } },
     { "tileSize", "integer-vector", "", "tileSize", "", "", "", {} },
     { "tileOverlap", "integer", "", "tileOverlap", "", "", "0", {} },
     { "blending", "string-enumeration", "", "blending", "", "", "gaussian", { "gaussian", "uniform" } },
@@ -336,6 +357,7 @@ TEST_F(UNetSegmentationCLI, DescriptionParsesWithEveryParameter)
     { "tilesPerBatch", "integer", "", "tilesPerBatch", "", "", "0", {} },
     { "memoryBudget", "double", "", "memoryBudget", "", "", "1024", {} },
     { "flipAxes", "integer-vector", "", "flipAxes", "", "", "", {} },
+    { "noTestTimeFlips", "boolean", "", "noTestTimeFlips", "", "", "false", {} },
     { "noFreeze", "boolean", "", "noFreeze", "", "", "false", {} },
     { "streamPieces", "integer", "", "streamPieces", "", "", "4", {} },
     { "cellClass", "integer", "", "cellClass", "", "", "1", {} },
@@ -346,6 +368,8 @@ TEST_F(UNetSegmentationCLI, DescriptionParsesWithEveryParameter)
     { "numberOfClasses", "integer", "", "", "", "output", "0", {} },
     { "tileSizeUsed", "integer-vector", "", "", "", "output", "", {} },
     { "tileStrideUsed", "integer-vector", "", "", "", "output", "", {} },
+    { "normalizationApplied", "string", "", "", "", "output", "", {} },
+    { "spacingApplied", "float-vector", "", "", "", "output", "", {} },
     { "estimatedWorkingMemory", "double", "", "", "", "output", "0", {} },
   };
   std::map<std::string, const ModuleParameter *> declared;
@@ -377,6 +401,29 @@ TEST_F(UNetSegmentationCLI, DescriptionParsesWithEveryParameter)
       EXPECT_EQ(parameter.GetChannel(), e.channel);
     }
   }
+}
+
+TEST_F(UNetSegmentationCLI, DefaultsAreTheFiltersOwn)
+{
+  // The XML description states its defaults for Slicer's GUI; they must be the C++ filters' defaults, their one home.
+  ModuleDescription description;
+  ASSERT_EQ(ModuleDescriptionParser().Parse(this->RunModule("--xml").out, description), 0);
+  const auto separation = itk::UNetCellSeparationImageFilter<itk::VectorImage<float, 3>>::New();
+  const auto segmenter = itk::UNetSegmentationImageFilter<itk::Image<float, 3>>::New();
+  const auto defaultOf = [&description](const char * name) {
+    return std::stod(description.GetParameterDefaultValue(name));
+  };
+  EXPECT_EQ(defaultOf("seedThreshold"), separation->GetSeedThreshold());
+  EXPECT_EQ(defaultOf("cellThreshold"), separation->GetCellThreshold());
+  EXPECT_EQ(defaultOf("cellClass"), separation->GetCellClass());
+  EXPECT_EQ(defaultOf("tileOverlap"), segmenter->GetTileOverlap());
+  EXPECT_EQ(defaultOf("memoryBudget"), segmenter->GetMemoryBudget());
+  EXPECT_EQ(defaultOf("tilesPerBatch"), segmenter->GetTilesPerBatch());
+  EXPECT_EQ(defaultOf("torchThreads"), segmenter->GetNumberOfTorchThreads());
+  EXPECT_EQ(defaultOf("boundaryConstant"), segmenter->GetBoundaryConstant());
+  EXPECT_EQ(description.GetParameterDefaultValue("blending") == "gaussian", segmenter->GetGaussianBlending());
+  EXPECT_EQ(description.GetParameterDefaultValue("noFreeze") == "true", !segmenter->GetFreezeModel());
+  EXPECT_EQ(description.GetParameterDefaultValue("device"), segmenter->GetDevice());
 }
 
 TEST_F(UNetSegmentationCLI, SlicerStyleRunOnNrrdEqualsFilterWithProgressAndReturnParameters)
@@ -529,6 +576,73 @@ TEST_F(UNetSegmentationCLI, CellsEqualTheSeparationFilter)
   ExpectSameGeometry(itk::ReadImage<ImageType>(input), cells, 1e-12);
   EXPECT_EQ(CountDifferences<CellImageType>(separation->GetOutput(), cells), 0u);
   EXPECT_EQ(CountDifferences<LabelImageType>(segmenter->GetOutput(), itk::ReadImage<LabelImageType>(output)), 0u);
+}
+
+TEST_F(UNetSegmentationCLI, ModelCardSuppliesTheDefaultsAndTheClassesForSlicer)
+{
+  // card_full2d: mean2d with a card that normalises with mean 10 and standard deviation 4, flips along x, overlaps
+  // by 2, separates cells at seeds 0.6 and cells 0.3, names the classes, and was trained at 0.5 x 0.5 mm.
+  using Image2D = itk::Image<float, 2>;
+  using Labels2D = itk::Image<unsigned char, 2>;
+  using Resampling2D = itk::UNetResamplingSegmentationImageFilter<Image2D, Labels2D>;
+  const std::string model = Model("card_full2d");
+  auto              image = UNetTestImage2D();
+  const std::string input = this->Path("image.nrrd");
+  const std::string output = this->Path("labels.nrrd");
+  const std::string colors = this->Path("classes.ctbl");
+  const std::string returned = this->Path("returned.txt");
+  itk::WriteImage(image, input);
+
+  // Without options, at the image's own spacing of 1 mm: resampled to the card's 0.5 mm and back.
+  ModuleRun run = this->RunModule("--model '" + model + "' --colorTable '" + colors + "' --returnparameterfile '" +
+                                  returned + "' '" + input + "' '" + output + "'");
+  ASSERT_EQ(run.exitStatus, 0) << run.err;
+  auto reference = Resampling2D::New();
+  reference->SetInput(image);
+  reference->GetSegmenter()->SetModelFileName(model);
+  reference->Update();
+  EXPECT_TRUE(reference->GetResampled());
+  EXPECT_EQ(CountDifferences<Labels2D>(reference->GetOutput(), itk::ReadImage<Labels2D>(output)), 0u);
+  EXPECT_EQ(ReadText(colors),
+            "# Color table file classes.ctbl\n# 2 values\n0 background 0 0 0 255\n"
+            "1 cell_interior 0 200 0 255\n");
+  const std::string header = ReadText(output).substr(0, 2000);
+  EXPECT_NE(header.find("Segment0_Name:=cell interior"), std::string::npos) << header;
+  EXPECT_NE(header.find("Segment0_LabelValue:=1"), std::string::npos) << header;
+  EXPECT_NE(header.find("Segment0_Color:=0 0.784314 0"), std::string::npos) << header;
+  ModuleDescription description;
+  ASSERT_EQ(ModuleDescriptionParser().Parse(this->RunModule("--xml").out, description), 0);
+  ASSERT_TRUE(description.ReadParameterFile(returned)) << ReadText(returned);
+  EXPECT_EQ(description.GetParameterValue("spacingApplied"), "0.5,0.5");
+  EXPECT_NE(
+    description.GetParameterValue("normalizationApplied").find("from the model card: mean 10, standard deviation 4"),
+    std::string::npos)
+    << description.GetParameterValue("normalizationApplied");
+
+  // --noResample: the segmentation filter with the card's normalisation, flips and overlap.
+  run = this->RunModule("--model '" + model + "' --noResample '" + input + "' '" + output + "'");
+  ASSERT_EQ(run.exitStatus, 0) << run.err;
+  auto plain = itk::UNetSegmentationImageFilter<Image2D, Labels2D>::New();
+  plain->SetInput(image);
+  plain->SetModelFileName(Model("mean2d"));
+  plain->SetNormalizationMean({ 10.0 });
+  plain->SetNormalizationStandardDeviation({ 4.0 });
+  auto x = plain->GetTestTimeFlipAxes();
+  x[0] = true;
+  plain->SetTestTimeFlipAxes(x);
+  plain->SetTileOverlap(2);
+  plain->Update();
+  EXPECT_EQ(CountDifferences<Labels2D>(plain->GetOutput(), itk::ReadImage<Labels2D>(output)), 0u);
+
+  // The user's options win: here a normalisation that makes every voxel a cell.
+  run =
+    this->RunModule("--model '" + model + "' --noResample --normalizationMean -1000 '" + input + "' '" + output + "'");
+  ASSERT_EQ(run.exitStatus, 0) << run.err;
+  const auto allCells = itk::ReadImage<Labels2D>(output);
+  EXPECT_EQ(std::count(allCells->GetBufferPointer(),
+                       allCells->GetBufferPointer() + allCells->GetBufferedRegion().GetNumberOfPixels(),
+                       1),
+            static_cast<std::ptrdiff_t>(allCells->GetBufferedRegion().GetNumberOfPixels()));
 }
 
 TEST_F(UNetSegmentationCLI, StandardizedEqualsTheFilterNormalizedWithTheImagesOwnStatistics)

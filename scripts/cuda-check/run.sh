@@ -32,8 +32,8 @@ cmake --build "$work/check" -j "$(nproc)"
 
 "$python" - "$repo" "$work" <<'PY'
 import sys, torch
-sys.path.insert(0, sys.argv[1] + "/examples")
-from unet_models import UNet
+sys.path.insert(0, sys.argv[1] + "/wrapping/Python")
+from itk_unetsegmentation.networks import UNet
 for dim, name in ((2, "unet2d.pt"), (3, "unet3d.pt")):
     torch.manual_seed(dim)
     net = UNet(dim=dim, in_channels=1, classes=3, base=16, depth=3 if dim == 2 else 2, valid=True).eval()

@@ -1,5 +1,6 @@
-"""The Python surfaces (examples/label_surfaces.py) equal the C++ program's (UNetLabelSurfaces); the picture program
-(UNetRenderLabels) draws 2-D and 3-D label maps under xvfb-run and fails with a clear message without a display."""
+"""The Python surfaces (examples/label_surfaces.py, which runs the C++ program UNetLabelSurfaces) lie where ITK puts
+the voxels; the picture program (UNetRenderLabels) draws 2-D and 3-D label maps under xvfb-run and fails with a clear
+message without a display."""
 import glob
 import os
 import subprocess
@@ -37,21 +38,6 @@ def label_map():
     return image
 
 
-def points(surface):
-    return numpy_support.vtk_to_numpy(surface.GetPoints().GetData()).astype(np.float64)
-
-
-def triangles(surface):
-    return numpy_support.vtk_to_numpy(surface.GetPolys().GetConnectivityArray()).reshape(-1, 3)
-
-
-def read_vtp(file_name):
-    reader = vtk.vtkXMLPolyDataReader()
-    reader.SetFileName(file_name)
-    reader.Update()
-    return reader.GetOutput()
-
-
 def read_picture(file_name):
     """Rows (top first), columns, RGB. (VTK's reader: this ITK build wraps no RGB images for Python.)"""
     reader = vtk.vtkPNGReader()
@@ -62,41 +48,26 @@ def read_picture(file_name):
     return pixels.reshape(height, width, -1)[::-1]  # VTK's row 0 is the bottom one
 
 
-class PythonEqualsTheProgram(unittest.TestCase):
+class SurfacesFromPython(unittest.TestCase):
+    """examples/label_surfaces.py drives the C++ program and reads what it writes."""
+
     def setUp(self):
         self.directory = tempfile.mkdtemp(prefix="label-surfaces-", dir=os.environ["UNET_TEST_OUTPUT_DIR"])
         self.labels_file = os.path.join(self.directory, "labels.nrrd")
         itk.imwrite(label_map(), self.labels_file)
 
-    def compare(self, options, expected):
-        output = os.path.join(self.directory, "cxx" + "".join(options) + ".vtp")
-        subprocess.run([LABEL_SURFACES, self.labels_file, output] + options, check=True)
-        surfaces = label_surfaces.label_surfaces(itk.imread(self.labels_file), instances="--instances" in options)
-        self.assertEqual([(label, instance) for label, instance, _ in surfaces], expected)
-        for label, instance, surface in surfaces:
-            written = read_vtp(label_surfaces.surface_file_name(output, label, instance))
-            np.testing.assert_array_equal(triangles(surface), triangles(written))
-            np.testing.assert_allclose(points(surface), points(written), rtol=0, atol=1e-5)
-            self.assertEqual(written.GetFieldData().GetAbstractArray("SPACE").GetValue(0), "LPS")
-        self.assertEqual(len(glob.glob(os.path.join(self.directory, "cxx" + "".join(options) + "-*.vtp"))),
-                         len(expected))
+    def surfaces(self, name, **options):
+        output = os.path.join(self.directory, name)
+        return output, label_surfaces.label_surfaces(self.labels_file, output, **options)
 
-    def test_classes(self):
-        self.compare([], [(1, 0), (3, 0)])
-
-    def test_instances(self):
-        self.compare(["--instances"], [(1, 1), (1, 2), (3, 1)])
-
-    def test_python_program_writes_what_the_function_gives(self):
-        output = os.path.join(self.directory, "python.stl")
-        subprocess.run(["/usr/bin/python3", label_surfaces.__file__, self.labels_file, output, "--iterations", "0"],
-                       check=True, env=os.environ)
-        surfaces = label_surfaces.label_surfaces(itk.imread(self.labels_file), iterations=0)
-        for label, _, surface in surfaces:
-            reader = vtk.vtkSTLReader()
-            reader.SetFileName(label_surfaces.surface_file_name(output, label, 0))
-            reader.Update()
-            self.assertEqual(reader.GetOutput().GetNumberOfPolys(), surface.GetNumberOfPolys())
+    def test_one_surface_per_class_or_piece_in_physical_space(self):
+        for options, expected in (({}, [(1, 0), (3, 0)]), ({"instances": True}, [(1, 1), (1, 2), (3, 1)])):
+            output, surfaces = self.surfaces(f"surfaces{len(options)}.vtp", **options)
+            self.assertEqual([(label, instance) for label, instance, _ in surfaces], expected)
+            for _, _, surface in surfaces:
+                self.assertGreater(surface.GetNumberOfPolys(), 0)
+                self.assertEqual(surface.GetFieldData().GetAbstractArray("SPACE").GetValue(0), "LPS")
+            self.assertEqual(len(glob.glob(output.replace(".vtp", "-*.vtp"))), len(expected))
 
     def test_surfaces_are_where_itk_puts_the_voxels(self):
         # Unsmoothed, the boundary runs through the midpoints between voxels in and out of the class: beyond the
@@ -104,7 +75,7 @@ class PythonEqualsTheProgram(unittest.TestCase):
         # the longest voxel step (0.45 here).
         image = itk.imread(self.labels_file)
         array = itk.array_view_from_image(image)
-        for label, _, surface in label_surfaces.label_surfaces(image, iterations=0):
+        for label, _, surface in self.surfaces("unsmoothed.stl", iterations=0)[1]:
             k, j, i = np.nonzero(array == label)
             centres = np.array([image.TransformIndexToPhysicalPoint([int(a), int(b), int(c)])
                                 for a, b, c in zip(i, j, k)])
@@ -114,11 +85,30 @@ class PythonEqualsTheProgram(unittest.TestCase):
             np.testing.assert_array_less(centres.min(axis=0) - 0.45 - 1e-5, bounds[:, 0])
             np.testing.assert_array_less(bounds[:, 1], centres.max(axis=0) + 0.45 + 1e-5)
 
-    def test_bad_input(self):
-        with self.assertRaises(ValueError):
-            label_surfaces.label_surfaces(itk.imread(self.labels_file), iterations=-1)
-        with self.assertRaises(ValueError):
-            label_surfaces.write_surface(vtk.vtkPolyData(), os.path.join(self.directory, "x.xyz"))
+    def test_smoothing_shrinks_the_staircase(self):
+        unsmoothed = self.surfaces("unsmoothed.vtp", iterations=0)[1]
+        smoothed = self.surfaces("smoothed.vtp")[1]
+        for (_, _, rough), (_, _, smooth) in zip(unsmoothed, smoothed):
+            area = vtk.vtkMassProperties()
+            area.SetInputData(rough)
+            area.Update()
+            smooth_area = vtk.vtkMassProperties()
+            smooth_area.SetInputData(smooth)
+            smooth_area.Update()
+            self.assertLess(smooth_area.GetSurfaceArea(), area.GetSurfaceArea())
+
+    def test_the_script_is_the_program(self):
+        output = os.path.join(self.directory, "script.ply")
+        subprocess.run(["/usr/bin/python3", label_surfaces.__file__, self.labels_file, output], check=True,
+                       env=os.environ, capture_output=True)
+        self.assertEqual(sorted(os.path.basename(f) for f in glob.glob(output.replace(".ply", "-*.ply"))),
+                         ["script-1.ply", "script-3.ply"])
+
+    def test_bad_input_raises_the_programs_message(self):
+        with self.assertRaisesRegex(ValueError, "unknown surface file extension"):
+            label_surfaces.label_surfaces(self.labels_file, os.path.join(self.directory, "x.xyz"))
+        with self.assertRaisesRegex(ValueError, "UNetLabelSurfaces failed"):
+            label_surfaces.label_surfaces(os.path.join(self.directory, "missing.nrrd"), "y.vtp")
         result = subprocess.run([LABEL_SURFACES, self.labels_file, os.path.join(self.directory, "x.xyz")],
                                 capture_output=True, text=True)
         self.assertEqual(result.returncode, 1)

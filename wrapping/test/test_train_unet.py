@@ -1,5 +1,5 @@
-"""Tests of the training tool, examples/train_unet.py, and of the scores it and the demo print
-(examples/score_segmentation.py): mirroring as the filter mirrors, augmentation applied alike to image and labels,
+"""Tests of the training tool, itk_unetsegmentation.training, and of the scores it and the demo print
+(itk_unetsegmentation.scoring): mirroring as the filter mirrors, augmentation applied alike to image and labels,
 training inputs from the module's filters, a loss that goes down, and an exported network that the filter runs."""
 import csv
 import os
@@ -13,12 +13,12 @@ import torch
 
 import itk
 
-EXAMPLES = os.environ["UNET_EXAMPLES_DIR"]
+
+from itk_unetsegmentation import scoring as score_segmentation
+from itk_unetsegmentation import training as train_unet
+from itk_unetsegmentation.networks import valid_unet_border
+
 ISBI = os.environ["UNET_ISBI_DIR"]
-sys.path.insert(0, EXAMPLES)
-import score_segmentation  # noqa: E402
-import train_unet  # noqa: E402
-from unet_models import valid_unet_border  # noqa: E402
 
 
 def isbi_crop(index, size=96):
@@ -261,7 +261,7 @@ class CommandLine(unittest.TestCase):
                 itk.imwrite(itk.image_from_array(image.astype(np.uint8)), images[-1])
                 itk.imwrite(itk.image_from_array(np.ascontiguousarray(mask[:120, :120])), labels[-1])
             output = os.path.join(directory, "run")
-            tool = [sys.executable, os.path.join(EXAMPLES, "train_unet.py"), "--output", output]
+            tool = [sys.executable, "-m", "itk_unetsegmentation.training", "--output", output]
             common = ["--depth", "2", "--width", "4", "--tile", "40", "--evaluate-every", "2", "--print-every", "1"]
             run = subprocess.run(tool + common + ["--images"] + images[:2] + ["--labels"] + labels[:2] +
                                  ["--held-out-images", images[2], "--held-out-labels", labels[2], "--steps", "4",
@@ -304,7 +304,7 @@ class CommandLine(unittest.TestCase):
         with tempfile.TemporaryDirectory() as directory:
             image = os.path.join(ISBI, "image", "0.png")
             label = os.path.join(ISBI, "label", "0.png")
-            run = subprocess.run([sys.executable, os.path.join(EXAMPLES, "train_unet.py"), "--output", directory,
+            run = subprocess.run([sys.executable, "-m", "itk_unetsegmentation.training", "--output", directory,
                                   "--images", image, "--labels", label, "--held-out-images", image,
                                   "--held-out-labels", label, "--seed-threshold", "0.3", "--cell-threshold", "0.5"],
                                  capture_output=True, text=True)
@@ -344,11 +344,10 @@ class Scores(unittest.TestCase):
             files = [os.path.join(directory, name) for name in ("cells.nrrd", "truth.png")]
             itk.imwrite(itk.image_from_array(cells), files[0])
             itk.imwrite(itk.image_from_array(truth), files[1])
-            script = os.path.join(EXAMPLES, "score_segmentation.py")
-            run = subprocess.run([sys.executable, script, "--cells"] + files, check=True, capture_output=True,
-                                 text=True)
+            script = [sys.executable, "-m", "itk_unetsegmentation.scoring"]
+            run = subprocess.run(script + ["--cells"] + files, check=True, capture_output=True, text=True)
             self.assertIn("pixel error 0.0000, cell Dice 1.0000, adapted Rand error 0.0000", run.stdout)
-            run = subprocess.run([sys.executable, script] + files, check=True, capture_output=True, text=True)
+            run = subprocess.run(script + files, check=True, capture_output=True, text=True)
             self.assertIn("pixel error 0.2400", run.stdout)  # without --cells cell 1 (24 voxels) is not a cell
 
     def test_predicted_background_inside_a_cell_is_one_more_segment(self):

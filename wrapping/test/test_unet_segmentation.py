@@ -158,6 +158,17 @@ class SegmentationFromPython(unittest.TestCase):
         finally:
             torch.set_num_threads(before)
 
+    def test_a_segmentation_prints_nothing_on_stderr(self):
+        """Loading ITK's Python modules and segmenting say nothing unless something is wrong."""
+        code = ("import itk, numpy as np\n"
+                "image = itk.image_from_array(np.zeros((40, 50), np.float32))\n"
+                f"segmenter = itk.UNetSegmentationImageFilter.New(image, ModelFileName={model('unet2d_valid')!r})\n"
+                "segmenter.Update()\n"
+                "assert itk.array_from_image(segmenter.GetOutput()).shape == (40, 50)\n")
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertEqual(run.stderr, "")
+
     def test_model_geometry(self):
         unet = itk.UNetModel.New()
         unet.SetFileName(model("unet2d_paper"))
@@ -276,6 +287,91 @@ class CellSeparationFromPython(unittest.TestCase):
         with self.assertRaises(RuntimeError) as raised:
             itk.u_net_cell_separation_image_filter(probabilities, cell_class=5)
         self.assertIn("CellClass 5 is not a class of the input", str(raised.exception))
+
+
+class ModelCardFromPython(unittest.TestCase):
+    """itk_unetsegmentation.model_card writes what itk.UNetModel reads; the filters apply it."""
+
+    RECORD = {"schema_version": 1,
+              "normalization": {"kind": "standardize", "mean": 5.0, "standard_deviation": 2.0},
+              "classes": [{"name": "background"}, {"name": "cell", "color": [0, 255, 0]}],
+              "cell_separation": {"seed_threshold": 0.7, "cell_threshold": 0.4},
+              "provenance": {"note": "a mean filter"}}
+
+    def setUp(self):
+        self.directory = tempfile.mkdtemp()
+        self.file = os.path.join(self.directory, "mean2d.pt")
+        with open(model("mean2d"), "rb") as source, open(self.file, "wb") as copy:
+            copy.write(source.read())
+
+    def load(self):
+        unet = itk.UNetModel.New()
+        unet.SetFileName(self.file)
+        unet.SetImageDimension(2)
+        unet.Load()
+        return unet
+
+    def test_write_read_and_what_itk_reads(self):
+        from itk_unetsegmentation import model_card
+
+        self.assertIsNone(model_card.read(self.file))
+        model_card.write(self.file, self.RECORD)
+        self.assertEqual(model_card.read(self.file), self.RECORD)
+        unet = self.load()
+        self.assertTrue(unet.HasModelCard())
+        import json
+        self.assertEqual(json.loads(unet.GetModelCardJSON()), self.RECORD)
+        # The filters apply it: the segmentation's standardisation, the separation's thresholds.
+        image = itk.image_from_array(np.random.default_rng(3).uniform(-2, 9, (30, 40)).astype(np.float32))
+        carded = itk.UNetSegmentationImageFilter.New(image, ModelFileName=self.file)
+        carded.Update()
+        asked = itk.UNetSegmentationImageFilter.New(image, ModelFileName=model("mean2d"), StandardizeImage=True,
+                                                    StandardizedMean=5.0, StandardizedStandardDeviation=2.0)
+        asked.Update()
+        np.testing.assert_array_equal(itk.array_from_image(carded.GetProbabilityOutput()),
+                                      itk.array_from_image(asked.GetProbabilityOutput()))
+        self.assertIn("from the model card", carded.GetAppliedNormalizationDescription())
+        separation = itk.UNetCellSeparationImageFilter.New(carded.GetProbabilityOutput())
+        separation.SetParametersFromModel(carded.GetModel())
+        self.assertEqual((separation.GetSeedThreshold(), separation.GetCellThreshold()), (0.7, 0.4))
+        model_card.remove(self.file)
+        self.assertIsNone(model_card.read(self.file))
+
+    def test_bad_records_leave_the_file_as_it_was(self):
+        from itk_unetsegmentation import model_card
+
+        with open(self.file, "rb") as original:
+            before = original.read()
+        with self.assertRaisesRegex(ValueError, "model card field spacing.unit"):
+            model_card.write(self.file, {"schema_version": 1, "spacing": {"values": [1, 1], "unit": "inch"}})
+        with self.assertRaisesRegex(ValueError, "field \"classes\" names 3 classes, but the network has 2"):
+            model_card.write(self.file, {"schema_version": 1, "classes": [{"name": "a"}, {"name": "b"}, {"name": "c"}]})
+        with open(self.file, "rb") as after:
+            self.assertEqual(after.read(), before)
+
+    def test_command_line(self):
+        run = subprocess.run([sys.executable, "-m", "itk_unetsegmentation.model_card", "set", self.file,
+                              "--standardize", "5", "2", "--classes", "background", "cell:0,255,0",
+                              "--spacing", "0.5", "0.5", "--unit", "um"], capture_output=True, text=True)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        shown = subprocess.run([sys.executable, "-m", "itk_unetsegmentation.model_card", "show", self.file],
+                               capture_output=True, text=True, check=True).stdout
+        self.assertIn('"unit": "um"', shown)
+        self.assertEqual(self.load().GetTrainedSpacing(), (0.5, 0.5))
+        run = subprocess.run([sys.executable, "-m", "itk_unetsegmentation.model_card", "set", self.file,
+                              "--flip-axes", "4"], capture_output=True, text=True)
+        self.assertNotEqual(run.returncode, 0)
+        self.assertIn("model card field flip_axes.0", run.stderr)
+
+    def test_bundled_models_carry_valid_records(self):
+        from itk_unetsegmentation import model_card
+
+        examples = os.environ["UNET_EXAMPLES_DIR"]
+        for name in ("unet_isbi2012.pt", "unet_isbi2012_flips_x.pt"):
+            record = model_card.read(os.path.join(examples, "models", name))
+            self.assertIsNotNone(record, name)
+            model_card.validate(record)
+            self.assertEqual(record["normalization"]["kind"], "standardize")
 
 
 class Examples(unittest.TestCase):

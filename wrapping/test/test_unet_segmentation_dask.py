@@ -16,7 +16,7 @@ import dask
 import dask.array as da
 import numpy as np
 import zarr
-from distributed import Client, LocalCluster
+from distributed import Client, Event, LocalCluster
 
 import itk
 from itk_unetsegmentation import dask as unet_dask
@@ -134,30 +134,52 @@ class BlockwiseOnLocalCluster(unittest.TestCase):
         self.assertIn("Aligned chunks: ((32, 16), (64, 16), (80,))", str(raised.exception))
 
     def test_worker_killed_mid_run_still_gives_the_exact_result(self):
+        # Deterministic: every block but the first waits at a gate after it is segmented, so the run cannot end before
+        # the kill; the kill takes a worker holding a block (its segmentation lost with it), then the gate opens.
+        gate = Event(f"gate-{os.getpid()}-{time.time()}", client=self.client)
+        name = gate.name
+
+        def wait_at_gate(block, block_info=None):
+            if any(location[0] != 0 for location in block_info[0]["array-location"]):
+                Event(name).wait(TIMEOUT)
+            return block
+
         volume = da.from_array(self.volume, chunks=CHUNKS)
-        labels = unet_dask.segment(volume, MODEL, TILE)
+        labels = unet_dask.segment(volume, MODEL, TILE).map_blocks(wait_at_gate, dtype=np.uint8)
         output = self.path("killed.zarr")
         future = self.client.compute(unet_dask.write_zarr(output, labels, compute=False))
-        blocks = labels.npartitions
         deadline = time.time() + TIMEOUT
-        victim = None
-        while victim is None:
-            self.assertLess(time.time(), deadline, "no worker took a block")
-            self.assertFalse(future.done(), "the run ended before a worker could be killed")
-            written = len([name for name in os.listdir(os.path.join(output, "labels")) if name[0] != "."])
-            processing = self.client.processing()
-            busiest = max(processing, key=lambda worker: len(processing[worker]))
-            if written >= 1 and processing[busiest]:
-                victim = busiest
-            else:
-                time.sleep(0.05)
+        while not (self.written_blocks(output) >= 1 and any(self.client.processing().values())):
+            self.assertLess(time.time(), deadline, "the first block was not written")
+            time.sleep(0.05)
+        processing = self.client.processing()
+        victim = max(processing, key=lambda worker: len(processing[worker]))
         pid = self.client.run(os.getpid, workers=[victim])[victim]
         os.kill(pid, signal.SIGKILL)
-        killed_after = written
+        self.assertFalse(future.done())
+        gate.set()
         future.result(timeout=TIMEOUT)
-        self.assertLess(killed_after, blocks)
         np.testing.assert_array_equal(zarr.open_group(output, mode="r")["labels"][:], self.labels)
         self.assertNotIn(pid, self.client.run(os.getpid).values())
+
+    def written_blocks(self, output):
+        labels = os.path.join(output, "labels")
+        return len([name for name in os.listdir(labels) if name[0] != "."]) if os.path.isdir(labels) else 0
+
+    def test_model_file_rewritten_between_runs_is_loaded_again_by_the_workers(self):
+        # Retraining in place on a long-lived cluster: the workers' cached filters load the new network (the same
+        # geometry, other weights, maybe the same size: the modification time tells).
+        volume = da.from_array(self.small_volume, chunks=CHUNKS)
+        model = self.path("retrained.pt")
+        start = time.time_ns()
+        for run, network in enumerate(("mean3d", "sum3d", "mean3d")):
+            shutil.copy(os.path.join(MODELS, network + ".pt"), model)
+            stamp = start + run * 10**9
+            os.utime(model, ns=(stamp, stamp))  # a second apart, whatever the file system's clock tick
+            expected = whole_volume_pass(self.small_volume, model=os.path.join(MODELS, network + ".pt"),
+                                         tile_size=(16, 16, 16))[1]
+            labels, probabilities = unet_dask.segment(volume, model, (16, 16, 16), probabilities=True)
+            np.testing.assert_allclose(self.compute(probabilities), expected, rtol=0, atol=1e-6, err_msg=network)
 
     def test_bad_model_fails_with_the_filters_message(self):
         volume = da.from_array(self.volume, chunks=CHUNKS)

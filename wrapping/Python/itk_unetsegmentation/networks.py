@@ -1,5 +1,5 @@
-"""U-Net definitions in PyTorch, scriptable with torch.jit.script, shared by the training tool (train_unet.py) and
-the test-model generator (test/make_test_models.py).
+"""U-Net definitions in PyTorch, scriptable with torch.jit.script, shared by the training tool
+(itk_unetsegmentation.training) and the test-model generator (test/make_test_models.py).
 
 `UNet(dim, in_channels, classes, base, depth, valid, dropout)` is the network of Ronneberger et al. (2015): two 3x3
 convolutions per level, 2x2 max pooling, 2x2 up-convolutions, and a 1x1 head; `dropout` > 0 adds the paper's

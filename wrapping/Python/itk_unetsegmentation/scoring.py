@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Scores a cell segmentation against its ground truth with the metrics of the ISBI 2012 challenge.
 
-    score_segmentation.py [--cells] labels.png truth.png [more_labels.png more_truth.png ...]
+    python3 -m itk_unetsegmentation.scoring [--cells] labels.png truth.png [more_labels.png more_truth.png ...]
 
 Both images are read with ITK (any format it reads); cell voxels are those at or above half the image's largest
 value (the segmentation filter's label maps as the examples write them, class 1 = 255; ISBI 2012 ground truth,

@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 """Trains a U-Net the way Ronneberger, Fischer and Brox (2015) did, for itk.UNetSegmentationImageFilter.
 
-    train_unet.py --images IMAGE... --labels LABEL... [--held-out-images IMAGE... --held-out-labels LABEL...]
-                  --output DIRECTORY [options]
+    python3 -m itk_unetsegmentation.training --images IMAGE... --labels LABEL...
+        [--held-out-images IMAGE... --held-out-labels LABEL...] --output DIRECTORY [options]
 
 Images and labels are files in any format ITK reads, paired in the order given (2-D or 3-D, one channel). A label
 file is a binary mask (cells at or above --mask-threshold, default half its largest value), which
@@ -34,7 +33,7 @@ random initialisation: its architecture and intensity normalisation are kept (fi
 Every --evaluate-every steps (and at the end) the network is saved as TorchScript with the intensity normalisation
 (the training images' mean and standard deviation) inside, segments the held-out images through
 itk.UNetSegmentationImageFilter exactly as a user would, and is scored (pixel error, cell Dice, adapted Rand error;
-see score_segmentation.py) twice: the network's decision (its most probable class), and the cells that
+see itk_unetsegmentation.scoring) twice: the network's decision (its most probable class), and the cells that
 itk.UNetCellSeparationImageFilter makes from its probabilities (--seed-threshold, --cell-threshold; the filter's
 defaults), what the command-line module's --cells writes. Written to --output:
     model.pt        the TorchScript network, for UNetSegmentationImageFilter as it is
@@ -43,12 +42,13 @@ defaults), what the command-line module's --cells writes. Written to --output:
     training.png    the loss and the held-out scores against the steps
 
 Runs with Debian's Python (torch, scipy, skimage, matplotlib) and ITK's Python wrapping with this module on
-PYTHONPATH. For speed on a CPU, set GLIBC_TUNABLES as the README says.
+PYTHONPATH. For speed on a CPU, set GLIBC_TUNABLES as docs/cpp.md says.
 """
 import argparse
 import copy
 import csv
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -61,10 +61,10 @@ from scipy import ndimage
 
 import itk
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from score_segmentation import format_scores, mean_scores, segmentation_scores  # noqa: E402
-from unet_models import (Normalized, UNet, initialize_as_paper, unet_architecture, valid_unet_border,  # noqa: E402
-                         valid_unet_output_edge)
+from .networks import (Normalized, UNet, initialize_as_paper, unet_architecture, valid_unet_border,
+                       valid_unet_output_edge)
+from . import model_card
+from .scoring import format_scores, mean_scores, segmentation_scores
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -306,9 +306,16 @@ def decision_threshold(probabilities, cells):
 ARCHITECTURE = ("depth", "width", "dropout", "batch_norm")
 PAPER_DROPOUT = 0.5  # the paper's drop-out rate; a saved network keeps the layer, not the rate
 RECIPE = ("tile", "elastic_sd", "flips", "weights", "w0", "sigma", "batch", "optimizer", "learning_rate",
-          "final_learning_rate", "seed", "label_type", "mask_threshold", "initial_model", "calibrate_decision")
+          "final_learning_rate", "seed", "label_type", "mask_threshold", "initial_model", "calibrate_decision",
+          "standardize", "class_names", "spacing", "spacing_unit")
 EVALUATION = ("steps", "evaluate_every", "seed_threshold", "cell_threshold")  # a --resume may change these
-SEPARATION_DEFAULTS = {"seed_threshold": 0.5, "cell_threshold": 0.2}  # UNetCellSeparationImageFilter's
+
+
+def separation_defaults():
+    """UNetCellSeparationImageFilter's own defaults (their one home is the C++ filter)."""
+    probabilities = itk.image_from_array(np.full((1, 1, 2), 0.5, np.float32), is_vector=True)
+    separation = itk.UNetCellSeparationImageFilter.New(probabilities)
+    return {"seed_threshold": separation.GetSeedThreshold(), "cell_threshold": separation.GetCellThreshold()}
 
 
 def build_network(dim, depth, width, dropout, mean, standard_deviation, batch_norm=False):
@@ -333,10 +340,41 @@ def initial_network(file_name):
     return architecture, float(scripted.mean), 1.0 / float(scripted.scale), state
 
 
-def export(model, file_name, decision_threshold=0.5):
-    """TorchScript of the network in inference mode (drop-out off), written atomically. With `decision_threshold` t
-    the cell score of the copy exported is raised by -logit(t), so that its most probable class is the cell class
-    exactly where the trained network's p(cell) > t."""
+def standardized(image, mean, standard_deviation):
+    """`image` mapped linearly to `mean` and `standard_deviation` (its own sample standard deviation, as ITK's
+    StatisticsImageFilter, with which the segmentation filter standardises)."""
+    own = float(image.std(ddof=1)) or 1.0
+    return ((image - float(image.mean())) / own * standard_deviation + mean).astype(np.float32)
+
+
+def card_for(settings, dim, scores=None):
+    """The model card of a network trained with `settings`: what the segmentation filter, the command-line module
+    and the cell separation then apply by default (itk_unetsegmentation.model_card)."""
+    card = {"schema_version": model_card.SCHEMA_VERSION}
+    if settings.get("standardize"):
+        card["normalization"] = {"kind": "standardize", "mean": settings["mean"],
+                                 "standard_deviation": settings["standard_deviation"]}
+    spacing = settings.get("spacing") or [1.0] * dim
+    card["spacing"] = {"values": [float(v) for v in spacing], "unit": settings.get("spacing_unit") or "pixel"}
+    names = settings.get("class_names") or ["background", "cell"]
+    card["classes"] = [{"name": names[0], "color": [0, 0, 0]}, {"name": names[1], "color": [0, 200, 0]}]
+    card["flip_axes"] = {"all": list(range(dim)), "x": [0], "none": []}[settings.get("flips", "all")]
+    card["cell_separation"] = {"cell_class": 1, "seed_threshold": settings["seed_threshold"],
+                               "cell_threshold": settings["cell_threshold"]}
+    recipe = {name: settings.get(name) for name in ARCHITECTURE + RECIPE if settings.get(name) is not None}
+    card["provenance"] = {"tool": "itk_unetsegmentation.training",
+                          "training_images": [os.path.basename(f) for f in settings.get("images", [])],
+                          "held_out_images": [os.path.basename(f) for f in settings.get("held_out_images", [])],
+                          "recipe": json.loads(json.dumps(recipe, default=str))}
+    if scores:
+        card["provenance"]["held_out_scores"] = scores
+    return card
+
+
+def export(model, file_name, decision_threshold=0.5, card=None):
+    """TorchScript of the network in inference mode (drop-out off), written atomically, with `card` as its model
+    card. With `decision_threshold` t the cell score of the copy exported is raised by -logit(t), so that its most
+    probable class is the cell class exactly where the trained network's p(cell) > t."""
     exported = model
     if decision_threshold != 0.5:
         exported = copy.deepcopy(model)
@@ -346,7 +384,11 @@ def export(model, file_name, decision_threshold=0.5):
     scripted = torch.jit.script(exported)
     model.train()
     temporary = file_name + ".part"
-    torch.jit.save(scripted, temporary)
+    extra = {}
+    if card is not None:
+        model_card.validate(card)
+        extra[model_card.ARCHIVE_NAME] = json.dumps(card, indent=2)
+    torch.jit.save(scripted, temporary, _extra_files=extra)
     os.replace(temporary, file_name)
 
 
@@ -515,11 +557,13 @@ def evaluate(trainer, held_out, output, threads):
     With --calibrate-decision the network saved decides at the p(cell) threshold that misclassifies the fewest
     training voxels (decision_threshold, the training images segmented through the filter)."""
     model_file = os.path.join(output, "model.pt")
-    export(trainer.model, model_file)
+    dim = trainer.images[0].ndim
+    threshold = 0.5
+    export(trainer.model, model_file, card=card_for(trainer.settings, dim))
     if trainer.settings.get("calibrate_decision"):
         threshold = decision_threshold([cell_probability(model_file, image, threads) for image in trainer.images],
                                        trainer.cells)
-        export(trainer.model, model_file, threshold)
+        export(trainer.model, model_file, threshold, card_for(trainer.settings, dim))
         trainer.history.setdefault("thresholds", []).append((trainer.step, threshold))
         print(f"step {trainer.step}: decision at p(cell) > {threshold:.2f} (fewest misclassified training voxels)",
               flush=True)
@@ -531,6 +575,8 @@ def evaluate(trainer, held_out, output, threads):
         separated = {k[len(SEPARATED):]: v for k, v in scores.items() if k.startswith(SEPARATED)}
         print(f"step {trainer.step}: held-out, separated cells (seeds {settings['seed_threshold']:g}, cells "
               f"{settings['cell_threshold']:g}) {format_scores(separated)}", flush=True)
+        # The model card carries the scores of the network it describes.
+        export(trainer.model, model_file, threshold, card_for(settings, dim, scores))
     save_checkpoint(trainer, os.path.join(output, "checkpoint.pt"))
     write_log(trainer.history, os.path.join(output, "log.csv"))
     plot(trainer.history, os.path.join(output, "training.png"))
@@ -552,12 +598,17 @@ def train(args):
         settings = {name: getattr(args, name) for name in ARCHITECTURE + RECIPE + EVALUATION}
         settings.update(images=args.images, labels=args.labels, held_out_images=args.held_out_images or [],
                         held_out_labels=args.held_out_labels or [])
-    for name, value in SEPARATION_DEFAULTS.items():  # given neither now nor in the checkpoint
+    for name, value in separation_defaults().items():  # given neither now nor in the checkpoint
         if settings.get(name) is None:
             settings[name] = value
     check_separation_thresholds(settings["seed_threshold"], settings["cell_threshold"])
     images, cells = read_pairs(settings["images"], settings["labels"], settings["label_type"],
                                settings["mask_threshold"], "training")
+    if settings.get("standardize"):
+        # Each image mapped to the training set's own mean and standard deviation; the model card tells the
+        # segmentation filter to do the same to every image it segments.
+        voxels = np.concatenate([i.ravel() for i in images])
+        images = [standardized(i, float(voxels.mean()), float(voxels.std()) or 1.0) for i in images]
     held_out = list(zip(*read_pairs(settings["held_out_images"], settings["held_out_labels"],
                                     settings["label_type"], settings["mask_threshold"], "held-out")))
     trainer = Trainer(settings, images, cells, checkpoint)
@@ -620,6 +671,15 @@ def parse_arguments(argv=None):
     parser.add_argument("--flips", choices=("all", "x", "none"), default="all",
                         help="all: random right-angle rotations and flips along every axis; x: flips along x only "
                              "(for annotations drawn on one side of an edge, consistently along y or z); none")
+    parser.add_argument("--standardize", action="store_true",
+                        help="map each training image to the training set's mean and standard deviation, and write "
+                             "the same standardisation into the model card (the filters then apply it to every image)")
+    parser.add_argument("--class-names", nargs=2, default=None, metavar=("BACKGROUND", "CELL"),
+                        help="the two classes' names in the model card (default: background cell)")
+    parser.add_argument("--spacing", nargs="+", type=float, default=None,
+                        help="the training images' voxel spacing, for the model card (default: 1 per axis, unit pixel)")
+    parser.add_argument("--spacing-unit", choices=("mm", "um", "nm", "pixel"), default=None,
+                        help="the spacing's unit (default: pixel, the images' own grid)")
     parser.add_argument("--calibrate-decision", action="store_true",
                         help="the saved network decides at the p(cell) threshold (0.05 to 0.95) that misclassifies "
                              "the fewest training voxels, rather than at 0.5: undoes the weight map's pull towards "
