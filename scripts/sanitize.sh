@@ -2,7 +2,7 @@
 # Builds the module and its C++ tests with AddressSanitizer and UndefinedBehaviorSanitizer into their own build
 # directory and runs the C++ test suite (GoogleTest, through ctest) there. Any sanitizer report fails the run.
 #
-#   scripts/sanitize.sh [ctest arguments]          AddressSanitizer + UBSan, every GoogleTest suite
+#   scripts/sanitize.sh [ctest arguments]          AddressSanitizer + UBSan, every GoogleTest suite and the fuzz tests
 #   scripts/sanitize.sh thread [ctest arguments]   ThreadSanitizer, the tests that run threads at once (concurrency,
 #                                                   the model's batches side by side and reloads)
 #
@@ -56,7 +56,7 @@ cmake -S "$repo" -B "$build_dir" -G Ninja \
   -DPython3_EXECUTABLE="$python" \
   -DBUILD_TESTING=ON >&2
 cmake --build "$build_dir" -j "$jobs" --target UNetSegmentationGTests UNetSegmentationTestModels \
-  UNetSegmentationCLI UNetSegmentationCLIGTests >&2
+  UNetSegmentationCLI UNetSegmentationCLIGTests UNetFuzzCaseRunner >&2
 
 suppressions=$repo/scripts/sanitizers
 # detect_leaks: LeakSanitizer runs at exit; leaks it finds in ITK or LibTorch only are suppressed (lsan.supp).
@@ -64,7 +64,10 @@ suppressions=$repo/scripts/sanitizers
 # allocator_may_return_null: an allocation that cannot be made fails as glibc's malloc fails it (null, so
 # std::bad_alloc or LibTorch's error), instead of ASan aborting: the out-of-memory tests ask for too much on purpose.
 # UBSan's checks recover by default (so that suppressions can apply to them); halt_on_error makes a report fatal.
-export ASAN_OPTIONS="allocator_may_return_null=1:detect_leaks=1:halt_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1:suppressions=$suppressions/asan.supp"
+# abort_on_error: a report ends the program with SIGABRT, which the fuzz supervisor counts as a crash of that case.
+# max_allocation_size_mb: the fuzz runner goes without its address-space limit under AddressSanitizer (which reserves
+# terabytes of it), so a mutated size beyond 4 GB fails as an allocation error instead of taking the machine's memory.
+export ASAN_OPTIONS="allocator_may_return_null=1:abort_on_error=1:max_allocation_size_mb=4096:detect_leaks=1:halt_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1:suppressions=$suppressions/asan.supp"
 export LSAN_OPTIONS="suppressions=$suppressions/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:suppressions=$suppressions/ubsan.supp"
 
@@ -81,5 +84,6 @@ if [ "$mode" = thread ]; then
   setarch "$(uname -m)" -R ctest --output-on-failure -LE 'Python|Fuzz' "$@"
   exit
 fi
-# The GoogleTest suite only: the Python tests need the uninstrumented wrapping, the fuzz tests their own runner.
-ctest --output-on-failure -j "$jobs" -LE 'Python|Fuzz' "$@"
+# The GoogleTest suites and the fuzz tests (their runner instrumented, so that heap damage inside LibTorch is caught
+# where it happens rather than in a later case); the Python tests need the uninstrumented wrapping.
+UNET_FUZZ_MEMORY_LIMIT_MB=0 ctest --output-on-failure -j "$jobs" -LE 'Python' "$@"

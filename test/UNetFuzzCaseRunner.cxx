@@ -33,6 +33,7 @@
 #include "itkImageFileReader.h"
 #include "itkUNetSegmentationImageFilter.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -45,6 +46,8 @@ namespace
 {
 using ImageType = itk::Image<float, 2>;
 using FilterType = itk::UNetSegmentationImageFilter<ImageType>;
+using Image3DType = itk::Image<float, 3>;
+using Filter3DType = itk::UNetSegmentationImageFilter<Image3DType>;
 
 std::string
 OneLine(std::string text)
@@ -56,14 +59,19 @@ OneLine(std::string text)
   return text.substr(0, 300);
 }
 
-ImageType::Pointer
+/** A small image of `TImage`'s dimension (13 x 11 x 5 voxels, as many axes as it has) with values from -2 to 2. */
+template <typename TImage>
+typename TImage::Pointer
 MakeSmallImage()
 {
-  auto image = ImageType::New();
-  image->SetRegions(ImageType::SizeType{ { 13, 11 } });
+  auto                      image = TImage::New();
+  typename TImage::SizeType size;
+  const itk::SizeValueType  edges[] = { 13, 11, 5 };
+  std::copy_n(edges, TImage::ImageDimension, size.begin());
+  image->SetRegions(size);
   image->Allocate();
   float value = 0.0f;
-  for (float & voxel : itk::ImageBufferRange<ImageType>(*image))
+  for (float & voxel : itk::ImageBufferRange<TImage>(*image))
   {
     voxel = value;
     value = value > 2.0f ? -2.0f : value + 0.37f;
@@ -73,8 +81,9 @@ MakeSmallImage()
 
 /** Throws unless every probability of `filter`'s last update is finite and each voxel's sum to one: a case that
  * "ran" must have given a segmentation, not values the filter should have refused. */
+template <typename TFilter>
 void
-CheckProbabilities(const FilterType * filter)
+CheckProbabilities(const TFilter * filter)
 {
   const auto *       probabilities = filter->GetProbabilityOutput();
   const unsigned int classes = probabilities->GetNumberOfComponentsPerPixel();
@@ -96,6 +105,19 @@ CheckProbabilities(const FilterType * filter)
                                std::to_string(voxel));
     }
   }
+}
+
+/** One update of a `TFilter` with `model` on `image`, its probabilities checked. */
+template <typename TFilter>
+void
+SegmentWith(itk::UNetModel * model, const typename TFilter::InputImageType * image)
+{
+  const auto filter = TFilter::New();
+  filter->SetModel(model);
+  filter->SetNumberOfTorchThreads(1);
+  filter->SetInput(image);
+  filter->Update();
+  CheckProbabilities(filter.GetPointer());
 }
 
 /** Runs one case and says how it ended. */
@@ -145,21 +167,25 @@ main(int argc, char * argv[])
   // One LibTorch thread: the supervisor runs several of these programs side by side.
   if (mode == "models")
   {
-    const ImageType::Pointer image = MakeSmallImage();
+    const ImageType::Pointer   image = MakeSmallImage<ImageType>();
+    const Image3DType::Pointer volume = MakeSmallImage<Image3DType>();
     for (size_t i = first; i < cases.size(); ++i)
     {
       RunCase(i, [&] {
-        const auto filter = FilterType::New();
-        filter->SetInput(image);
-        filter->SetModelFileName(cases[i]);
-        filter->SetNumberOfTorchThreads(1);
-        // Probing a network that never runs tries every channel count at every doubled edge up to this.
-        filter->GetModel()->SetMaximumProbeSize(64);
-        filter->GetModel()->SetImageDimension(2);
-        filter->GetModel()->Load();
+        // The model's defaults: the dimension from the network, probing bounded by the filter's MemoryBudget.
+        const auto model = itk::UNetModel::New();
+        model->SetFileName(cases[i]);
+        model->SetNumberOfThreads(1);
+        model->Load();
         std::cout << "STAGE " << i << " loaded" << std::endl;
-        filter->Update();
-        CheckProbabilities(filter);
+        if (model->GetGeometry().Dimension == 3)
+        {
+          SegmentWith<Filter3DType>(model, volume);
+        }
+        else
+        {
+          SegmentWith<FilterType>(model, image);
+        }
       });
     }
     return EXIT_SUCCESS;
@@ -182,7 +208,7 @@ main(int argc, char * argv[])
       filter->SetModel(model);
       filter->SetInput(reader->GetOutput());
       filter->Update();
-      CheckProbabilities(filter);
+      CheckProbabilities(filter.GetPointer());
     });
   }
   return EXIT_SUCCESS;

@@ -1,10 +1,11 @@
 """Deterministic fuzzing of the files UNetSegmentation parses: TorchScript archives and MetaImage/NRRD headers.
 
-    fuzz_unet_inputs.py models --runner UNetFuzzCaseRunner --models DIR --work DIR [--cases 2000] [--shard K/N]
+    fuzz_unet_inputs.py models --runner UNetFuzzCaseRunner --models DIR --work DIR [--cases 2300] [--shard K/N]
     fuzz_unet_inputs.py images --runner UNetFuzzCaseRunner --models DIR --work DIR [--cases 600] [--shard K/N]
 
-`models` mutates small TorchScript archives made by make_test_models.py (mean2d, tuple_output, two_class2d) where
-LibTorch parses them: the `code/` entries (TorchScript source), `data.pkl` and `constants.pkl` (pickles: bytes
+`models` mutates TorchScript archives made by make_test_models.py where LibTorch parses them: cases 0-1999 the small
+ones (mean2d, tuple_output, two_class2d), cases from 2000 on a frozen U-Net (weights in constants.pkl), a 3-D U-Net
+and a 2-D U-Net (unet2d_frozen, unet3d_tiny, unet2d_valid). In each, the `code/` entries (TorchScript source), `data.pkl` and `constants.pkl` (pickles: bytes
 flipped, truncated, opcode records dropped, duplicated or swapped, integers and strings replaced, string lengths
 changed), the debug pickles, the `version` record, the tensor storage `data/N`, the archive's entries (renamed,
 dropped, duplicated, added, reordered) and the zip structure itself (header size, offset and count fields, bytes,
@@ -325,6 +326,14 @@ ARCHIVE_MUTATORS = [(mutate_code, 30), (mutate_pickle, 34), (mutate_debug_pickle
                     (mutate_version, 3), (mutate_entries, 9)]
 ZIP_SHARE = 15  # in the same units as the weights above
 
+# The archives mutated: the first corpus (cases 0-1999, whose indices the known-failure list names), then real U-Nets.
+BASE_MODELS = ["mean2d", "tuple_output", "two_class2d"]
+MORE_BASE_MODELS = ["unet2d_frozen", "unet3d_tiny", "unet2d_valid"]
+
+
+FIRST_CORPUS_CASES = 2000
+DEFAULT_MODEL_CASES = 2300
+
 
 def make_model_case(rng, base_path, path):
     archive = Archive(base_path)
@@ -611,13 +620,13 @@ def main():
     parser.add_argument("--runner", required=True, help="the UNetFuzzCaseRunner program")
     parser.add_argument("--models", required=True, help="the directory make_test_models.py wrote")
     parser.add_argument("--work", required=True, help="a directory for the cases and logs (emptied of old cases)")
-    parser.add_argument("--cases", type=int, default=None, help="cases in all shards (2000 models, 600 images)")
+    parser.add_argument("--cases", type=int, default=None, help="cases in all shards (2300 models, 600 images)")
     parser.add_argument("--seed", type=int, default=2012)
     parser.add_argument("--shard", default="0/1", help="K/N: this run makes and runs cases K, K+N, K+2N, ...")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds one case may take")
     parser.add_argument("--known", help="failures inside ITK or LibTorch, each explained (see the file)")
     args = parser.parse_args()
-    count = args.cases or (2000 if args.kind == "models" else 600)
+    count = args.cases or (DEFAULT_MODEL_CASES if args.kind == "models" else 600)
     shard, shards = (int(v) for v in args.shard.split("/"))
     case_dir = os.path.join(args.work, "cases")
     os.makedirs(case_dir, exist_ok=True)
@@ -630,7 +639,7 @@ def main():
     for index in indices:
         rng = random.Random("%s-%d-%d" % (args.kind, args.seed, index))
         if args.kind == "models":
-            base = ["mean2d", "tuple_output", "two_class2d"][index % 3]
+            base = (BASE_MODELS if index < FIRST_CORPUS_CASES else MORE_BASE_MODELS)[index % 3]
             path = os.path.join(case_dir, "case-%04d-%s.pt" % (index, base))
             kind, description = make_model_case(rng, os.path.join(args.models, base + ".pt"), path)
         else:
@@ -647,7 +656,7 @@ def main():
     finished = time.monotonic()
 
     known = read_known_failures(args.known) if args.seed == 2012 and count == (
-        2000 if args.kind == "models" else 600) else {}
+        DEFAULT_MODEL_CASES if args.kind == "models" else 600) else {}
     per_kind = collections.defaultdict(collections.Counter)
     messages = collections.Counter()
     failures, upstream = [], []

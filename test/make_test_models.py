@@ -402,6 +402,10 @@ def main(out_dir):
     for name, (network, card) in CARD_MODELS.items():
         torch.jit.save(torch.jit.script(models[network]), os.path.join(out_dir, name + ".pt"),
                        _extra_files={CARD: card})
+    # A frozen archive, as torch.jit.freeze saves it: the weights are constants (constants.pkl), not parameters; a
+    # base of the fuzz tests.
+    frozen = torch.jit.freeze(torch.jit.script(unet(10, dim=2, in_channels=1, classes=2, base=4, depth=2, valid=True)))
+    torch.jit.save(frozen, os.path.join(out_dir, "unet2d_frozen.pt"))
     with open(os.path.join(out_dir, "corrupt.pt"), "wb") as corrupt:
         corrupt.write(b"PK\x03\x04 this is not a TorchScript archive" * 10)
 
