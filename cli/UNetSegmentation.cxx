@@ -27,6 +27,7 @@
 #include "UNetSegmentationCLP.h"
 
 #include "itkCastImageFilter.h"
+#include "itkExtractImageFilter.h"
 #include "itkImageAlgorithm.h"
 #include "itkImageFileReader.h"
 #include "itkImageFileWriter.h"
@@ -43,10 +44,12 @@
 #include <array>
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <limits>
 #include <memory>
 #include <sstream>
+#include <type_traits>
 #include <vector>
 
 #if defined(__GLIBC__)
@@ -266,20 +269,89 @@ VerifyNotNegative(const char * flag, int value)
   }
 }
 
-/** Whether `flag` is on the command line: SlicerExecutionModel's parser gives a missing option its default, and the
- * model card's settings apply where the user gave none. */
-bool
-Given(int argc, char * argv[], const std::string & flag)
+/** The command line, parsed once (GenerateCLP's parser fills locals of the function that runs PARSE_ARGS). */
+struct CommandLine
 {
-  for (int a = 1; a < argc; ++a)
+  std::string        inputVolume;
+  std::string        outputLabelVolume;
+  std::string        outputProbabilityVolume;
+  std::string        outputCellVolume;
+  std::string        outputColorTable;
+  std::string        returnParameterFile;
+  std::string        modelFile;
+  std::vector<float> normalizationMean;
+  std::vector<float> normalizationStandardDeviation;
+  std::vector<float> standardizeTo;
+  bool               noResample{ false };
+  std::string        interpolation;
+  std::vector<int>   tileSize;
+  int                tileOverlap{ 0 };
+  std::vector<int>   flipAxes;
+  bool               noTestTimeFlips{ false };
+  std::string        blending;
+  std::string        boundaryCondition;
+  double             boundaryConstant{ 0.0 };
+  std::string        device;
+  int                torchThreads{ 0 };
+  int                tilesPerBatch{ 0 };
+  double             memoryBudget{ 0.0 };
+  bool               noFreeze{ false };
+  int                streamPieces{ 1 };
+  int                cellClass{ 1 };
+  double             seedThreshold{ 0.0 };
+  double             cellThreshold{ 0.0 };
+  /** Whether the options were all parsed: false after --xml, --help and the like, which PARSE_ARGS answers. */
+  bool Parsed{ false };
+  /** The options given on the command line, as written. */
+  std::vector<std::string> Arguments;
+
+  /** Whether `flag` is on the command line: SlicerExecutionModel's parser gives a missing option its default, and the
+   * model card's settings apply where the user gave none. */
+  bool
+  Given(const std::string & flag) const
   {
-    const std::string argument = argv[a];
-    if (argument == flag || argument.rfind(flag + "=", 0) == 0)
-    {
-      return true;
-    }
+    return std::any_of(Arguments.begin(), Arguments.end(), [&flag](const std::string & argument) {
+      return argument == flag || argument.rfind(flag + "=", 0) == 0;
+    });
   }
-  return false;
+};
+
+/** Parses the command line into `parsed`; the exit status of PARSE_ARGS's own answers (--xml, --help, errors). */
+int
+ParseCommandLine(int argc, char * argv[], CommandLine & parsed)
+{
+  PARSE_ARGS;
+  parsed.inputVolume = inputVolume;
+  parsed.outputLabelVolume = outputLabelVolume;
+  parsed.outputProbabilityVolume = outputProbabilityVolume;
+  parsed.outputCellVolume = outputCellVolume;
+  parsed.outputColorTable = outputColorTable;
+  parsed.returnParameterFile = returnParameterFile;
+  parsed.modelFile = modelFile;
+  parsed.normalizationMean = normalizationMean;
+  parsed.normalizationStandardDeviation = normalizationStandardDeviation;
+  parsed.standardizeTo = standardizeTo;
+  parsed.noResample = noResample;
+  parsed.interpolation = interpolation;
+  parsed.tileSize = tileSize;
+  parsed.tileOverlap = tileOverlap;
+  parsed.flipAxes = flipAxes;
+  parsed.noTestTimeFlips = noTestTimeFlips;
+  parsed.blending = blending;
+  parsed.boundaryCondition = boundaryCondition;
+  parsed.boundaryConstant = boundaryConstant;
+  parsed.device = device;
+  parsed.torchThreads = torchThreads;
+  parsed.tilesPerBatch = tilesPerBatch;
+  parsed.memoryBudget = memoryBudget;
+  parsed.noFreeze = noFreeze;
+  parsed.streamPieces = streamPieces;
+  parsed.cellClass = cellClass;
+  parsed.seedThreshold = seedThreshold;
+  parsed.cellThreshold = cellThreshold;
+  parsed.Arguments.assign(argv + 1, argv + argc);
+  parsed.Parsed = true;
+  return EXIT_SUCCESS;
 }
 
 /** A class as Slicer shows it. */
@@ -361,7 +433,7 @@ AddSegmentFields(TImage * labels, const std::vector<ClassLook> & looks)
   }
 }
 
-/** --standardizeTo M,S checked: two values, a finite mean and a positive finite standard deviation. */
+/** --arguments.standardizeTo M,S checked: two values, a finite mean and a positive finite standard deviation. */
 void
 VerifyStandardizeTo(const std::vector<float> & standardizeTo)
 {
@@ -405,21 +477,20 @@ SetNormalization(TSegmenter * segmenter, const std::vector<float> & mean, const 
 /** The separation's settings: the user's where given, else the model card's, else the filter's defaults. */
 template <typename TSeparation>
 void
-ConfigureSeparation(TSeparation * separation, const itk::UNetModel * model, int argc, char * argv[], int cellClass,
-                    double seedThreshold, double cellThreshold)
+ConfigureSeparation(TSeparation * separation, const itk::UNetModel * model, const CommandLine & arguments)
 {
   separation->SetParametersFromModel(model);
-  if (Given(argc, argv, "--cellClass"))
+  if (arguments.Given("--cellClass"))
   {
-    separation->SetCellClass(static_cast<unsigned int>(cellClass));
+    separation->SetCellClass(static_cast<unsigned int>(arguments.cellClass));
   }
-  if (Given(argc, argv, "--seedThreshold"))
+  if (arguments.Given("--seedThreshold"))
   {
-    separation->SetSeedThreshold(seedThreshold);
+    separation->SetSeedThreshold(arguments.seedThreshold);
   }
-  if (Given(argc, argv, "--cellThreshold"))
+  if (arguments.Given("--cellThreshold"))
   {
-    separation->SetCellThreshold(cellThreshold);
+    separation->SetCellThreshold(arguments.cellThreshold);
   }
 }
 
@@ -487,115 +558,154 @@ MakeLabelWriter(TClassImage * classes, itk::ProcessObject::Pointer & cast, const
   return std::make_unique<ImagePieceWriter<ByteLabelImageType>>(toBytes->GetOutput(), fileName, true, pieces);
 }
 
-template <unsigned int VDimension>
-int
-Segment(int argc, char * argv[])
+/** The segmenter's settings from the command line; what the user did not give comes from the model card, else the
+ * filter's defaults. */
+template <typename TSegmenter>
+void
+ConfigureSegmenter(TSegmenter * segmenter, const CommandLine & arguments)
 {
-  PARSE_ARGS;
-  using InputImageType = itk::VectorImage<float, VDimension>;
-  // Holds up to 65536 classes; written as unsigned char when the classes fit in it.
-  using ClassImageType = itk::Image<unsigned short, VDimension>;
-  using ResamplingType = itk::UNetResamplingSegmentationImageFilter<InputImageType, ClassImageType>;
-  using SegmenterType = typename ResamplingType::SegmenterType;
-  using ProbabilityImageType = typename SegmenterType::ProbabilityImageType;
-
-  if (modelFile.empty())
+  constexpr unsigned int VDimension = TSegmenter::ImageDimension;
+  if (arguments.modelFile.empty())
   {
     itkGenericExceptionMacro("No model file: give the TorchScript network with --model.");
   }
-  VerifyNotNegative("--tileOverlap", tileOverlap);
-  VerifyNotNegative("--tilesPerBatch", tilesPerBatch);
-  VerifyNotNegative("--torchThreads", torchThreads);
-  if (streamPieces < 1)
+  VerifyNotNegative("--arguments.tileOverlap", arguments.tileOverlap);
+  VerifyNotNegative("--arguments.tilesPerBatch", arguments.tilesPerBatch);
+  VerifyNotNegative("--arguments.torchThreads", arguments.torchThreads);
+  segmenter->SetModelFileName(arguments.modelFile);
+  segmenter->SetDevice(arguments.device);
+  segmenter->SetNumberOfTorchThreads(static_cast<unsigned int>(arguments.torchThreads));
+  segmenter->SetTileSize(TileSizeFromArgument<VDimension>(arguments.tileSize));
+  if (arguments.Given("--arguments.tileOverlap"))
   {
-    itkGenericExceptionMacro("--streamPieces must be at least 1; got " << streamPieces << '.');
+    segmenter->SetTileOverlap(static_cast<itk::SizeValueType>(arguments.tileOverlap));
   }
-  SlicerProgressReporter progress("UNetSegmentation", "Segmenting " + inputVolume + " with " + modelFile);
-
-  auto reader = itk::ImageFileReader<InputImageType>::New();
-  reader->SetFileName(inputVolume);
-  auto            resampling = ResamplingType::New();
-  SegmenterType * segmenter = resampling->GetSegmenter();
-  segmenter->SetInput(reader->GetOutput());
-  segmenter->SetModelFileName(modelFile);
-  segmenter->SetDevice(device);
-  segmenter->SetNumberOfTorchThreads(static_cast<unsigned int>(torchThreads));
-  segmenter->SetTileSize(TileSizeFromArgument<VDimension>(tileSize));
-  if (Given(argc, argv, "--tileOverlap"))
-  {
-    segmenter->SetTileOverlap(static_cast<itk::SizeValueType>(tileOverlap));
-  }
-  segmenter->SetGaussianBlending(blending == "gaussian");
-  segmenter->SetTilesPerBatch(static_cast<unsigned int>(tilesPerBatch));
-  segmenter->SetMemoryBudget(memoryBudget);
-  if (boundaryCondition == "mirror")
+  segmenter->SetGaussianBlending(arguments.blending == "gaussian");
+  segmenter->SetTilesPerBatch(static_cast<unsigned int>(arguments.tilesPerBatch));
+  segmenter->SetMemoryBudget(arguments.memoryBudget);
+  if (arguments.boundaryCondition == "mirror")
   {
     segmenter->SetBoundaryConditionToMirror();
   }
   else
   {
-    segmenter->SetBoundaryConditionToConstant(boundaryCondition == "zero" ? 0.0 : boundaryConstant);
+    segmenter->SetBoundaryConditionToConstant(arguments.boundaryCondition == "zero" ? 0.0 : arguments.boundaryConstant);
   }
-  SetNormalization(segmenter, normalizationMean, normalizationStandardDeviation, standardizeTo);
-  segmenter->SetFreezeModel(!noFreeze);
-  if (!flipAxes.empty() || noTestTimeFlips)
+  SetNormalization(
+    segmenter, arguments.normalizationMean, arguments.normalizationStandardDeviation, arguments.standardizeTo);
+  segmenter->SetFreezeModel(!arguments.noFreeze);
+  if (!arguments.flipAxes.empty() || arguments.noTestTimeFlips)
   {
-    segmenter->SetTestTimeFlipAxes(FlipAxesFromArgument<VDimension>(noTestTimeFlips ? std::vector<int>() : flipAxes));
+    segmenter->SetTestTimeFlipAxes(
+      FlipAxesFromArgument<VDimension>(arguments.noTestTimeFlips ? std::vector<int>() : arguments.flipAxes));
   }
-  const bool separateCells = !outputCellVolume.empty();
-  segmenter->SetGenerateProbabilities(!outputProbabilityVolume.empty() || separateCells);
+  segmenter->SetGenerateProbabilities(!arguments.outputProbabilityVolume.empty() ||
+                                      !arguments.outputCellVolume.empty());
+}
 
-  // Loads and probes the network, reads its model card, and lays out the tiles.
-  segmenter->UpdateOutputInformation();
-  const itk::UNetModel *             model = segmenter->GetModel();
-  const bool                         resample = !noResample && !model->GetTrainedSpacing().empty();
-  itk::ImageSource<ClassImageType> * labelSource = segmenter;
-  ProbabilityImageType *             probabilities = segmenter->GetProbabilityOutput();
-  auto                               spacing = reader->GetOutput()->GetSpacing();
-  if (resample)
+/** The image the segmenter reads: `image` itself, or, for a 2-D network given a 3-D image with one axis of a single
+ * voxel (3D Slicer's single slice), its plane of the other two axes. The extraction's direction is the identity: the
+ * plane's own orientation plays no part in segmenting it, and its results go back onto `image`'s grid voxel for
+ * voxel (OnFileGrid). */
+template <unsigned int VDimension, typename TFileImage>
+const itk::VectorImage<float, VDimension> *
+ImageToSegment(TFileImage * image, itk::ProcessObject::Pointer & extraction)
+{
+  if constexpr (TFileImage::ImageDimension == VDimension)
   {
-    resampling->SetInput(reader->GetOutput());
-    resampling->SetInterpolation(interpolation == "bspline" ? ResamplingType::InterpolationEnum::BSpline
-                                                            : ResamplingType::InterpolationEnum::Linear);
-    resampling->UpdateOutputInformation();
-    spacing = resampling->GetAppliedSpacing();
-    labelSource = resampling;
-    probabilities = resampling->GetProbabilityOutput();
+    return image;
   }
-  const auto & grid = segmenter->GetTileGrid();
-  // Resampled (whole), or with the cells (a cell may reach across any piece): one piece.
-  const auto pieces =
-    SplitIntoPieces<VDimension>(reader->GetOutput()->GetLargestPossibleRegion(),
-                                resample || separateCells ? 1u : static_cast<unsigned int>(streamPieces));
+  else
+  {
+    using PlaneType = itk::VectorImage<float, VDimension>;
+    image->UpdateOutputInformation();
+    typename TFileImage::RegionType plane = image->GetLargestPossibleRegion();
+    for (unsigned int axis = 0; axis < TFileImage::ImageDimension; ++axis)
+    {
+      plane.SetSize(axis, plane.GetSize(axis) == 1 ? 0 : plane.GetSize(axis));
+    }
+    auto extract = itk::ExtractImageFilter<TFileImage, PlaneType>::New();
+    extract->SetInput(image);
+    extract->SetExtractionRegion(plane);
+    extract->SetDirectionCollapseToIdentity();
+    extraction = extract.GetPointer();
+    return extract->GetOutput();
+  }
+}
+
+/** `result`, segmented on the plane of a single-slice image, on the grid of `fileImage` (its region, origin, spacing
+ * and direction): the same voxels in the same order, since the slice's axis has one voxel. `result` itself when the
+ * dimensions agree. */
+template <typename TImage, typename TFileImage>
+auto
+OnFileGrid(TImage * result, const TFileImage * fileImage)
+{
+  constexpr unsigned int VFileDimension = TFileImage::ImageDimension;
+  if constexpr (TImage::ImageDimension == VFileDimension)
+  {
+    return typename TImage::Pointer(result);
+  }
+  else
+  {
+    using FileGridImageType =
+      std::conditional_t<std::is_same<TImage, itk::VectorImage<float, TImage::ImageDimension>>::value,
+                         itk::VectorImage<float, VFileDimension>,
+                         itk::Image<typename TImage::PixelType, VFileDimension>>;
+    result->Update();
+    auto onGrid = FileGridImageType::New();
+    onGrid->CopyInformation(fileImage);
+    onGrid->SetRegions(fileImage->GetLargestPossibleRegion());
+    onGrid->SetNumberOfComponentsPerPixel(result->GetNumberOfComponentsPerPixel());
+    onGrid->SetPixelContainer(result->GetPixelContainer());
+    onGrid->SetMetaDataDictionary(result->GetMetaDataDictionary());
+    return typename FileGridImageType::Pointer(onGrid);
+  }
+}
+
+/** Sets up the resampling to the model card's spacing unless the card has none or --arguments.noResample is given;
+ * returns the spacing the network sees. */
+template <typename TResampling>
+typename TResampling::InputImageType::SpacingType
+ConfigureResampling(TResampling * resampling, const typename TResampling::InputImageType * input, bool resample,
+                    const std::string & interpolation)
+{
+  if (!resample)
+  {
+    return input->GetSpacing();
+  }
+  resampling->SetInput(input);
+  resampling->SetInterpolation(interpolation == "bspline" ? TResampling::InterpolationEnum::BSpline
+                                                          : TResampling::InterpolationEnum::Linear);
+  resampling->UpdateOutputInformation();
+  return resampling->GetAppliedSpacing();
+}
+
+/** One line on standard output: the network, the normalisation and spacing applied, the tiles and the pieces. */
+template <typename TSegmenter, typename TSpacing>
+void
+DescribeRun(const TSegmenter * segmenter, const std::string & modelFile, const TSpacing & spacing, bool resample,
+            size_t pieces)
+{
+  constexpr unsigned int VDimension = TSegmenter::ImageDimension;
+  const itk::UNetModel * model = segmenter->GetModel();
+  const auto &           grid = segmenter->GetTileGrid();
   std::cout << "Model " << modelFile << ": " << model->GetNumberOfInputChannels() << " input channel(s), "
             << model->GetNumberOfClasses() << " classes, border " << grid.GetBorder() << ", downsampling factor "
             << PerAxis<VDimension>([model](unsigned int axis) { return model->GetDownsamplingFactor(axis); })
             << "; normalisation " << segmenter->GetAppliedNormalizationDescription() << "; segmented at spacing "
             << spacing << (resample ? " (resampled)" : "") << "; tiles " << grid.GetTileSize() << " every "
-            << grid.GetStride() << " x " << grid.GetNumberOfTiles() << ", " << pieces.size()
+            << grid.GetStride() << " x " << grid.GetNumberOfTiles() << ", " << pieces
             << " piece(s), estimated working memory " << segmenter->GetEstimatedWorkingMemory() << " MB" << std::endl;
+}
 
-  const std::vector<ClassLook> looks = ClassLooks(model);
-  itk::ProcessObject::Pointer  cast;
-  auto                         labelWriter =
-    MakeLabelWriter<ClassImageType>(labelSource->GetOutput(), cast, looks, outputLabelVolume, pieces.size());
-  std::unique_ptr<PieceWriter<VDimension>> probabilityWriter;
-  if (!outputProbabilityVolume.empty())
-  {
-    // Probabilities compress poorly and slowly: written uncompressed.
-    probabilityWriter = std::make_unique<ImagePieceWriter<ProbabilityImageType>>(
-      probabilities, outputProbabilityVolume, false, pieces.size());
-  }
-  auto separation =
-    itk::UNetCellSeparationImageFilter<ProbabilityImageType, itk::Image<unsigned int, VDimension>>::New();
-  ConfigureSeparation(separation.GetPointer(), model, argc, argv, cellClass, seedThreshold, cellThreshold);
-  if (separateCells)
-  {
-    // Bad separation settings fail here, before the segmentation rather than after it.
-    separation->SetInput(probabilities);
-    separation->UpdateOutputInformation();
-  }
-
+/** Runs the pipeline piece by piece (`runPiece` brings a piece up to date and writes it), reporting progress over the
+ * pieces and the separation; the separation, when asked for, runs last on the whole probability image. */
+template <unsigned int VDimension, typename TSeparation>
+void
+RunPieces(const std::vector<itk::ImageRegion<VDimension>> &                 pieces,
+          const std::function<void(const itk::ImageRegion<VDimension> &)> & runPiece, itk::ProcessObject * labelSource,
+          TSeparation * separation, bool separateCells, SlicerProgressReporter & progress)
+{
   // The separation counts as one more piece in the progress.
   const double steps = static_cast<double>(pieces.size() + (separateCells ? 1 : 0));
   size_t       piecesDone = 0;
@@ -608,37 +718,179 @@ Segment(int argc, char * argv[])
   separation->AddObserver(itk::ProgressEvent(), report(separation));
   for (const auto & piece : pieces)
   {
-    // The label writer runs the segmentation for the piece; the probabilities are then up to date for it too, and are
-    // written without running it again.
-    labelWriter->Write(piece);
-    if (probabilityWriter)
-    {
-      probabilityWriter->Write(piece);
-    }
+    runPiece(piece);
     ++piecesDone;
-  }
-  labelWriter->Finish();
-  if (probabilityWriter)
-  {
-    probabilityWriter->Finish();
   }
   if (separateCells)
   {
     // The segmentation ran on the whole image in its one piece: the separation reads its probabilities as they are.
     separation->Update();
     std::cout << "Cells: " << separation->GetNumberOfCells() << std::endl;
-    itk::WriteImage(separation->GetOutput(), outputCellVolume, true);
   }
-  if (!outputColorTable.empty())
+}
+
+/** Runs and writes the outputs of a segmentation on the file's own grid, piece by piece: the label writer runs the
+ * segmentation for a piece, and the probabilities, then up to date for it too, are written without running it
+ * again. */
+template <unsigned int VDimension, typename TClassImage, typename TProbabilityImage, typename TSeparation>
+void
+WriteInPieces(const std::vector<itk::ImageRegion<VDimension>> & pieces, itk::ImageSource<TClassImage> * labelSource,
+              TProbabilityImage * probabilities, TSeparation * separation, const std::vector<ClassLook> & looks,
+              const CommandLine & arguments, SlicerProgressReporter & progress)
+{
+  itk::ProcessObject::Pointer cast;
+  auto                        labelWriter =
+    MakeLabelWriter<TClassImage>(labelSource->GetOutput(), cast, looks, arguments.outputLabelVolume, pieces.size());
+  std::unique_ptr<PieceWriter<VDimension>> probabilityWriter;
+  if (!arguments.outputProbabilityVolume.empty())
   {
-    WriteColorTable(outputColorTable, looks);
+    // Probabilities compress poorly and slowly: written uncompressed.
+    probabilityWriter = std::make_unique<ImagePieceWriter<TProbabilityImage>>(
+      probabilities, arguments.outputProbabilityVolume, false, pieces.size());
   }
-  if (!returnParameterFile.empty())
+  const auto runPiece = [&](const itk::ImageRegion<VDimension> & piece) {
+    labelWriter->Write(piece);
+    if (probabilityWriter)
+    {
+      probabilityWriter->Write(piece);
+    }
+  };
+  RunPieces<VDimension>(pieces, runPiece, labelSource, separation, !arguments.outputCellVolume.empty(), progress);
+  labelWriter->Finish();
+  if (probabilityWriter)
   {
-    WriteReturnedParameters(returnParameterFile, segmenter, spacing);
+    probabilityWriter->Finish();
+  }
+  if (!arguments.outputCellVolume.empty())
+  {
+    itk::WriteImage(separation->GetOutput(), arguments.outputCellVolume, true);
+  }
+}
+
+/** Runs a single slice's segmentation whole and writes its outputs on the grid of the file it came from. */
+template <typename TClassImage, typename TProbabilityImage, typename TSeparation, typename TFileImage>
+void
+WriteOnFileGrid(itk::ImageSource<TClassImage> * labelSource, TProbabilityImage * probabilities,
+                TSeparation * separation, const std::vector<ClassLook> & looks, const TFileImage * fileImage,
+                const CommandLine & arguments, SlicerProgressReporter & progress)
+{
+  constexpr unsigned int VDimension = TClassImage::ImageDimension;
+  const auto             runPiece = [labelSource](const itk::ImageRegion<VDimension> & piece) {
+    labelSource->GetOutput()->SetRequestedRegion(piece);
+    labelSource->GetOutput()->Update();
+  };
+  RunPieces<VDimension>({ labelSource->GetOutput()->GetLargestPossibleRegion() },
+                        runPiece,
+                        labelSource,
+                        separation,
+                        !arguments.outputCellVolume.empty(),
+                        progress);
+  const auto                  labels = OnFileGrid(labelSource->GetOutput(), fileImage);
+  itk::ProcessObject::Pointer cast;
+  auto labelWriter = MakeLabelWriter(labels.GetPointer(), cast, looks, arguments.outputLabelVolume, 1);
+  labelWriter->Write(labels->GetLargestPossibleRegion());
+  labelWriter->Finish();
+  if (!arguments.outputProbabilityVolume.empty())
+  {
+    itk::WriteImage(OnFileGrid(probabilities, fileImage), arguments.outputProbabilityVolume, false);
+  }
+  if (!arguments.outputCellVolume.empty())
+  {
+    itk::WriteImage(OnFileGrid(separation->GetOutput(), fileImage), arguments.outputCellVolume, true);
+  }
+}
+
+/** Segments the file `arguments.inputVolume`, of VFileDimension, with a VDimension network: the same dimension, or a
+ * 2-D network on a single-slice 3-D image. */
+template <unsigned int VDimension, unsigned int VFileDimension>
+int
+Segment(const CommandLine & arguments)
+{
+  using FileImageType = itk::VectorImage<float, VFileDimension>;
+  // Holds up to 65536 classes; written as unsigned char when the classes fit in it.
+  using ClassImageType = itk::Image<unsigned short, VDimension>;
+  using ResamplingType =
+    itk::UNetResamplingSegmentationImageFilter<itk::VectorImage<float, VDimension>, ClassImageType>;
+  using ProbabilityImageType = typename ResamplingType::SegmenterType::ProbabilityImageType;
+  constexpr bool singleSlice = VDimension != VFileDimension;
+  if (arguments.streamPieces < 1)
+  {
+    itkGenericExceptionMacro("--arguments.streamPieces must be at least 1; got " << arguments.streamPieces << '.');
+  }
+  SlicerProgressReporter progress("UNetSegmentation",
+                                  "Segmenting " + arguments.inputVolume + " with " + arguments.modelFile);
+  auto                   reader = itk::ImageFileReader<FileImageType>::New();
+  reader->SetFileName(arguments.inputVolume);
+  itk::ProcessObject::Pointer extraction;
+  const auto *                input = ImageToSegment<VDimension>(reader->GetOutput(), extraction);
+  auto                        resampling = ResamplingType::New();
+  auto *                      segmenter = resampling->GetSegmenter();
+  segmenter->SetInput(input);
+  ConfigureSegmenter(segmenter, arguments);
+  // Loads and probes the network, reads its model card, and lays out the tiles.
+  segmenter->UpdateOutputInformation();
+  const bool resample = !arguments.noResample && !segmenter->GetModel()->GetTrainedSpacing().empty();
+  const auto spacing = ConfigureResampling(resampling.GetPointer(), input, resample, arguments.interpolation);
+  itk::ImageSource<ClassImageType> * labelSource =
+    resample ? static_cast<itk::ImageSource<ClassImageType> *>(resampling.GetPointer()) : segmenter;
+  ProbabilityImageType * probabilities =
+    resample ? resampling->GetProbabilityOutput() : segmenter->GetProbabilityOutput();
+  auto separation =
+    itk::UNetCellSeparationImageFilter<ProbabilityImageType, itk::Image<unsigned int, VDimension>>::New();
+  ConfigureSeparation(separation.GetPointer(), segmenter->GetModel(), arguments);
+  const bool separateCells = !arguments.outputCellVolume.empty();
+  if (separateCells)
+  {
+    // Bad separation settings fail here, before the segmentation rather than after it.
+    separation->SetInput(probabilities);
+    separation->UpdateOutputInformation();
+  }
+  // Resampled (whole), with the cells (a cell may reach across any piece) or a single slice: one piece.
+  const auto pieces = SplitIntoPieces<VDimension>(
+    input->GetLargestPossibleRegion(),
+    resample || separateCells || singleSlice ? 1u : static_cast<unsigned int>(arguments.streamPieces));
+  DescribeRun(segmenter, arguments.modelFile, spacing, resample, pieces.size());
+  const std::vector<ClassLook> looks = ClassLooks(segmenter->GetModel());
+  if constexpr (singleSlice)
+  {
+    WriteOnFileGrid(
+      labelSource, probabilities, separation.GetPointer(), looks, reader->GetOutput(), arguments, progress);
+  }
+  else
+  {
+    WriteInPieces<VDimension>(pieces, labelSource, probabilities, separation.GetPointer(), looks, arguments, progress);
+  }
+  if (!arguments.outputColorTable.empty())
+  {
+    WriteColorTable(arguments.outputColorTable, looks);
+  }
+  if (!arguments.returnParameterFile.empty())
+  {
+    WriteReturnedParameters(arguments.returnParameterFile, segmenter, spacing);
   }
   progress.End();
   return EXIT_SUCCESS;
+}
+
+/** Whether the 3-D image `io` describes has exactly one axis of a single voxel (as 3D Slicer hands a CLI module a 2-D
+ * image) and the model is a 2-D network: then the plane of its other two axes is segmented. */
+bool
+IsSingleSliceForA2DNetwork(const itk::ImageIOBase & io, const CommandLine & arguments)
+{
+  unsigned int singleVoxelAxes = 0;
+  for (unsigned int axis = 0; axis < io.GetNumberOfDimensions(); ++axis)
+  {
+    singleVoxelAxes += io.GetDimensions(axis) == 1 ? 1 : 0;
+  }
+  if (singleVoxelAxes != 1 || arguments.modelFile.empty())
+  {
+    return false;
+  }
+  const auto model = itk::UNetModel::New();
+  model->SetFileName(arguments.modelFile);
+  model->SetDevice(arguments.device);
+  model->Load();
+  return model->GetGeometry().Dimension == 2;
 }
 
 /** LibTorch's activations are blocks large enough for glibc to serve with mmap and hand back to the kernel when
@@ -662,28 +914,33 @@ KeepLargeBlocksInHeap()
 int
 main(int argc, char * argv[])
 {
-  PARSE_ARGS;
+  CommandLine arguments;
+  const int   parsing = ParseCommandLine(argc, argv, arguments);
+  if (!arguments.Parsed)
+  {
+    return parsing;
+  }
   KeepLargeBlocksInHeap();
   try
   {
     // The image's dimension decides which pipeline runs; its pixels are read as float, all components.
     const itk::ImageIOBase::Pointer io =
-      itk::ImageIOFactory::CreateImageIO(inputVolume.c_str(), itk::IOFileModeEnum::ReadMode);
+      itk::ImageIOFactory::CreateImageIO(arguments.inputVolume.c_str(), itk::IOFileModeEnum::ReadMode);
     if (io.IsNull())
     {
-      itkGenericExceptionMacro("Cannot read \"" << inputVolume
+      itkGenericExceptionMacro("Cannot read \"" << arguments.inputVolume
                                                 << "\": it does not exist or no ITK ImageIO reads its format.");
     }
-    io->SetFileName(inputVolume);
+    io->SetFileName(arguments.inputVolume);
     io->ReadImageInformation();
     switch (io->GetNumberOfDimensions())
     {
       case 2:
-        return Segment<2>(argc, argv);
+        return Segment<2, 2>(arguments);
       case 3:
-        return Segment<3>(argc, argv);
+        return IsSingleSliceForA2DNetwork(*io, arguments) ? Segment<2, 3>(arguments) : Segment<3, 3>(arguments);
       default:
-        itkGenericExceptionMacro("\"" << inputVolume << "\" is " << io->GetNumberOfDimensions()
+        itkGenericExceptionMacro("\"" << arguments.inputVolume << "\" is " << io->GetNumberOfDimensions()
                                       << "-D; UNetSegmentation segments 2-D and 3-D images.");
     }
   }

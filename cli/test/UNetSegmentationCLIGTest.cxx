@@ -22,6 +22,7 @@
 #include "ModuleDescription.h"
 #include "ModuleDescriptionParser.h"
 
+#include "itkImageBufferRange.h"
 #include "itkImageFileReader.h"
 #include "itkImageFileWriter.h"
 #include "itkImageIOFactory.h"
@@ -643,6 +644,74 @@ TEST_F(UNetSegmentationCLI, ModelCardSuppliesTheDefaultsAndTheClassesForSlicer)
                        allCells->GetBufferPointer() + allCells->GetBufferedRegion().GetNumberOfPixels(),
                        1),
             static_cast<std::ptrdiff_t>(allCells->GetBufferedRegion().GetNumberOfPixels()));
+}
+
+TEST_F(UNetSegmentationCLI, ASingleSliceVolumeIsSegmentedByA2DNetworkOnItsOwnGrid)
+{
+  // 3D Slicer hands a CLI module a 2-D image as a volume of one slice: here ISBI slice 23 as a 512 x 512 x 1 NRRD with
+  // its own spacing, origin and an oblique direction, and a 1 x 48 x 40 slice across x with mean2d. The labels and
+  // probabilities are those of the 2-D image, on the volume's grid.
+  using Slice = itk::Image<float, 2>;
+  using Volume = itk::Image<float, 3>;
+  using SliceLabels = itk::Image<unsigned char, 2>;
+  using VolumeLabels = itk::Image<unsigned char, 3>;
+  const auto sameGrid = [](const itk::ImageBase<3> * expected, const itk::ImageBase<3> * actual) {
+    EXPECT_EQ(expected->GetLargestPossibleRegion(), actual->GetLargestPossibleRegion());
+    EXPECT_EQ(expected->GetSpacing(), actual->GetSpacing());
+    EXPECT_EQ(expected->GetOrigin(), actual->GetOrigin());
+    EXPECT_TRUE(expected->GetDirection().GetVnlMatrix().is_equal(actual->GetDirection().GetVnlMatrix(), 1e-9));
+  };
+  const auto check = [this, &sameGrid](const Slice * slice, const Volume::SizeType & size, const std::string & model) {
+    SCOPED_TRACE(model);
+    auto volume = Volume::New();
+    volume->SetRegions(size);
+    const double spacing[] = { 1.0, 1.0, 2.5 };
+    const double origin[] = { -3.0, 7.0, 11.0 };
+    volume->SetSpacing(spacing);
+    volume->SetOrigin(origin);
+    Volume::DirectionType direction;
+    direction.SetIdentity();
+    direction(0, 0) = direction(1, 1) = std::cos(0.3);
+    direction(0, 1) = -std::sin(0.3);
+    direction(1, 0) = std::sin(0.3);
+    volume->SetDirection(direction);
+    volume->Allocate();
+    std::copy_n(slice->GetBufferPointer(), slice->GetBufferedRegion().GetNumberOfPixels(), volume->GetBufferPointer());
+    const std::string sliceFile = this->Path("slice.nrrd");
+    const std::string volumeFile = this->Path("volume.nrrd");
+    itk::WriteImage(slice, sliceFile);
+    itk::WriteImage(volume, volumeFile);
+    for (const std::string & file : { sliceFile, volumeFile })
+    {
+      const ModuleRun run = this->RunModule("--model '" + model + "' --probabilities '" + file +
+                                            ".probabilities.nrrd' '" + file + "' '" + file + ".labels.nrrd'");
+      ASSERT_EQ(run.exitStatus, 0) << run.err;
+    }
+    const auto sliceLabels = itk::ReadImage<SliceLabels>(sliceFile + ".labels.nrrd");
+    const auto volumeLabels = itk::ReadImage<VolumeLabels>(volumeFile + ".labels.nrrd");
+    sameGrid(volume.GetPointer(), volumeLabels.GetPointer());
+    EXPECT_TRUE(std::equal(sliceLabels->GetBufferPointer(),
+                           sliceLabels->GetBufferPointer() + sliceLabels->GetBufferedRegion().GetNumberOfPixels(),
+                           volumeLabels->GetBufferPointer()));
+    const auto sliceProbabilities = itk::ReadImage<itk::VectorImage<float, 2>>(sliceFile + ".probabilities.nrrd");
+    const auto volumeProbabilities = itk::ReadImage<itk::VectorImage<float, 3>>(volumeFile + ".probabilities.nrrd");
+    sameGrid(volume.GetPointer(), volumeProbabilities.GetPointer());
+    ASSERT_EQ(volumeProbabilities->GetPixelContainer()->Size(), sliceProbabilities->GetPixelContainer()->Size());
+    EXPECT_TRUE(std::equal(sliceProbabilities->GetBufferPointer(),
+                           sliceProbabilities->GetBufferPointer() + sliceProbabilities->GetPixelContainer()->Size(),
+                           volumeProbabilities->GetBufferPointer()));
+  };
+  const auto isbi = itk::ReadImage<Slice>(std::string(UNET_ISBI_DIR) + "/image/23.png");
+  check(isbi, Volume::SizeType{ { 512, 512, 1 } }, UNET_BUNDLED_MODEL);
+  auto small = Slice::New();
+  small->SetRegions(Slice::SizeType{ { 48, 40 } });
+  small->Allocate();
+  float value = 0.0f;
+  for (float & voxel : itk::ImageBufferRange<Slice>(*small))
+  {
+    voxel = (value = std::fmod(value + 0.37f, 3.0f));
+  }
+  check(small, Volume::SizeType{ { 1, 48, 40 } }, Model("mean2d"));
 }
 
 TEST_F(UNetSegmentationCLI, StandardizedEqualsTheFilterNormalizedWithTheImagesOwnStatistics)
