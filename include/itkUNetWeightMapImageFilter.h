@@ -197,6 +197,37 @@ protected:
   PrintSelf(std::ostream & os, Indent indent) const override;
 
 private:
+  using NearestCellsType = unet_detail::NearestCells<LabelImageType>;
+
+  /** The weights w_c of background and cells, given or balanced. */
+  struct ClassWeights
+  {
+    double Background;
+    double Foreground;
+  };
+
+  /** Whether cell voxel `v` splits touching cells: another cell lies within Gap (for a cell voxel the nearest cell is
+   * its own, so the second nearest is the nearest other cell). */
+  bool
+  SplitsCells(const NearestCellsType & nearest, SizeValueType v) const
+  {
+    return m_Gap > 0.0 && static_cast<double>(nearest.GetSecondNearestSquaredDistances()[v]) <= m_Gap * m_Gap;
+  }
+
+  /** The class weights: BackgroundWeight and ForegroundWeight, or, with BalanceClasses, N / (K N_c) over the
+   * annotated voxels, those that split cells counted as background. */
+  ClassWeights
+  ComputeClassWeights(const NearestCellsType & nearest) const;
+
+  /** Writes the weight of every voxel of `piece`. */
+  void
+  WeighRegion(const RegionType & piece, const NearestCellsType & nearest, const ClassWeights & classWeights);
+
+  /** The weight of background (or cell-splitting) voxel `v`: its class weight, shifted towards the cells' within
+   * ClassWeightSigma, plus the border term w0 exp(-(d1 + d2)^2 / (2 sigma^2)). */
+  double
+  BackgroundVoxelWeight(const NearestCellsType & nearest, SizeValueType v, const ClassWeights & classWeights) const;
+
   double    m_W0{ 10.0 };
   double    m_Sigma{ 5.0 };
   bool      m_UseImageSpacing{ false };

@@ -78,8 +78,8 @@ UNetWeightMapImageFilter<TLabelImage, TWeightImage>::GenerateData()
   const LabelImageType * labels = this->GetInput();
   WeightImageType *      weights = this->GetOutput();
 
-  const bool                                transition = m_ClassWeightSigma > 0.0;
-  unet_detail::NearestCells<LabelImageType> nearest;
+  const bool       transition = m_ClassWeightSigma > 0.0;
+  NearestCellsType nearest;
   nearest.SetMaximumDistance(std::max(m_W0 > 0.0 ? this->GetTruncationDistance() : 0.0, m_Gap));
   nearest.SetUseImageSpacing(m_UseImageSpacing);
   nearest.SetNearestEverywhere(transition);
@@ -89,77 +89,94 @@ UNetWeightMapImageFilter<TLabelImage, TWeightImage>::GenerateData()
     nearest.Compute(labels, this, progress.GetProcessObject());
   }
 
-  const LabelType *          labelBuffer = labels->GetBufferPointer();
-  WeightType *               weightBuffer = weights->GetBufferPointer();
-  const std::vector<float> & nearestSquared = nearest.GetNearestSquaredDistances();
-  const std::vector<float> & secondSquared = nearest.GetSecondNearestSquaredDistances();
-  const double               gapSquared = m_Gap * m_Gap;
-  // A cell voxel splits touching cells when another cell lies within Gap: for a cell voxel the nearest cell is its
-  // own, so the second nearest is the nearest other cell.
-  const auto splitsCells = [&](SizeValueType v) {
-    return m_Gap > 0.0 && static_cast<double>(secondSquared[v]) <= gapSquared;
-  };
-  SizeValueType splittingVoxels = 0;
+  const ClassWeights  classWeights = this->ComputeClassWeights(nearest);
+  ProgressTransformer progress(0.9f, 1.0f, this);
+  this->GetMultiThreader()->template ParallelizeImageRegion<ImageDimension>(
+    weights->GetBufferedRegion(),
+    [this, &nearest, &classWeights](const RegionType & piece) { this->WeighRegion(piece, nearest, classWeights); },
+    progress.GetProcessObject());
+}
+
+template <typename TLabelImage, typename TWeightImage>
+auto
+UNetWeightMapImageFilter<TLabelImage, TWeightImage>::ComputeClassWeights(const NearestCellsType & nearest) const
+  -> ClassWeights
+{
+  const LabelImageType * labels = this->GetInput();
+  const LabelType *      labelBuffer = labels->GetBufferPointer();
+  SizeValueType          splittingVoxels = 0;
   if (m_Gap > 0.0)
   {
-    for (SizeValueType v = 0; v < secondSquared.size(); ++v)
+    for (SizeValueType v = 0; v < labels->GetBufferedRegion().GetNumberOfPixels(); ++v)
     {
-      splittingVoxels += labelBuffer[v] != 0 && labelBuffer[v] != m_IgnoreLabel && splitsCells(v);
+      splittingVoxels += labelBuffer[v] != 0 && labelBuffer[v] != m_IgnoreLabel && this->SplitsCells(nearest, v);
     }
   }
-
-  // Ignored voxels take no part in the class balancing; voxels that split cells count as background.
+  if (!m_BalanceClasses)
+  {
+    return { m_BackgroundWeight, m_ForegroundWeight };
+  }
+  // Ignored voxels take no part in the class balancing; voxels that split cells count as background. w_c = N / (K N_c),
+  // K the number of classes present: each present class weighs N / K in total.
   const SizeValueType annotatedVoxels =
     labels->GetBufferedRegion().GetNumberOfPixels() - nearest.GetNumberOfIgnoredVoxels();
   const SizeValueType cellVoxels = nearest.GetNumberOfCellVoxels() - splittingVoxels;
   const SizeValueType backgroundVoxels = annotatedVoxels - cellVoxels;
-  double              backgroundWeight = m_BackgroundWeight;
-  double              foregroundWeight = m_ForegroundWeight;
-  if (m_BalanceClasses)
-  {
-    // w_c = N / (K N_c), K the number of classes present: each present class weighs N / K in total.
-    const double presentClasses = (backgroundVoxels > 0 ? 1.0 : 0.0) + (cellVoxels > 0 ? 1.0 : 0.0);
-    backgroundWeight = backgroundVoxels > 0 ? annotatedVoxels / (presentClasses * backgroundVoxels) : 1.0;
-    foregroundWeight = cellVoxels > 0 ? annotatedVoxels / (presentClasses * cellVoxels) : 1.0;
-  }
+  const double        presentClasses = (backgroundVoxels > 0 ? 1.0 : 0.0) + (cellVoxels > 0 ? 1.0 : 0.0);
+  return { backgroundVoxels > 0 ? annotatedVoxels / (presentClasses * backgroundVoxels) : 1.0,
+           cellVoxels > 0 ? annotatedVoxels / (presentClasses * cellVoxels) : 1.0 };
+}
 
-  const double twoSigmaSquared = 2.0 * m_Sigma * m_Sigma;
-  const double twoClassWeightSigmaSquared = 2.0 * m_ClassWeightSigma * m_ClassWeightSigma;
-  const auto   weighPiece = [&](const RegionType & piece) {
-    for (const IndexType & lineStart : unet_detail::LineStarts(piece))
+template <typename TLabelImage, typename TWeightImage>
+void
+UNetWeightMapImageFilter<TLabelImage, TWeightImage>::WeighRegion(const RegionType &       piece,
+                                                                 const NearestCellsType & nearest,
+                                                                 const ClassWeights &     classWeights)
+{
+  const LabelImageType * labels = this->GetInput();
+  const LabelType *      labelBuffer = labels->GetBufferPointer();
+  WeightType *           weightBuffer = this->GetOutput()->GetBufferPointer();
+  for (const IndexType & lineStart : unet_detail::LineStarts(piece))
+  {
+    const auto first = static_cast<SizeValueType>(labels->ComputeOffset(lineStart));
+    for (SizeValueType v = first; v < first + piece.GetSize(0); ++v)
     {
-      const auto first = static_cast<SizeValueType>(labels->ComputeOffset(lineStart));
-      for (SizeValueType v = first; v < first + piece.GetSize(0); ++v)
+      if (labelBuffer[v] != 0 && labelBuffer[v] == m_IgnoreLabel)
       {
-        if (labelBuffer[v] != 0 && labelBuffer[v] == m_IgnoreLabel)
-        {
-          weightBuffer[v] = 0;
-          continue;
-        }
-        if (labelBuffer[v] != 0 && !splitsCells(v))
-        {
-          weightBuffer[v] = static_cast<WeightType>(foregroundWeight);
-          continue;
-        }
-        double weight = backgroundWeight;
-        if (transition)
-        {
-          weight += (foregroundWeight - backgroundWeight) *
-                    std::exp(-static_cast<double>(nearestSquared[v]) / twoClassWeightSigmaSquared);
-        }
-        if (std::isfinite(secondSquared[v]))
-        {
-          const double sum =
-            std::sqrt(static_cast<double>(nearestSquared[v])) + std::sqrt(static_cast<double>(secondSquared[v]));
-          weight += m_W0 * std::exp(-sum * sum / twoSigmaSquared);
-        }
-        weightBuffer[v] = static_cast<WeightType>(weight);
+        weightBuffer[v] = 0;
+      }
+      else if (labelBuffer[v] != 0 && !this->SplitsCells(nearest, v))
+      {
+        weightBuffer[v] = static_cast<WeightType>(classWeights.Foreground);
+      }
+      else
+      {
+        weightBuffer[v] = static_cast<WeightType>(this->BackgroundVoxelWeight(nearest, v, classWeights));
       }
     }
-  };
-  ProgressTransformer progress(0.9f, 1.0f, this);
-  this->GetMultiThreader()->template ParallelizeImageRegion<ImageDimension>(
-    weights->GetBufferedRegion(), weighPiece, progress.GetProcessObject());
+  }
+}
+
+template <typename TLabelImage, typename TWeightImage>
+double
+UNetWeightMapImageFilter<TLabelImage, TWeightImage>::BackgroundVoxelWeight(const NearestCellsType & nearest,
+                                                                           SizeValueType            v,
+                                                                           const ClassWeights &     classWeights) const
+{
+  const double nearestSquared = nearest.GetNearestSquaredDistances()[v];
+  const double secondSquared = nearest.GetSecondNearestSquaredDistances()[v];
+  double       weight = classWeights.Background;
+  if (m_ClassWeightSigma > 0.0)
+  {
+    weight += (classWeights.Foreground - classWeights.Background) *
+              std::exp(-nearestSquared / (2.0 * m_ClassWeightSigma * m_ClassWeightSigma));
+  }
+  if (std::isfinite(secondSquared))
+  {
+    const double sum = std::sqrt(nearestSquared) + std::sqrt(secondSquared);
+    weight += m_W0 * std::exp(-sum * sum / (2.0 * m_Sigma * m_Sigma));
+  }
+  return weight;
 }
 
 template <typename TLabelImage, typename TWeightImage>

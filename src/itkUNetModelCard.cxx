@@ -293,6 +293,73 @@ ReadSettings(const Json & record, UNetModelCard & card)
     card.ProvenanceJSON = provenance->dump();
   }
 }
+/** The card's normalisation as its record's "normalization" object, if it has one. */
+void
+WriteNormalization(const UNetModelCard & card, Json & record)
+{
+  if (card.StandardizeTo)
+  {
+    record["normalization"] = { { "kind", "standardize" },
+                                { "mean", (*card.StandardizeTo)[0] },
+                                { "standard_deviation", (*card.StandardizeTo)[1] } };
+  }
+  else if (card.Normalization)
+  {
+    const UNetNormalization & normalization = *card.Normalization;
+    record["normalization"] = { { "kind", normalization.HasClipWindow() ? "clip" : "fixed" },
+                                { "mean", normalization.GetMean() },
+                                { "standard_deviation", normalization.GetStandardDeviation() } };
+    if (normalization.HasClipWindow())
+    {
+      record["normalization"]["window"] = normalization.GetClipWindow();
+    }
+  }
+}
+
+/** The card's classes as its record's "classes" array, if it names them. */
+void
+WriteClasses(const UNetModelCard & card, Json & record)
+{
+  if (card.Classes.empty())
+  {
+    return;
+  }
+  record["classes"] = Json::array();
+  for (const UNetModelCard::ClassDescription & description : card.Classes)
+  {
+    Json item = { { "name", description.Name } };
+    if (description.Color)
+    {
+      item["color"] = *description.Color;
+    }
+    record["classes"].push_back(item);
+  }
+}
+
+/** The card's recommended settings: "flip_axes", "tile" and "cell_separation", each with the fields the card has. */
+void
+WriteSettings(const UNetModelCard & card, Json & record)
+{
+  if (card.FlipAxes)
+  {
+    record["flip_axes"] = *card.FlipAxes;
+  }
+  const auto setIfPresent = [&record](const char * object, const char * field, const auto & value) {
+    if (value)
+    {
+      record[object][field] = *value;
+    }
+  };
+  if (!card.TileSize.empty())
+  {
+    record["tile"]["size"] = card.TileSize;
+  }
+  setIfPresent("tile", "overlap", card.TileOverlap);
+  setIfPresent("cell_separation", "cell_class", card.CellClass);
+  setIfPresent("cell_separation", "seed_threshold", card.SeedThreshold);
+  setIfPresent("cell_separation", "cell_threshold", card.CellThreshold);
+}
+
 } // namespace
 
 UNetModelCard
@@ -340,71 +407,13 @@ UNetModelCard::ToJSON() const
 {
   Json record = Json::object();
   record["schema_version"] = SchemaVersion;
-  if (StandardizeTo)
-  {
-    record["normalization"] = { { "kind", "standardize" },
-                                { "mean", (*StandardizeTo)[0] },
-                                { "standard_deviation", (*StandardizeTo)[1] } };
-  }
-  else if (Normalization)
-  {
-    record["normalization"] = { { "kind", Normalization->HasClipWindow() ? "clip" : "fixed" },
-                                { "mean", Normalization->GetMean() },
-                                { "standard_deviation", Normalization->GetStandardDeviation() } };
-    if (Normalization->HasClipWindow())
-    {
-      record["normalization"]["window"] = Normalization->GetClipWindow();
-    }
-  }
+  WriteNormalization(*this, record);
   if (!Spacing.empty())
   {
     record["spacing"] = { { "values", Spacing }, { "unit", SpacingUnit } };
   }
-  if (!Classes.empty())
-  {
-    record["classes"] = Json::array();
-    for (const ClassDescription & description : Classes)
-    {
-      Json item = { { "name", description.Name } };
-      if (description.Color)
-      {
-        item["color"] = *description.Color;
-      }
-      record["classes"].push_back(item);
-    }
-  }
-  if (FlipAxes)
-  {
-    record["flip_axes"] = *FlipAxes;
-  }
-  if (!TileSize.empty() || TileOverlap)
-  {
-    record["tile"] = Json::object();
-    if (!TileSize.empty())
-    {
-      record["tile"]["size"] = TileSize;
-    }
-    if (TileOverlap)
-    {
-      record["tile"]["overlap"] = *TileOverlap;
-    }
-  }
-  if (CellClass || SeedThreshold || CellThreshold)
-  {
-    record["cell_separation"] = Json::object();
-    if (CellClass)
-    {
-      record["cell_separation"]["cell_class"] = *CellClass;
-    }
-    if (SeedThreshold)
-    {
-      record["cell_separation"]["seed_threshold"] = *SeedThreshold;
-    }
-    if (CellThreshold)
-    {
-      record["cell_separation"]["cell_threshold"] = *CellThreshold;
-    }
-  }
+  WriteClasses(*this, record);
+  WriteSettings(*this, record);
   if (!ProvenanceJSON.empty())
   {
     record["provenance"] = Json::parse(ProvenanceJSON);
