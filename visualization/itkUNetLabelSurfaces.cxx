@@ -242,6 +242,91 @@ WriteOrThrow(TWriter * writer, const std::string & fileName)
                              << fileName << ": " << vtkErrorCode::GetStringFromErrorCode(writer->GetErrorCode()));
   }
 }
+/** The surfaces of each connected piece of `label` (numbered by size, 1 the largest) in `indexSpace`, appended to
+ * `surfaces`; only the label's box is searched. */
+void
+AddInstanceSurfaces(vtkImageData * indexSpace, long long label, const Extent & box, bool is3D,
+                    const UNetLabelSurfaceOptions & options, vtkMatrix4x4 * indexToPhysical,
+                    std::vector<UNetLabelSurface> & surfaces)
+{
+  vtkNew<vtkImageConstantPad> crop;
+  crop->SetInputData(indexSpace);
+  const Extent grown = Grown(box, is3D);
+  crop->SetOutputWholeExtent(const_cast<int *>(grown.data()));
+  crop->SetConstant(0.0);
+  vtkNew<vtkImageConnectivityFilter> connectivity;
+  connectivity->SetInputConnection(crop->GetOutputPort());
+  connectivity->SetScalarRange(static_cast<double>(label), static_cast<double>(label));
+  connectivity->SetExtractionModeToAllRegions();
+  connectivity->SetLabelModeToSizeRank();
+  connectivity->SetLabelScalarTypeToInt();
+  connectivity->GenerateRegionExtentsOn();
+  connectivity->Update();
+  std::map<unsigned int, Extent> pieces;
+  for (vtkIdType region = 0; region < connectivity->GetNumberOfExtractedRegions(); ++region)
+  {
+    Extent pieceBox;
+    connectivity->GetExtractedRegionExtents()->GetTypedTuple(region, pieceBox.data());
+    pieces.emplace(static_cast<unsigned int>(connectivity->GetExtractedRegionLabels()->GetValue(region)), pieceBox);
+  }
+  for (const auto & [instance, pieceBox] : pieces)
+  {
+    const auto contour = ContourInIndexSpace(connectivity->GetOutput(), pieceBox, instance, is3D);
+    surfaces.push_back({ label, instance, FinishSurface(contour, indexToPhysical, is3D, options, label, instance) });
+  }
+}
+
+/** `surface` written by a VTK XML PolyData writer (.vtp), its field data naming the coordinate system. */
+void
+WriteVTP(vtkPolyData * surface, const std::string & fileName)
+{
+  auto withSpace = vtkSmartPointer<vtkPolyData>::New();
+  withSpace->ShallowCopy(surface);
+  auto fieldData = vtkSmartPointer<vtkFieldData>::New();
+  fieldData->DeepCopy(surface->GetFieldData()); // the caller's surface keeps its own field data
+  vtkNew<vtkStringArray> spaceArray;
+  spaceArray->SetName("SPACE");
+  spaceArray->InsertNextValue("LPS");
+  fieldData->AddArray(spaceArray);
+  withSpace->SetFieldData(fieldData);
+  vtkNew<vtkXMLPolyDataWriter> writer;
+  writer->SetInputData(withSpace);
+  WriteOrThrow(writer.Get(), fileName);
+}
+
+/** `surface` written as triangles, binary where the format has a binary form: .stl, .ply or .obj. */
+void
+WriteTriangles(vtkPolyData * surface, const std::string & fileName, const std::string & extension, const char * space,
+               const std::string & header)
+{
+  if (surface->GetNumberOfPolys() == 0 && surface->GetNumberOfLines() > 0)
+  {
+    itkGenericExceptionMacro("UNetWriteSurface: " << fileName << ": " << extension
+                                                  << " holds triangles; write contour lines as .vtp or .vtk");
+  }
+  if (extension == ".stl")
+  {
+    vtkNew<vtkSTLWriter> writer;
+    writer->SetInputData(surface);
+    writer->SetFileTypeToBinary();
+    writer->SetHeader(header.c_str());
+    WriteOrThrow(writer.Get(), fileName);
+  }
+  else if (extension == ".ply")
+  {
+    vtkNew<vtkPLYWriter> writer;
+    writer->SetInputData(surface);
+    writer->SetFileTypeToBinary();
+    writer->AddComment(space);
+    WriteOrThrow(writer.Get(), fileName);
+  }
+  else
+  {
+    vtkNew<vtkOBJWriter> writer;
+    writer->SetInputData(surface);
+    WriteOrThrow(writer.Get(), fileName);
+  }
+}
 } // namespace
 
 std::vector<UNetLabelSurface>
@@ -286,32 +371,7 @@ UNetExtractLabelSurfaces(vtkImageData * labels, const UNetLabelSurfaceOptions & 
       surfaces.push_back({ label, 0, FinishSurface(contour, indexToPhysical, is3D, options, label, 0) });
       continue;
     }
-    // The class's pieces, numbered by size (1: the largest), each with its extent; only the class's box is searched.
-    vtkNew<vtkImageConstantPad> crop;
-    crop->SetInputData(indexSpace);
-    const Extent grown = Grown(box, is3D);
-    crop->SetOutputWholeExtent(const_cast<int *>(grown.data()));
-    crop->SetConstant(0.0);
-    vtkNew<vtkImageConnectivityFilter> connectivity;
-    connectivity->SetInputConnection(crop->GetOutputPort());
-    connectivity->SetScalarRange(static_cast<double>(label), static_cast<double>(label));
-    connectivity->SetExtractionModeToAllRegions();
-    connectivity->SetLabelModeToSizeRank();
-    connectivity->SetLabelScalarTypeToInt();
-    connectivity->GenerateRegionExtentsOn();
-    connectivity->Update();
-    std::map<unsigned int, Extent> pieces;
-    for (vtkIdType region = 0; region < connectivity->GetNumberOfExtractedRegions(); ++region)
-    {
-      Extent pieceBox;
-      connectivity->GetExtractedRegionExtents()->GetTypedTuple(region, pieceBox.data());
-      pieces.emplace(static_cast<unsigned int>(connectivity->GetExtractedRegionLabels()->GetValue(region)), pieceBox);
-    }
-    for (const auto & [instance, pieceBox] : pieces)
-    {
-      const auto contour = ContourInIndexSpace(connectivity->GetOutput(), pieceBox, instance, is3D);
-      surfaces.push_back({ label, instance, FinishSurface(contour, indexToPhysical, is3D, options, label, instance) });
-    }
+    AddInstanceSurfaces(indexSpace, label, box, is3D, options, indexToPhysical, surfaces);
   }
   return surfaces;
 }
@@ -329,21 +389,9 @@ UNetWriteSurface(vtkPolyData * surface, const std::string & fileName)
   const std::string  header = std::string("UNetSegmentation surface. ") + space;
   if (extension == ".vtp")
   {
-    auto withSpace = vtkSmartPointer<vtkPolyData>::New();
-    withSpace->ShallowCopy(surface);
-    auto fieldData = vtkSmartPointer<vtkFieldData>::New();
-    fieldData->DeepCopy(surface->GetFieldData()); // the caller's surface keeps its own field data
-    vtkNew<vtkStringArray> spaceArray;
-    spaceArray->SetName("SPACE");
-    spaceArray->InsertNextValue("LPS");
-    fieldData->AddArray(spaceArray);
-    withSpace->SetFieldData(fieldData);
-    vtkNew<vtkXMLPolyDataWriter> writer;
-    writer->SetInputData(withSpace);
-    WriteOrThrow(writer.Get(), fileName);
-    return;
+    WriteVTP(surface, fileName);
   }
-  if (extension == ".vtk")
+  else if (extension == ".vtk")
   {
     vtkNew<vtkPolyDataWriter> writer;
     writer->SetInputData(surface);
@@ -351,39 +399,15 @@ UNetWriteSurface(vtkPolyData * surface, const std::string & fileName)
     writer->SetFileTypeToBinary();
     writer->SetHeader(header.c_str());
     WriteOrThrow(writer.Get(), fileName);
-    return;
   }
-  if (extension != ".stl" && extension != ".ply" && extension != ".obj")
+  else if (extension == ".stl" || extension == ".ply" || extension == ".obj")
   {
-    itkGenericExceptionMacro("UNetWriteSurface: " << fileName
-                                                  << ": unknown surface file extension (.vtp, .vtk, .stl, .ply, .obj)");
-  }
-  if (surface->GetNumberOfPolys() == 0 && surface->GetNumberOfLines() > 0)
-  {
-    itkGenericExceptionMacro("UNetWriteSurface: " << fileName << ": " << extension
-                                                  << " holds triangles; write contour lines as .vtp or .vtk");
-  }
-  if (extension == ".stl")
-  {
-    vtkNew<vtkSTLWriter> writer;
-    writer->SetInputData(surface);
-    writer->SetFileTypeToBinary();
-    writer->SetHeader(header.c_str());
-    WriteOrThrow(writer.Get(), fileName);
-  }
-  else if (extension == ".ply")
-  {
-    vtkNew<vtkPLYWriter> writer;
-    writer->SetInputData(surface);
-    writer->SetFileTypeToBinary();
-    writer->AddComment(space);
-    WriteOrThrow(writer.Get(), fileName);
+    WriteTriangles(surface, fileName, extension, space, header);
   }
   else
   {
-    vtkNew<vtkOBJWriter> writer;
-    writer->SetInputData(surface);
-    WriteOrThrow(writer.Get(), fileName);
+    itkGenericExceptionMacro("UNetWriteSurface: " << fileName
+                                                  << ": unknown surface file extension (.vtp, .vtk, .stl, .ply, .obj)");
   }
 }
 
