@@ -569,14 +569,14 @@ ConfigureSegmenter(TSegmenter * segmenter, const CommandLine & arguments)
   {
     itkGenericExceptionMacro("No model file: give the TorchScript network with --model.");
   }
-  VerifyNotNegative("--arguments.tileOverlap", arguments.tileOverlap);
-  VerifyNotNegative("--arguments.tilesPerBatch", arguments.tilesPerBatch);
-  VerifyNotNegative("--arguments.torchThreads", arguments.torchThreads);
+  VerifyNotNegative("--tileOverlap", arguments.tileOverlap);
+  VerifyNotNegative("--tilesPerBatch", arguments.tilesPerBatch);
+  VerifyNotNegative("--torchThreads", arguments.torchThreads);
   segmenter->SetModelFileName(arguments.modelFile);
   segmenter->SetDevice(arguments.device);
   segmenter->SetNumberOfTorchThreads(static_cast<unsigned int>(arguments.torchThreads));
   segmenter->SetTileSize(TileSizeFromArgument<VDimension>(arguments.tileSize));
-  if (arguments.Given("--arguments.tileOverlap"))
+  if (arguments.Given("--tileOverlap"))
   {
     segmenter->SetTileOverlap(static_cast<itk::SizeValueType>(arguments.tileOverlap));
   }
@@ -815,7 +815,7 @@ Segment(const CommandLine & arguments)
   constexpr bool singleSlice = VDimension != VFileDimension;
   if (arguments.streamPieces < 1)
   {
-    itkGenericExceptionMacro("--arguments.streamPieces must be at least 1; got " << arguments.streamPieces << '.');
+    itkGenericExceptionMacro("--streamPieces must be at least 1; got " << arguments.streamPieces << '.');
   }
   SlicerProgressReporter progress("UNetSegmentation",
                                   "Segmenting " + arguments.inputVolume + " with " + arguments.modelFile);

@@ -635,6 +635,13 @@ TEST_F(UNetSegmentationCLI, ModelCardSuppliesTheDefaultsAndTheClassesForSlicer)
   plain->Update();
   EXPECT_EQ(CountDifferences<Labels2D>(plain->GetOutput(), itk::ReadImage<Labels2D>(output)), 0u);
 
+  // A given option is passed on even where it is the filter's default: --tileOverlap 0 instead of the card's 2.
+  run = this->RunModule("--model '" + model + "' --noResample --tileOverlap 0 '" + input + "' '" + output + "'");
+  ASSERT_EQ(run.exitStatus, 0) << run.err;
+  plain->SetTileOverlap(0);
+  plain->Update();
+  EXPECT_EQ(CountDifferences<Labels2D>(plain->GetOutput(), itk::ReadImage<Labels2D>(output)), 0u);
+
   // The user's options win: here a normalisation that makes every voxel a cell.
   run =
     this->RunModule("--model '" + model + "' --noResample --normalizationMean -1000 '" + input + "' '" + output + "'");
@@ -891,6 +898,17 @@ TEST_F(UNetSegmentationCLI, BadArgumentsFailWithMessage)
   run = this->RunModule(model + "--flipAxes 3 '" + input + "' '" + output + "'");
   EXPECT_NE(run.exitStatus, 0);
   EXPECT_NE(run.err.find("--flipAxes takes axes 0 to 2"), std::string::npos) << run.err;
+
+  for (const auto & [option, message] :
+       std::map<std::string, std::string>{ { "--streamPieces 0", "--streamPieces must be at least 1; got 0" },
+                                           { "--tileOverlap -1", "--tileOverlap must not be negative; got -1" },
+                                           { "--tilesPerBatch -2", "--tilesPerBatch must not be negative; got -2" },
+                                           { "--torchThreads -3", "--torchThreads must not be negative; got -3" } })
+  {
+    run = this->RunModule(model + option + " '" + input + "' '" + output + "'");
+    EXPECT_NE(run.exitStatus, 0) << option;
+    EXPECT_NE(run.err.find(message), std::string::npos) << option << ": " << run.err;
+  }
 
   run = this->RunModule(model + "'" + this->Path("missing.nrrd") + "' '" + output + "'");
   EXPECT_NE(run.exitStatus, 0);
