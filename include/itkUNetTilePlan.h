@@ -27,6 +27,7 @@
 #include <limits>
 #include <ostream>
 #include <sstream>
+#include <utility>
 #include <vector>
 
 namespace itk
@@ -308,6 +309,7 @@ private:
   {
     std::vector<SizeValueType> Edges{};
     std::vector<double>        InputVoxels{};
+    std::vector<double>        Tiles{};
   };
 
   Candidates
@@ -318,6 +320,7 @@ private:
     const auto          add = [&](SizeValueType edge, SizeValueType tiles) {
       candidates.Edges.push_back(edge);
       candidates.InputVoxels.push_back(static_cast<double>(tiles * (edge + 2 * border)));
+      candidates.Tiles.push_back(static_cast<double>(tiles));
     };
     if (m_Settings.TileSize[axis] != 0)
     {
@@ -343,7 +346,8 @@ private:
 
   /** The automatic tile size: over every combination of candidate edges of the axes before the last, the last axis's
    * best edge within the budget (memory grows with the edge, so the best edge up to the largest that fits, found by
-   * bisection); the combination that needs the fewest network input voxels. */
+   * bisection); the combination that needs the fewest network input voxels and, among those that need as many (a
+   * network without a border needs the image's voxels at any tile size), the fewest tiles. */
   SizeType
   ChooseTileSize() const
   {
@@ -359,30 +363,40 @@ private:
     std::vector<size_t>    bestUpTo(lastAxis.Edges.size());
     for (size_t j = 0; j < bestUpTo.size(); ++j)
     {
-      bestUpTo[j] = (j == 0 || lastAxis.InputVoxels[j] < lastAxis.InputVoxels[bestUpTo[j - 1]]) ? j : bestUpTo[j - 1];
+      // Larger edges come with fewer tiles: on a tie in input, the larger.
+      bestUpTo[j] = (j == 0 || lastAxis.InputVoxels[j] <= lastAxis.InputVoxels[bestUpTo[j - 1]]) ? j : bestUpTo[j - 1];
     }
     Size<VDimension - 1> counts;
     for (unsigned int axis = 0; axis < last; ++axis)
     {
       counts[axis] = candidates[axis].Edges.size();
     }
-    double   bestInput = std::numeric_limits<double>::infinity();
-    SizeType best = smallest;
+    // (network input voxels, tiles) of the best so far, compared in that order.
+    std::pair<double, double> bestCost{ std::numeric_limits<double>::infinity(), 0.0 };
+    SizeType                  best = smallest;
     for (const auto & choice : ZeroBasedIndexRange<VDimension - 1>(counts))
     {
-      SizeType trial = smallest;
-      double   input = 1.0;
+      SizeType                  trial = smallest;
+      std::pair<double, double> cost{ 1.0, 1.0 };
       for (unsigned int axis = 0; axis < last; ++axis)
       {
         trial[axis] = candidates[axis].Edges[choice[axis]];
-        input *= candidates[axis].InputVoxels[choice[axis]];
+        cost.first *= candidates[axis].InputVoxels[choice[axis]];
+        cost.second *= candidates[axis].Tiles[choice[axis]];
       }
       const size_t fits = this->CountLastEdgesWithinBudget(trial, lastAxis.Edges);
-      if (fits > 0 && input * lastAxis.InputVoxels[bestUpTo[fits - 1]] < bestInput)
+      if (fits == 0)
       {
-        bestInput = input * lastAxis.InputVoxels[bestUpTo[fits - 1]];
+        continue;
+      }
+      const size_t lastEdge = bestUpTo[fits - 1];
+      cost.first *= lastAxis.InputVoxels[lastEdge];
+      cost.second *= lastAxis.Tiles[lastEdge];
+      if (cost < bestCost)
+      {
+        bestCost = cost;
         best = trial;
-        best[last] = lastAxis.Edges[bestUpTo[fits - 1]];
+        best[last] = lastAxis.Edges[lastEdge];
       }
     }
     return best;

@@ -267,6 +267,39 @@ TEST(UNetTilePlan, AutomaticTileSizeNeedsTheFewestInputVoxelsWithinTheBudget)
   }
 }
 
+TEST(UNetTilePlan, WithoutABorderTheAutomaticTilesAreTheFewestWithinTheBudget)
+{
+  // A network without a border (a per-voxel classifier, or a same-padded U-Net) reads the image's voxels once at any
+  // tile size, so the input cannot choose; the fewest tiles then do (once the choice was one voxel a tile).
+  itk::UNetNetworkGeometry geometry = ValidGeometry(3, 0, 1, 1);
+  const Plan3::RegionType  image(itk::Size<3>{ { 96, 80, 40 } });
+  const auto               tiles = [](const Plan3 & plan) {
+    return Plan3::RegionType(plan.GetGrid().GetNumberOfTiles()).GetNumberOfPixels();
+  };
+  Plan3::Settings generous;
+  generous.MemoryBudgetMegabytes = 1e6;
+  EXPECT_EQ(tiles(Plan3(geometry, image, generous)), 1u);
+  Plan3::Settings tight;
+  tight.MemoryBudgetMegabytes = 16.0;
+  tight.TilesPerBatch = 1;
+  const Plan3 chosen(geometry, image, tight);
+  EXPECT_TRUE(chosen.IsWithinBudget());
+  // Brute force over edges along the last axis with the other two whole: none within the budget has fewer tiles.
+  for (itk::SizeValueType z = 1; z <= 40; ++z)
+  {
+    Plan3::Settings trial;
+    trial.TileSize = itk::Size<3>{ { 96, 80, z } };
+    trial.MemoryBudgetMegabytes = 1e6;
+    trial.TilesPerBatch = 1;
+    const Plan3 plan(geometry, image, trial);
+    if (plan.GetMemoryEstimate().GetTotalBytes() <= 16.0 * 1024 * 1024)
+    {
+      EXPECT_GE(tiles(plan), tiles(chosen)) << "z = " << z << " beats " << chosen.GetGrid().GetTileSize();
+    }
+  }
+  EXPECT_GT(Plan3::RegionType(chosen.GetGrid().GetTileSize()).GetNumberOfPixels(), 1000u);
+}
+
 TEST(UNetTilePlan, AnisotropicGeometryPlansEachAxisOnItsOwn)
 {
   // In-plane factor 8 and border 44, across slices factor 2 and border 8 (make_test_models.py's AnisotropicUNet).
