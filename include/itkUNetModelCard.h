@@ -57,25 +57,36 @@ struct UNetSegmentation_EXPORT UNetModelCard
   /** A class: its name and, optionally, its display colour (R, G, B in 0-255). */
   struct ClassDescription
   {
-    std::string                                Name{};
+    /** The class's name, as Slicer shows it. */
+    std::string Name{};
+    /** Its display colour, R, G, B in 0-255; none: the module's palette. */
     std::optional<std::array<unsigned int, 3>> Color{};
   };
 
+  /** The record's schema version (1). */
   unsigned int SchemaVersion{ CurrentSchemaVersion };
   /** "fixed" and "clip" normalisation: fixed values, with the clip window for "clip". */
   std::optional<UNetNormalization> Normalization{};
   /** "standardize" normalisation: each channel of an image mapped to this mean and standard deviation. */
   std::optional<std::array<double, 2>> StandardizeTo{};
   /** Per axis (x first); empty when absent. Unit "mm", "um", "nm" or "pixel" (the images' own grid). */
-  std::vector<double>                      Spacing{};
-  std::string                              SpacingUnit{};
-  std::vector<ClassDescription>            Classes{};
+  std::vector<double> Spacing{};
+  /** The spacing's unit. */
+  std::string SpacingUnit{};
+  /** One per network output channel, in order; empty when absent. */
+  std::vector<ClassDescription> Classes{};
+  /** The axes (0: x) the network was trained to be invariant to flips along: the filter's TestTimeFlipAxes. */
   std::optional<std::vector<unsigned int>> FlipAxes{};
-  std::vector<SizeValueType>               TileSize{};
-  std::optional<SizeValueType>             TileOverlap{};
-  std::optional<unsigned int>              CellClass{};
-  std::optional<double>                    SeedThreshold{};
-  std::optional<double>                    CellThreshold{};
+  /** A recommended tile size (output voxels per axis), informational; empty when absent. */
+  std::vector<SizeValueType> TileSize{};
+  /** A recommended TileOverlap. */
+  std::optional<SizeValueType> TileOverlap{};
+  /** UNetCellSeparationImageFilter's CellClass, SeedThreshold and CellThreshold, chosen on the training data. */
+  /** @{ */
+  std::optional<unsigned int> CellClass{};
+  std::optional<double>       SeedThreshold{};
+  std::optional<double>       CellThreshold{};
+  /** @} */
   /** The provenance object, as JSON text (empty when absent). */
   std::string ProvenanceJSON{};
 

@@ -76,7 +76,9 @@ public:
   /** @} */
 
   /** The inner segmentation filter, for its settings (model, tiles, normalisation, ...). */
+  /** @{ */
   itkGetModifiableObjectMacro(Segmenter, SegmenterType);
+  /** @} */
 
   /** Set/Get the spacing to segment at; 0 along every axis (default): the model card's physical spacing, or none. */
   /** @{ */
@@ -119,8 +121,8 @@ protected:
   UNetResamplingSegmentationImageFilter();
   ~UNetResamplingSegmentationImageFilter() override = default;
 
-  /** Makes the "Probabilities" output a VectorImage<float>. */
   using Superclass::MakeOutput;
+  /** Makes the "Probabilities" output a VectorImage<float>. */
   DataObject::Pointer
   MakeOutput(const DataObjectIdentifierType & name) override;
 
