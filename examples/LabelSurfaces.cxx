@@ -36,23 +36,21 @@
 
 #include <cstdlib>
 #include <iostream>
+#include <stdexcept>
 #include <string>
 
-int
-main(int argc, char * argv[])
+namespace
 {
-  if (argc < 3)
-  {
-    std::cerr << "Usage: " << argv[0] << " labels output.vtp|.vtk|.stl|.ply|.obj [--instances] [--iterations N]"
-              << " [--pass-band B]" << std::endl;
-    return EXIT_FAILURE;
-  }
+/** Reads --instances, --iterations and --pass-band; throws std::invalid_argument saying what is wrong. */
+itk::UNetLabelSurfaceOptions
+ParseOptions(int argc, char * argv[])
+{
   itk::UNetLabelSurfaceOptions options;
-  try
+  for (int a = 3; a < argc; ++a)
   {
-    for (int a = 3; a < argc; ++a)
+    const std::string option = argv[a];
+    try
     {
-      const std::string option = argv[a];
       if (option == "--instances")
       {
         options.SeparateInstances = true;
@@ -67,10 +65,58 @@ main(int argc, char * argv[])
       }
       else
       {
-        std::cerr << "Unknown or incomplete option: " << option << std::endl;
-        return EXIT_FAILURE;
+        throw std::invalid_argument("unknown or incomplete option: " + option);
       }
     }
+    catch (const std::out_of_range &)
+    {
+      throw std::invalid_argument(option + " takes a number in range, not " + argv[a]);
+    }
+    catch (const std::invalid_argument & error)
+    {
+      throw std::invalid_argument(option == argv[a] ? error.what() : option + " takes a number, not " + argv[a]);
+    }
+  }
+  return options;
+}
+
+/** One line about `surface`: its label and piece, its triangles with area and volume or its contour segments. */
+void
+Describe(const itk::UNetLabelSurface & surface, const std::string & fileName)
+{
+  std::cout << "label " << surface.Label;
+  if (surface.Instance > 0)
+  {
+    std::cout << " piece " << surface.Instance;
+  }
+  if (surface.Surface->GetNumberOfPolys() > 0)
+  {
+    vtkNew<vtkMassProperties> measure;
+    measure->SetInputData(surface.Surface);
+    measure->Update();
+    std::cout << ": " << surface.Surface->GetNumberOfPolys() << " triangles, area " << measure->GetSurfaceArea()
+              << ", volume " << measure->GetVolume();
+  }
+  else
+  {
+    std::cout << ": " << surface.Surface->GetNumberOfLines() << " contour segments";
+  }
+  std::cout << " -> " << fileName << std::endl;
+}
+} // namespace
+
+int
+main(int argc, char * argv[])
+{
+  if (argc < 3)
+  {
+    std::cerr << "Usage: " << argv[0] << " labels output.vtp|.vtk|.stl|.ply|.obj [--instances] [--iterations N]"
+              << " [--pass-band B]" << std::endl;
+    return EXIT_FAILURE;
+  }
+  try
+  {
+    const itk::UNetLabelSurfaceOptions options = ParseOptions(argc, argv);
     // Read as 3-D, whatever the file's dimension (a 2-D file becomes one slice), and as int, whatever its type:
     // VTK's contouring and connectivity filters take any type.
     const auto labels = itk::ReadImage<itk::Image<int, 3>>(argv[1]);
@@ -83,24 +129,7 @@ main(int argc, char * argv[])
     {
       const std::string fileName = itk::UNetSurfaceFileName(argv[2], surface);
       itk::UNetWriteSurface(surface.Surface, fileName);
-      std::cout << "label " << surface.Label;
-      if (surface.Instance > 0)
-      {
-        std::cout << " piece " << surface.Instance;
-      }
-      if (surface.Surface->GetNumberOfPolys() > 0)
-      {
-        vtkNew<vtkMassProperties> measure;
-        measure->SetInputData(surface.Surface);
-        measure->Update();
-        std::cout << ": " << surface.Surface->GetNumberOfPolys() << " triangles, area " << measure->GetSurfaceArea()
-                  << ", volume " << measure->GetVolume();
-      }
-      else
-      {
-        std::cout << ": " << surface.Surface->GetNumberOfLines() << " contour segments";
-      }
-      std::cout << " -> " << fileName << std::endl;
+      Describe(surface, fileName);
     }
   }
   catch (const itk::ExceptionObject & error)
@@ -108,9 +137,9 @@ main(int argc, char * argv[])
     std::cerr << "Error: " << error.GetDescription() << std::endl;
     return EXIT_FAILURE;
   }
-  catch (const std::logic_error & error) // std::stoi, std::stod
+  catch (const std::invalid_argument & error) // the options
   {
-    std::cerr << "Error: a number was expected: " << error.what() << std::endl;
+    std::cerr << "Error: " << error.what() << std::endl;
     return EXIT_FAILURE;
   }
   return EXIT_SUCCESS;

@@ -33,7 +33,91 @@
 
 #include <cstdlib>
 #include <iostream>
+#include <stdexcept>
 #include <string>
+
+namespace
+{
+/** The options after the two file names. */
+struct Options
+{
+  std::string ImageFile;
+  int         Width{ 0 };
+  int         Height{ 0 };
+};
+
+/** Reads --image and --size; throws std::invalid_argument saying what is wrong. */
+Options
+ParseOptions(int argc, char * argv[])
+{
+  Options options;
+  for (int a = 3; a < argc; ++a)
+  {
+    const std::string option = argv[a];
+    if (option == "--image" && a + 1 < argc)
+    {
+      options.ImageFile = argv[++a];
+    }
+    else if (option == "--size" && a + 1 < argc)
+    {
+      const std::string size = argv[++a];
+      const auto        x = size.find('x');
+      if (x == std::string::npos)
+      {
+        throw std::invalid_argument("--size takes WIDTHxHEIGHT, e.g. 640x480, not " + size);
+      }
+      try
+      {
+        options.Width = std::stoi(size.substr(0, x));
+        options.Height = std::stoi(size.substr(x + 1));
+      }
+      catch (const std::logic_error &) // std::stoi: not a number, or out of range
+      {
+        throw std::invalid_argument("--size takes two numbers, WIDTHxHEIGHT, not " + size);
+      }
+    }
+    else
+    {
+      throw std::invalid_argument("unknown or incomplete option: " + option);
+    }
+  }
+  return options;
+}
+
+/** Draws `labelsFile`: a 3-D label map's surfaces, or a 2-D one's contours (over the image of --image, if given). */
+void
+Render(const std::string & labelsFile, const std::string & picture, const Options & options)
+{
+  // Read as 3-D, whatever the file's dimension: a 2-D file becomes one slice.
+  const auto labels = itk::UNetImageToVTK(itk::ReadImage<itk::Image<int, 3>>(labelsFile).GetPointer());
+  int        extent[6];
+  labels->GetExtent(extent);
+  if (extent[5] > extent[4])
+  {
+    if (!options.ImageFile.empty())
+    {
+      throw std::invalid_argument("--image goes under a 2-D label map's contours; " + labelsFile + " is 3-D");
+    }
+    itk::UNetRenderSurfaces(itk::UNetExtractLabelSurfaces(labels),
+                            options.Width > 0 ? options.Width : 640,
+                            options.Height > 0 ? options.Height : 480,
+                            picture);
+    return;
+  }
+  vtkSmartPointer<vtkImageData> image;
+  if (!options.ImageFile.empty())
+  {
+    image = itk::UNetImageToVTK(itk::ReadImage<itk::Image<float, 3>>(options.ImageFile).GetPointer());
+  }
+  int shown[6];
+  (image != nullptr ? image : labels)->GetExtent(shown);
+  itk::UNetRenderLabelContours(labels,
+                               image,
+                               options.Width > 0 ? options.Width : shown[1] - shown[0] + 1,
+                               options.Height > 0 ? options.Height : shown[3] - shown[2] + 1,
+                               picture);
+}
+} // namespace
 
 int
 main(int argc, char * argv[])
@@ -43,68 +127,12 @@ main(int argc, char * argv[])
     std::cerr << "Usage: " << argv[0] << " labels picture.png [--image image] [--size WIDTHxHEIGHT]" << std::endl;
     return EXIT_FAILURE;
   }
-  std::string imageFile;
-  int         width = 0;
-  int         height = 0;
   try
   {
-    for (int a = 3; a < argc; ++a)
-    {
-      const std::string option = argv[a];
-      if (option == "--image" && a + 1 < argc)
-      {
-        imageFile = argv[++a];
-      }
-      else if (option == "--size" && a + 1 < argc)
-      {
-        const std::string size = argv[++a];
-        const auto        x = size.find('x');
-        if (x == std::string::npos)
-        {
-          std::cerr << "Error: --size takes WIDTHxHEIGHT, e.g. 640x480, not " << size << std::endl;
-          return EXIT_FAILURE;
-        }
-        width = std::stoi(size.substr(0, x));
-        height = std::stoi(size.substr(x + 1));
-      }
-      else
-      {
-        std::cerr << "Unknown or incomplete option: " << option << std::endl;
-        return EXIT_FAILURE;
-      }
-    }
+    const Options options = ParseOptions(argc, argv);
     // Fail before reading anything when there is no display to render with.
     itk::UNetRequireDisplay();
-
-    // Read as 3-D, whatever the file's dimension: a 2-D file becomes one slice.
-    const auto labels = itk::UNetImageToVTK(itk::ReadImage<itk::Image<int, 3>>(argv[1]).GetPointer());
-    int        extent[6];
-    labels->GetExtent(extent);
-    if (extent[5] > extent[4])
-    {
-      if (!imageFile.empty())
-      {
-        std::cerr << "Error: --image goes under a 2-D label map's contours; " << argv[1] << " is 3-D" << std::endl;
-        return EXIT_FAILURE;
-      }
-      itk::UNetRenderSurfaces(
-        itk::UNetExtractLabelSurfaces(labels), width > 0 ? width : 640, height > 0 ? height : 480, argv[2]);
-    }
-    else
-    {
-      vtkSmartPointer<vtkImageData> image;
-      if (!imageFile.empty())
-      {
-        image = itk::UNetImageToVTK(itk::ReadImage<itk::Image<float, 3>>(imageFile).GetPointer());
-      }
-      int shown[6];
-      (image != nullptr ? image : labels)->GetExtent(shown);
-      itk::UNetRenderLabelContours(labels,
-                                   image,
-                                   width > 0 ? width : shown[1] - shown[0] + 1,
-                                   height > 0 ? height : shown[3] - shown[2] + 1,
-                                   argv[2]);
-    }
+    Render(argv[1], argv[2], options);
     std::cout << "wrote " << argv[2] << std::endl;
   }
   catch (const itk::ExceptionObject & error)
@@ -112,9 +140,9 @@ main(int argc, char * argv[])
     std::cerr << "Error: " << error.GetDescription() << std::endl;
     return EXIT_FAILURE;
   }
-  catch (const std::logic_error & error) // std::stoi
+  catch (const std::invalid_argument & error) // the options
   {
-    std::cerr << "Error: a number was expected: " << error.what() << std::endl;
+    std::cerr << "Error: " << error.what() << std::endl;
     return EXIT_FAILURE;
   }
   return EXIT_SUCCESS;
