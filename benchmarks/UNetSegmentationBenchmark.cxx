@@ -28,6 +28,7 @@
 #include "itkUNetSegmentationImageFilter.h"
 
 #include "BenchmarkReporter.h"
+#include "itkImageBufferRange.h"
 
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
@@ -39,84 +40,90 @@
 #include <functional>
 #include <iostream>
 #include <random>
+#include <sstream>
+#include <string>
 #include <thread>
+#include <vector>
 
 namespace
 {
 using ImageType = itk::Image<float, 2>;
 using FilterType = itk::UNetSegmentationImageFilter<ImageType>;
+using Clock = std::chrono::steady_clock;
 constexpr unsigned int tilesPerBatch = 4;
-} // namespace
 
-int
-main(int argc, char * argv[])
+/** An `edge` x `edge` image of seeded standard normal noise. */
+ImageType::Pointer
+MakeNoiseImage(itk::SizeValueType edge)
 {
-  benchmark::Initialize(&argc, argv);
-  const std::string        modelFile = argc > 1 ? argv[1] : UNET_BENCHMARK_MODEL;
-  const itk::SizeValueType edge = argc > 2 ? std::stoul(argv[2]) : 2048;
-
   auto image = ImageType::New();
   image->SetRegions(ImageType::SizeType{ { edge, edge } });
   image->Allocate();
   std::mt19937                    generator(1);
   std::normal_distribution<float> noise;
-  for (itk::SizeValueType i = 0; i < edge * edge; ++i)
+  for (float & value : itk::ImageBufferRange<ImageType>(*image))
   {
-    image->GetBufferPointer()[i] = noise(generator);
+    value = noise(generator);
   }
+  return image;
+}
 
-  auto filter = FilterType::New();
-  filter->SetInput(image);
-  filter->SetModelFileName(modelFile);
-  filter->SetTileSize({ { 388, 388 } });
-  filter->SetTilesPerBatch(tilesPerBatch);
-  // One untimed run each, below, so that neither side's timing includes TorchScript's profiling and optimising
-  // first calls or first-touch allocations.
-  filter->Update();
-  const auto & grid = filter->GetTileGrid();
-  const auto   tiles = grid.GetNumberOfTiles()[0] * grid.GetNumberOfTiles()[1];
-  const auto   inputEdge = static_cast<int64_t>(grid.GetInputTileSize()[0]);
-  std::cout << "image " << edge << " x " << edge << ", " << tiles << " tiles of " << inputEdge << " -> "
-            << grid.GetTileSize()[0] << ", " << tilesPerBatch << " per batch, "
-            << itk::MultiThreaderBase::GetGlobalDefaultNumberOfThreads() << " threads, GLIBC_TUNABLES="
-            << (std::getenv("GLIBC_TUNABLES") ? std::getenv("GLIBC_TUNABLES") : "(unset)") << std::endl;
+double
+SecondsOf(const std::function<void()> & work)
+{
+  const auto start = Clock::now();
+  work();
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
 
-  // The same network, frozen as the filter freezes it, with the same threads and batches, on random tiles: what the
-  // filter cannot go below.
-  torch::jit::Module module = torch::jit::load(modelFile);
-  module.eval();
-  torch::jit::Module frozen = torch::jit::freeze(module);
-  module = torch::jit::optimize_for_inference(frozen);
-  std::vector<torch::Tensor> batches;
-  for (itk::SizeValueType done = 0; done < tiles; done += tilesPerBatch)
+/** The same network, frozen as the filter freezes it, with the same threads and batches, on random tiles: what the
+ * filter cannot go below. */
+class BareForward
+{
+public:
+  BareForward(const std::string & modelFile, itk::SizeValueType tiles, int64_t inputEdge)
+    : m_Threads(static_cast<int64_t>(itk::MultiThreaderBase::GetGlobalDefaultNumberOfThreads()))
   {
-    const auto batch = static_cast<int64_t>(std::min<itk::SizeValueType>(tilesPerBatch, tiles - done));
-    batches.push_back(torch::randn({ batch, 1, inputEdge, inputEdge }));
-  }
-  const auto                  threads = static_cast<int64_t>(itk::MultiThreaderBase::GetGlobalDefaultNumberOfThreads());
-  const std::function<void()> forwardAllOnePass = [&module, &batches, threads]() {
-    at::set_num_threads(static_cast<int>(threads));
-    c10::InferenceMode inferenceMode;
-    for (const torch::Tensor & input : batches)
+    torch::jit::Module module = torch::jit::load(modelFile);
+    module.eval();
+    torch::jit::Module frozen = torch::jit::freeze(module);
+    m_Module = torch::jit::optimize_for_inference(frozen);
+    for (itk::SizeValueType done = 0; done < tiles; done += tilesPerBatch)
     {
-      benchmark::DoNotOptimize(module.forward({ input }).toTensor());
+      const auto batch = static_cast<int64_t>(std::min<itk::SizeValueType>(tilesPerBatch, tiles - done));
+      m_Batches.push_back(torch::randn({ batch, 1, inputEdge, inputEdge }));
     }
-  };
-  // As UNetModel::PredictProbabilities runs a batch on the CPU: up to `threads` passes of its tiles side by side.
-  const std::function<void()> forwardAll = [&module, &batches, threads]() {
-    for (const torch::Tensor & input : batches)
+  }
+
+  /** Each batch as one forward pass over all the threads. */
+  void
+  OnePassABatch()
+  {
+    at::set_num_threads(static_cast<int>(m_Threads));
+    c10::InferenceMode inferenceMode;
+    for (const torch::Tensor & input : m_Batches)
     {
-      const int64_t            passes = std::min(threads, input.size(0));
+      benchmark::DoNotOptimize(m_Module.forward({ input }).toTensor());
+    }
+  }
+
+  /** As UNetModel::PredictProbabilities runs a batch on the CPU: up to `threads` passes of its tiles side by side. */
+  void
+  PassesSideBySide()
+  {
+    for (const torch::Tensor & input : m_Batches)
+    {
+      const int64_t            passes = std::min(m_Threads, input.size(0));
       std::vector<std::thread> helpers;
       int64_t                  first = 0;
       for (int64_t pass = 0; pass < passes; ++pass)
       {
         const int64_t tiles = input.size(0) / passes + (pass < input.size(0) % passes ? 1 : 0);
-        const int     passThreads = static_cast<int>(threads / passes + (pass < threads % passes ? 1 : 0));
-        const auto    run = [&module, slice = input.narrow(0, first, tiles), passThreads]() {
+        const int     passThreads = static_cast<int>(m_Threads / passes + (pass < m_Threads % passes ? 1 : 0));
+        const auto    run = [this, slice = input.narrow(0, first, tiles), passThreads]() {
           at::set_num_threads(passThreads);
           c10::InferenceMode inferenceMode;
-          benchmark::DoNotOptimize(module.forward({ slice }).toTensor());
+          benchmark::DoNotOptimize(m_Module.forward({ slice }).toTensor());
         };
         if (pass + 1 < passes)
         {
@@ -133,70 +140,74 @@ main(int argc, char * argv[])
         helper.join();
       }
     }
-  };
-  forwardAll();
-  forwardAllOnePass();
+  }
 
-  // A shared machine's speed drifts by more than the filter's own work between runs of the same thing, so the two
-  // are timed in adjacent rounds, alternating which goes first, and compared round by round.
-  using Clock = std::chrono::steady_clock;
-  const auto secondsOf = [](const std::function<void()> & work) {
-    const auto start = Clock::now();
-    work();
-    return std::chrono::duration<double>(Clock::now() - start).count();
-  };
-  const std::function<void()> runFilter = [&filter]() {
-    filter->Modified();
-    filter->Update();
-  };
-  std::vector<double> filterSeconds, bareSeconds, onePassSeconds, ratios, splitRatios;
-  benchmark::RegisterBenchmark(
-    "filter end to end + bare forward + bare forward in one pass a batch, in rounds",
-    [&](benchmark::State & state) {
-      const std::function<void()> * const works[] = { &runFilter, &forwardAll, &forwardAllOnePass };
-      for (auto _ : state)
-      {
-        // Each round starts with the next of the three, so each goes first as often.
-        double             seconds[3] = {};
-        const unsigned int start = ratios.size() % 3;
-        for (unsigned int k = 0; k < 3; ++k)
-        {
-          seconds[(start + k) % 3] = secondsOf(*works[(start + k) % 3]);
-        }
-        filterSeconds.push_back(seconds[0]);
-        bareSeconds.push_back(seconds[1]);
-        onePassSeconds.push_back(seconds[2]);
-        ratios.push_back(seconds[1] / seconds[0]);
-        splitRatios.push_back(seconds[2] / seconds[1]);
-        state.SetIterationTime(seconds[0] + seconds[1] + seconds[2]);
-      }
-    })
+private:
+  torch::jit::Module         m_Module;
+  std::vector<torch::Tensor> m_Batches;
+  int64_t                    m_Threads;
+};
+
+/** The median of `values` and their range: "median (range low to high)". */
+std::string
+MedianAndRange(const std::vector<double> & values)
+{
+  std::ostringstream text;
+  text << Median(values) << " (range " << *std::min_element(values.begin(), values.end()) << " to "
+       << *std::max_element(values.begin(), values.end()) << ")";
+  return text.str();
+}
+
+/** Seconds and ratios of the rounds of filter, bare passes side by side and bare passes one a batch. */
+struct Rounds
+{
+  std::vector<double> Filter, Bare, OnePass, BareOverFilter, OnePassOverBare;
+};
+
+/** Times the filter and the two bare forms in adjacent rounds, each round starting with the next of the three, so
+ * each goes first as often: a shared machine's speed drifts by more than the filter's own work between runs of the
+ * same thing, so they are compared round by round. */
+void
+RegisterRounds(const std::function<void()> & runFilter, BareForward & bare, Rounds & rounds)
+{
+  benchmark::RegisterBenchmark("filter end to end + bare forward + bare forward in one pass a batch, in rounds",
+                               [&runFilter, &bare, &rounds](benchmark::State & state) {
+                                 const std::function<void()> works[] = { runFilter,
+                                                                         [&bare]() { bare.PassesSideBySide(); },
+                                                                         [&bare]() { bare.OnePassABatch(); } };
+                                 for (auto _ : state)
+                                 {
+                                   double             seconds[3] = {};
+                                   const unsigned int start = rounds.Filter.size() % 3;
+                                   for (unsigned int k = 0; k < 3; ++k)
+                                   {
+                                     seconds[(start + k) % 3] = SecondsOf(works[(start + k) % 3]);
+                                   }
+                                   rounds.Filter.push_back(seconds[0]);
+                                   rounds.Bare.push_back(seconds[1]);
+                                   rounds.OnePass.push_back(seconds[2]);
+                                   rounds.BareOverFilter.push_back(seconds[1] / seconds[0]);
+                                   rounds.OnePassOverBare.push_back(seconds[2] / seconds[1]);
+                                   state.SetIterationTime(seconds[0] + seconds[1] + seconds[2]);
+                                 }
+                               })
     ->Unit(benchmark::kSecond)
     ->UseManualTime()
     ->Iterations(9);
+}
 
-  // Test-time flip averaging over both axes (4 network inputs a tile) against plain inference, paired the same way.
-  auto flipped = FilterType::New();
-  flipped->SetInput(image);
-  flipped->SetModel(filter->GetModel());
-  flipped->SetTileSize(filter->GetTileSize());
-  flipped->SetTilesPerBatch(1); // 4 network inputs a batch, as the plain filter's 4 tiles
-  FilterType::FlipAxesType bothAxes;
-  bothAxes.Fill(true);
-  flipped->SetTestTimeFlipAxes(bothAxes);
-  flipped->Update();
-  const std::function<void()> runFlipped = [&flipped]() {
-    flipped->Modified();
-    flipped->Update();
-  };
-  std::vector<double> flipRatios;
+/** Test-time flip averaging over both axes (4 network inputs a tile) against plain inference, in alternating pairs. */
+void
+RegisterFlipPairs(const std::function<void()> & runFilter, const std::function<void()> & runFlipped,
+                  std::vector<double> & flipRatios)
+{
   benchmark::RegisterBenchmark("flip averaging over both axes + plain filter, paired",
-                               [&](benchmark::State & state) {
+                               [&runFilter, &runFlipped, &flipRatios](benchmark::State & state) {
                                  for (auto _ : state)
                                  {
                                    const bool   flippedFirst = flipRatios.size() % 2 == 0;
-                                   const double first = secondsOf(flippedFirst ? runFlipped : runFilter);
-                                   const double second = secondsOf(flippedFirst ? runFilter : runFlipped);
+                                   const double first = SecondsOf(flippedFirst ? runFlipped : runFilter);
+                                   const double second = SecondsOf(flippedFirst ? runFilter : runFlipped);
                                    flipRatios.push_back(flippedFirst ? first / second : second / first);
                                    state.SetIterationTime(first + second);
                                  }
@@ -204,26 +215,78 @@ main(int argc, char * argv[])
     ->Unit(benchmark::kSecond)
     ->UseManualTime()
     ->Iterations(4);
+}
 
-  benchmark::RunSpecifiedBenchmarks();
-  if (!ratios.empty())
+/** A filter over `image` on `model` with `tileSize`, `tiles` a batch and `flips`, updated once untimed, so that no
+ * timing includes TorchScript's profiling and optimising first calls or first-touch allocations. */
+FilterType::Pointer
+MakeFilter(const ImageType * image, itk::UNetModel * model, const std::string & modelFile,
+           const FilterType::SizeType & tileSize, unsigned int tiles, const FilterType::FlipAxesType & flips)
+{
+  auto filter = FilterType::New();
+  filter->SetInput(image);
+  if (model != nullptr)
   {
-    std::cout << "medians over " << ratios.size() << " rounds: filter end to end " << Median(filterSeconds)
-              << " s, bare forward " << Median(bareSeconds) << " s, bare forward in one pass a batch "
-              << Median(onePassSeconds) << " s\n"
-              << "bare forward / filter end to end, median of the rounds = " << Median(ratios) << " (range "
-              << *std::min_element(ratios.begin(), ratios.end()) << " to "
-              << *std::max_element(ratios.begin(), ratios.end()) << "; target >= 0.95)\n"
-              << "one pass a batch / passes side by side, median of the rounds = " << Median(splitRatios) << " (range "
-              << *std::min_element(splitRatios.begin(), splitRatios.end()) << " to "
-              << *std::max_element(splitRatios.begin(), splitRatios.end()) << ")" << std::endl;
+    filter->SetModel(model);
+  }
+  filter->SetModelFileName(modelFile);
+  filter->SetTileSize(tileSize);
+  filter->SetTilesPerBatch(tiles);
+  filter->SetTestTimeFlipAxes(flips);
+  filter->Update();
+  return filter;
+}
+} // namespace
+
+int
+main(int argc, char * argv[])
+{
+  benchmark::Initialize(&argc, argv);
+  const std::string        modelFile = argc > 1 ? argv[1] : UNET_BENCHMARK_MODEL;
+  const itk::SizeValueType edge = argc > 2 ? std::stoul(argv[2]) : 2048;
+  const auto               image = MakeNoiseImage(edge);
+  const auto               noFlips = FilterType::FlipAxesType::Filled(false);
+  const auto               filter = MakeFilter(image, nullptr, modelFile, { { 388, 388 } }, tilesPerBatch, noFlips);
+  const auto &             grid = filter->GetTileGrid();
+  const auto               tiles = grid.GetNumberOfTiles()[0] * grid.GetNumberOfTiles()[1];
+  const auto               inputEdge = static_cast<int64_t>(grid.GetInputTileSize()[0]);
+  std::cout << "image " << edge << " x " << edge << ", " << tiles << " tiles of " << inputEdge << " -> "
+            << grid.GetTileSize()[0] << ", " << tilesPerBatch << " per batch, "
+            << itk::MultiThreaderBase::GetGlobalDefaultNumberOfThreads() << " threads, GLIBC_TUNABLES="
+            << (std::getenv("GLIBC_TUNABLES") ? std::getenv("GLIBC_TUNABLES") : "(unset)") << std::endl;
+  BareForward bare(modelFile, tiles, inputEdge);
+  bare.PassesSideBySide();
+  bare.OnePassABatch();
+  // 4 network inputs a batch with one tile, as the plain filter's 4 tiles.
+  const auto flipped =
+    MakeFilter(image, filter->GetModel(), modelFile, filter->GetTileSize(), 1, FilterType::FlipAxesType::Filled(true));
+  const std::function<void()> runFilter = [&filter]() {
+    filter->Modified();
+    filter->Update();
+  };
+  const std::function<void()> runFlipped = [&flipped]() {
+    flipped->Modified();
+    flipped->Update();
+  };
+  Rounds              rounds;
+  std::vector<double> flipRatios;
+  RegisterRounds(runFilter, bare, rounds);
+  RegisterFlipPairs(runFilter, runFlipped, flipRatios);
+  benchmark::RunSpecifiedBenchmarks();
+  if (!rounds.Filter.empty())
+  {
+    std::cout << "medians over " << rounds.Filter.size() << " rounds: filter end to end " << Median(rounds.Filter)
+              << " s, bare forward " << Median(rounds.Bare) << " s, bare forward in one pass a batch "
+              << Median(rounds.OnePass) << " s\n"
+              << "bare forward / filter end to end, median of the rounds = " << MedianAndRange(rounds.BareOverFilter)
+              << "; target >= 0.95\n"
+              << "one pass a batch / passes side by side, median of the rounds = "
+              << MedianAndRange(rounds.OnePassOverBare) << std::endl;
   }
   if (!flipRatios.empty())
   {
     std::cout << "flip averaging over both axes / plain, median of " << flipRatios.size()
-              << " pairs = " << Median(flipRatios) << " (range "
-              << *std::min_element(flipRatios.begin(), flipRatios.end()) << " to "
-              << *std::max_element(flipRatios.begin(), flipRatios.end()) << "; 4 network inputs a tile)" << std::endl;
+              << " pairs = " << MedianAndRange(flipRatios) << "; 4 network inputs a tile" << std::endl;
   }
   return EXIT_SUCCESS;
 }
