@@ -55,8 +55,10 @@ cmake -S "$repo" -B "$build_dir" -G Ninja \
   -DSlicerExecutionModel_DIR="$sem_dir" \
   -DPython3_EXECUTABLE="$python" \
   -DBUILD_TESTING=ON >&2
-cmake --build "$build_dir" -j "$jobs" --target UNetSegmentationGTests UNetSegmentationTestModels \
-  UNetSegmentationCLI UNetSegmentationCLIGTests UNetFuzzCaseRunner >&2
+# The thread mode runs only GoogleTest cases of UNetSegmentationGTests.
+targets=(UNetSegmentationGTests UNetSegmentationTestModels)
+[ "$mode" = address ] && targets+=(UNetSegmentationCLI UNetSegmentationCLIGTests UNetFuzzCaseRunner)
+cmake --build "$build_dir" -j "$jobs" --target "${targets[@]}" >&2
 
 suppressions=$repo/scripts/sanitizers
 # detect_leaks: LeakSanitizer runs at exit; leaks it finds in ITK or LibTorch only are suppressed (lsan.supp).
