@@ -147,14 +147,7 @@ public:
       return;
     }
     const unsigned int copies = m_Flips.GetNumberOfCopies();
-    try
-    {
-      this->RunCopies(static_cast<unsigned int>(m_BatchTiles.size() * copies));
-    }
-    catch (const UNetNonFiniteOutputError & error)
-    {
-      this->ThrowNonFiniteOutput(error);
-    }
+    this->RunCopies(static_cast<unsigned int>(m_BatchTiles.size() * copies));
     for (size_t b = 0; b < m_BatchTiles.size(); ++b)
     {
       const float * probabilities = m_BatchProbabilities.data() + b * copies * m_OutputValues;
@@ -239,8 +232,7 @@ private:
       const unsigned int pass = std::min(m_CopiesPerPass, count - first);
       try
       {
-        this->RunPass(
-          m_BatchInput.data() + first * m_InputValues, pass, m_BatchProbabilities.data() + first * m_OutputValues);
+        this->RunPass(first, pass);
         first += pass;
       }
       catch (const MemoryAllocationError & error)
@@ -260,20 +252,29 @@ private:
     }
   }
 
-  /** One forward pass of `count` tile copies, or, once pieces are smaller than the tile, the one copy piece by piece.
-   */
+  /** One forward pass of the batch's tile copies `firstCopy` to `firstCopy + count - 1`, or, once pieces are smaller
+   * than the tile, the one copy piece by piece. A non-finite output is an exception naming its tile and voxel. */
   void
-  RunPass(const float * input, unsigned int count, float * probabilities) const
+  RunPass(unsigned int firstCopy, unsigned int count)
   {
-    const SizeType inputTileSize = m_Grid.GetInputTileSize();
+    const float *    input = m_BatchInput.data() + firstCopy * m_InputValues;
+    float *          probabilities = m_BatchProbabilities.data() + firstCopy * m_OutputValues;
+    const RegionType tileOutput(m_Grid.GetTileSize());
+    const SizeType   inputTileSize = m_Grid.GetInputTileSize();
     if (m_PieceSize == m_Grid.GetTileSize())
     {
-      m_Model->PredictProbabilities(
-        m_Geometry, input, count, UNetModel::TileSizeType(inputTileSize.begin(), inputTileSize.end()), probabilities);
+      try
+      {
+        m_Model->PredictProbabilities(
+          m_Geometry, input, count, UNetModel::TileSizeType(inputTileSize.begin(), inputTileSize.end()), probabilities);
+      }
+      catch (const UNetNonFiniteOutputError & error)
+      {
+        this->ThrowNonFiniteOutput(error, firstCopy, tileOutput);
+      }
       return;
     }
-    const RegionType tileOutput(m_Grid.GetTileSize());
-    RegionType       tileInput = tileOutput;
+    RegionType tileInput = tileOutput;
     tileInput.PadByRadius(m_Grid.GetBorder());
     RegionType pieceInput(m_PieceSize);
     pieceInput.PadByRadius(m_Grid.GetBorder());
@@ -286,7 +287,14 @@ private:
       pieceInput = pieceOutput;
       pieceInput.PadByRadius(m_Grid.GetBorder());
       CopyBlockBetweenBuffers(input, tileInput, pieceValues.data(), pieceInput, pieceInput, m_Geometry.InputChannels);
-      m_Model->PredictProbabilities(m_Geometry, pieceValues.data(), 1, pieceInputSize, pieceProbabilities.data());
+      try
+      {
+        m_Model->PredictProbabilities(m_Geometry, pieceValues.data(), 1, pieceInputSize, pieceProbabilities.data());
+      }
+      catch (const UNetNonFiniteOutputError & error)
+      {
+        this->ThrowNonFiniteOutput(error, firstCopy, pieceOutput);
+      }
       CopyBlockBetweenBuffers(
         pieceProbabilities.data(), pieceOutput, probabilities, tileOutput, pieceOutput, m_Geometry.Classes);
     }
@@ -413,19 +421,21 @@ private:
     return readOffsets;
   }
 
-  /** Names the tile, class and voxel of a non-finite network output. */
+  /** Names the tile, class and voxel of a non-finite network output, found by a pass that began at the batch's tile
+   * copy `firstCopy` and computed `computed` of each copy's output (the tile's output starting at 0: all of it, or a
+   * piece). */
   [[noreturn]] void
-  ThrowNonFiniteOutput(const UNetNonFiniteOutputError & error) const
+  ThrowNonFiniteOutput(const UNetNonFiniteOutputError & error, unsigned int firstCopy,
+                       const RegionType & computed) const
   {
     const unsigned int    copies = m_Flips.GetNumberOfCopies();
-    const TileIndexType & tile = m_BatchTiles[error.GetBatchTile() / copies];
-    const RegionType      region = m_Grid.GetTileRegion(tile);
-    IndexType             where = region.GetIndex();
+    const TileIndexType & tile = m_BatchTiles[(firstCopy + error.GetBatchTile()) / copies];
+    IndexType             where = m_Grid.GetTileRegion(tile).GetIndex();
     SizeValueType         rest = error.GetVoxel();
     for (unsigned int axis = 0; axis < ImageDimension; ++axis)
     {
-      where[axis] += static_cast<IndexValueType>(rest % region.GetSize(axis));
-      rest /= region.GetSize(axis);
+      where[axis] += computed.GetIndex(axis) + static_cast<IndexValueType>(rest % computed.GetSize(axis));
+      rest /= computed.GetSize(axis);
     }
     itkGenericExceptionMacro("The network's output is not finite in output channel "
                              << error.GetChannel() << " at output index " << where << " of tile " << tile
