@@ -801,10 +801,10 @@ WriteOnFileGrid(itk::ImageSource<TClassImage> * labelSource, TProbabilityImage *
 }
 
 /** Segments the file `arguments.inputVolume`, of VFileDimension, with a VDimension network: the same dimension, or a
- * 2-D network on a single-slice 3-D image. */
+ * 2-D network on a single-slice 3-D image. `loadedModel`: the model already loaded, if any. */
 template <unsigned int VDimension, unsigned int VFileDimension>
 int
-Segment(const CommandLine & arguments)
+Segment(const CommandLine & arguments, itk::UNetModel * loadedModel)
 {
   using FileImageType = itk::VectorImage<float, VFileDimension>;
   // Holds up to 65536 classes; written as unsigned char when the classes fit in it.
@@ -826,6 +826,10 @@ Segment(const CommandLine & arguments)
   auto                        resampling = ResamplingType::New();
   auto *                      segmenter = resampling->GetSegmenter();
   segmenter->SetInput(input);
+  if (loadedModel != nullptr)
+  {
+    segmenter->SetModel(loadedModel);
+  }
   ConfigureSegmenter(segmenter, arguments);
   // Loads and probes the network, reads its model card, and lays out the tiles.
   segmenter->UpdateOutputInformation();
@@ -872,10 +876,11 @@ Segment(const CommandLine & arguments)
   return EXIT_SUCCESS;
 }
 
-/** Whether the 3-D image `io` describes has exactly one axis of a single voxel (as 3D Slicer hands a CLI module a 2-D
- * image) and the model is a 2-D network: then the plane of its other two axes is segmented. */
-bool
-IsSingleSliceForA2DNetwork(const itk::ImageIOBase & io, const CommandLine & arguments)
+/** For a 3-D image `io` describes with exactly one axis of a single voxel (as 3D Slicer hands a CLI module a 2-D
+ * image): the model, loaded, if it is a 2-D network, which then segments the plane of the other two axes (and serves
+ * the segmenter without loading again); null otherwise. */
+itk::UNetModel::Pointer
+Loaded2DModelForASingleSlice(const itk::ImageIOBase & io, const CommandLine & arguments)
 {
   unsigned int singleVoxelAxes = 0;
   for (unsigned int axis = 0; axis < io.GetNumberOfDimensions(); ++axis)
@@ -884,13 +889,14 @@ IsSingleSliceForA2DNetwork(const itk::ImageIOBase & io, const CommandLine & argu
   }
   if (singleVoxelAxes != 1 || arguments.modelFile.empty())
   {
-    return false;
+    return nullptr;
   }
-  const auto model = itk::UNetModel::New();
+  auto model = itk::UNetModel::New();
   model->SetFileName(arguments.modelFile);
   model->SetDevice(arguments.device);
+  model->SetFreeze(!arguments.noFreeze);
   model->Load();
-  return model->GetGeometry().Dimension == 2;
+  return model->GetGeometry().Dimension == 2 ? model : nullptr;
 }
 
 /** LibTorch's activations are blocks large enough for glibc to serve with mmap and hand back to the kernel when
@@ -936,9 +942,11 @@ main(int argc, char * argv[])
     switch (io->GetNumberOfDimensions())
     {
       case 2:
-        return Segment<2, 2>(arguments);
-      case 3:
-        return IsSingleSliceForA2DNetwork(*io, arguments) ? Segment<2, 3>(arguments) : Segment<3, 3>(arguments);
+        return Segment<2, 2>(arguments, nullptr);
+      case 3: {
+        const itk::UNetModel::Pointer planeModel = Loaded2DModelForASingleSlice(*io, arguments);
+        return planeModel ? Segment<2, 3>(arguments, planeModel) : Segment<3, 3>(arguments, nullptr);
+      }
       default:
         itkGenericExceptionMacro("\"" << arguments.inputVolume << "\" is " << io->GetNumberOfDimensions()
                                       << "-D; UNetSegmentation segments 2-D and 3-D images.");
