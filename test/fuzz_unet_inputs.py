@@ -605,7 +605,8 @@ def run_cases(command, case_files, work, timeout):
 
 
 def read_known_failures(path):
-    """{(kind, index): (results, stage, cause)} from lines "kind index result[|result...] stage cause" (# comments)."""
+    """{(kind, index): (results, stages, cause)} from lines "kind index result[|result...] stage[|stage...] cause"
+    (# comments)."""
     known = {}
     if path:
         with open(path) as f:
@@ -695,7 +696,7 @@ def main():
                 failures.append((index, path, descriptions[k], "STALE", stage,
                                  "listed in %s but did not fail" % args.known))
             continue
-        if listed and result in listed[0].split("|") and listed[1] == stage:
+        if listed and result in listed[0].split("|") and stage in listed[1].split("|"):
             per_kind[kinds[k]]["upstream"] += 1
             upstream.append((index, path, descriptions[k], result, stage, listed[2]))
         else:
