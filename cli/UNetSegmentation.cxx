@@ -269,6 +269,25 @@ VerifyNotNegative(const char * flag, int value)
   }
 }
 
+/** The options whose default is the model card's take -1 for "the card's, else the filter's default": Slicer passes
+ * every option with its default, so a default that is a value would always override the card. */
+constexpr int fromModelCard = -1;
+
+/** Whether `value` of `flag` (an option whose default is the model card's) is the user's, not fromModelCard. */
+bool
+GivenInsteadOfModelCard(const char * flag, double value)
+{
+  if (value == fromModelCard)
+  {
+    return false;
+  }
+  if (value < 0)
+  {
+    itkGenericExceptionMacro(<< flag << " must not be negative (-1: the model card's value); got " << value << '.');
+  }
+  return true;
+}
+
 /** The command line, parsed once (GenerateCLP's parser fills locals of the function that runs PARSE_ARGS). */
 struct CommandLine
 {
@@ -285,7 +304,7 @@ struct CommandLine
   bool               noResample{ false };
   std::string        interpolation;
   std::vector<int>   tileSize;
-  int                tileOverlap{ 0 };
+  int                tileOverlap{ fromModelCard };
   std::vector<int>   flipAxes;
   bool               noTestTimeFlips{ false };
   std::string        blending;
@@ -297,23 +316,11 @@ struct CommandLine
   double             memoryBudget{ 0.0 };
   bool               noFreeze{ false };
   int                streamPieces{ 1 };
-  int                cellClass{ 1 };
-  double             seedThreshold{ 0.0 };
-  double             cellThreshold{ 0.0 };
+  int                cellClass{ fromModelCard };
+  double             seedThreshold{ fromModelCard };
+  double             cellThreshold{ fromModelCard };
   /** Whether the options were all parsed: false after --xml, --help and the like, which PARSE_ARGS answers. */
   bool Parsed{ false };
-  /** The options given on the command line, as written. */
-  std::vector<std::string> Arguments;
-
-  /** Whether `flag` is on the command line: SlicerExecutionModel's parser gives a missing option its default, and the
-   * model card's settings apply where the user gave none. */
-  bool
-  Given(const std::string & flag) const
-  {
-    return std::any_of(Arguments.begin(), Arguments.end(), [&flag](const std::string & argument) {
-      return argument == flag || argument.rfind(flag + "=", 0) == 0;
-    });
-  }
 };
 
 /** Parses the command line into `parsed`; the exit status of PARSE_ARGS's own answers (--xml, --help, errors). */
@@ -349,7 +356,6 @@ ParseCommandLine(int argc, char * argv[], CommandLine & parsed)
   parsed.cellClass = cellClass;
   parsed.seedThreshold = seedThreshold;
   parsed.cellThreshold = cellThreshold;
-  parsed.Arguments.assign(argv + 1, argv + argc);
   parsed.Parsed = true;
   return EXIT_SUCCESS;
 }
@@ -480,15 +486,15 @@ void
 ConfigureSeparation(TSeparation * separation, const itk::UNetModel * model, const CommandLine & arguments)
 {
   separation->SetParametersFromModel(model);
-  if (arguments.Given("--cellClass"))
+  if (GivenInsteadOfModelCard("--cellClass", arguments.cellClass))
   {
     separation->SetCellClass(static_cast<unsigned int>(arguments.cellClass));
   }
-  if (arguments.Given("--seedThreshold"))
+  if (GivenInsteadOfModelCard("--seedThreshold", arguments.seedThreshold))
   {
     separation->SetSeedThreshold(arguments.seedThreshold);
   }
-  if (arguments.Given("--cellThreshold"))
+  if (GivenInsteadOfModelCard("--cellThreshold", arguments.cellThreshold))
   {
     separation->SetCellThreshold(arguments.cellThreshold);
   }
@@ -569,14 +575,13 @@ ConfigureSegmenter(TSegmenter * segmenter, const CommandLine & arguments)
   {
     itkGenericExceptionMacro("No model file: give the TorchScript network with --model.");
   }
-  VerifyNotNegative("--tileOverlap", arguments.tileOverlap);
   VerifyNotNegative("--tilesPerBatch", arguments.tilesPerBatch);
   VerifyNotNegative("--torchThreads", arguments.torchThreads);
   segmenter->SetModelFileName(arguments.modelFile);
   segmenter->SetDevice(arguments.device);
   segmenter->SetNumberOfTorchThreads(static_cast<unsigned int>(arguments.torchThreads));
   segmenter->SetTileSize(TileSizeFromArgument<VDimension>(arguments.tileSize));
-  if (arguments.Given("--tileOverlap"))
+  if (GivenInsteadOfModelCard("--tileOverlap", arguments.tileOverlap))
   {
     segmenter->SetTileOverlap(static_cast<itk::SizeValueType>(arguments.tileOverlap));
   }

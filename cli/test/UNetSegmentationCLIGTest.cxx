@@ -342,7 +342,7 @@ TEST_F(UNetSegmentationCLI, DescriptionParsesWithEveryParameter)
     { "noResample", "boolean", "", "noResample", "", "", "false", {} },
     { "interpolation", "string-enumeration", "", "interpolation", "", "", "linear", { "linear", "bspline" } },
     { "tileSize", "integer-vector", "", "tileSize", "", "", "", {} },
-    { "tileOverlap", "integer", "", "tileOverlap", "", "", "0", {} },
+    { "tileOverlap", "integer", "", "tileOverlap", "", "", "-1", {} },
     { "blending", "string-enumeration", "", "blending", "", "", "gaussian", { "gaussian", "uniform" } },
     { "boundaryCondition",
       "string-enumeration",
@@ -361,9 +361,9 @@ TEST_F(UNetSegmentationCLI, DescriptionParsesWithEveryParameter)
     { "noTestTimeFlips", "boolean", "", "noTestTimeFlips", "", "", "false", {} },
     { "noFreeze", "boolean", "", "noFreeze", "", "", "false", {} },
     { "streamPieces", "integer", "", "streamPieces", "", "", "4", {} },
-    { "cellClass", "integer", "", "cellClass", "", "", "1", {} },
-    { "seedThreshold", "double", "", "seedThreshold", "", "", "0.5", {} },
-    { "cellThreshold", "double", "", "cellThreshold", "", "", "0.2", {} },
+    { "cellClass", "integer", "", "cellClass", "", "", "-1", {} },
+    { "seedThreshold", "double", "", "seedThreshold", "", "", "-1", {} },
+    { "cellThreshold", "double", "", "cellThreshold", "", "", "-1", {} },
     { "modelBorder", "integer-vector", "", "", "", "output", "", {} },
     { "modelDownsamplingFactor", "integer-vector", "", "", "", "output", "", {} },
     { "numberOfClasses", "integer", "", "", "", "output", "0", {} },
@@ -414,10 +414,11 @@ TEST_F(UNetSegmentationCLI, DefaultsAreTheFiltersOwn)
   const auto defaultOf = [&description](const char * name) {
     return std::stod(description.GetParameterDefaultValue(name));
   };
-  EXPECT_EQ(defaultOf("seedThreshold"), separation->GetSeedThreshold());
-  EXPECT_EQ(defaultOf("cellThreshold"), separation->GetCellThreshold());
-  EXPECT_EQ(defaultOf("cellClass"), separation->GetCellClass());
-  EXPECT_EQ(defaultOf("tileOverlap"), segmenter->GetTileOverlap());
+  // The settings a model card may hold default to -1, "the card's, else the filter's": Slicer passes every default.
+  for (const char * fromCard : { "seedThreshold", "cellThreshold", "cellClass", "tileOverlap" })
+  {
+    EXPECT_EQ(defaultOf(fromCard), -1.0) << fromCard;
+  }
   EXPECT_EQ(defaultOf("memoryBudget"), segmenter->GetMemoryBudget());
   EXPECT_EQ(defaultOf("tilesPerBatch"), segmenter->GetTilesPerBatch());
   EXPECT_EQ(defaultOf("torchThreads"), segmenter->GetNumberOfTorchThreads());
@@ -468,6 +469,9 @@ TEST_F(UNetSegmentationCLI, SlicerStyleRunOnNrrdEqualsFilterWithProgressAndRetur
   EXPECT_EQ(description.GetParameterValue("tileStrideUsed"), s + "," + s + "," + s);
   // Each process measures the network's forward memory when it loads it; LibTorch's allocations differ slightly
   // from run to run (0.15 % seen), so the module's estimate and this process's agree to a few percent, not exactly.
+  // The module wrote no probabilities, whose buffers then count in the working memory.
+  segmenter->SetGenerateProbabilities(false);
+  segmenter->UpdateOutputInformation();
   EXPECT_NEAR(std::stod(description.GetParameterValue("estimatedWorkingMemory")),
               segmenter->GetEstimatedWorkingMemory(),
               0.03 * segmenter->GetEstimatedWorkingMemory());
@@ -641,6 +645,21 @@ TEST_F(UNetSegmentationCLI, ModelCardSuppliesTheDefaultsAndTheClassesForSlicer)
   plain->SetTileOverlap(0);
   plain->Update();
   EXPECT_EQ(CountDifferences<Labels2D>(plain->GetOutput(), itk::ReadImage<Labels2D>(output)), 0u);
+
+  // As Slicer runs it, every option with its default given: the same as none given (-1 is "the card's").
+  const std::string cells = this->Path("cells.nrrd");
+  run = this->RunModule("--model '" + model + "' --noResample --cells '" + cells + "' '" + input + "' '" + output + "'");
+  ASSERT_EQ(run.exitStatus, 0) << run.err;
+  using Cells2D = itk::Image<unsigned int, 2>;
+  const auto cellsWithoutOptions = itk::ReadImage<Cells2D>(cells);
+  run = this->RunModule("--model '" + model +
+                        "' --noResample --tileOverlap -1 --cellClass -1 --seedThreshold -1 --cellThreshold -1 --cells '" +
+                        cells + "' '" + input + "' '" + output + "'");
+  ASSERT_EQ(run.exitStatus, 0) << run.err;
+  plain->SetTileOverlap(2);
+  plain->Update();
+  EXPECT_EQ(CountDifferences<Labels2D>(plain->GetOutput(), itk::ReadImage<Labels2D>(output)), 0u);
+  EXPECT_EQ(CountDifferences<Cells2D>(cellsWithoutOptions, itk::ReadImage<Cells2D>(cells)), 0u);
 
   // The user's options win: here a normalisation that makes every voxel a cell.
   run =
@@ -901,7 +920,8 @@ TEST_F(UNetSegmentationCLI, BadArgumentsFailWithMessage)
 
   for (const auto & [option, message] :
        std::map<std::string, std::string>{ { "--streamPieces 0", "--streamPieces must be at least 1; got 0" },
-                                           { "--tileOverlap -1", "--tileOverlap must not be negative; got -1" },
+                                           { "--tileOverlap -2", "--tileOverlap must not be negative (-1: the model card's value); got -2" },
+                                           { "--cellClass -3", "--cellClass must not be negative (-1: the model card's value); got -3" },
                                            { "--tilesPerBatch -2", "--tilesPerBatch must not be negative; got -2" },
                                            { "--torchThreads -3", "--torchThreads must not be negative; got -3" } })
   {
