@@ -12,7 +12,7 @@ printed, with throughput and peak memory (resident set) per process. Cluster sta
 load are timed apart from the runs.
 
     PYTHONPATH=$ITK_DIR/Wrapping/Generators/Python \
-    GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4000000000 \
+    GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4000000000:glibc.malloc.arena_max=1 \
     /usr/bin/python3 benchmarks/dask_benchmark.py [--rounds 3] [--shape 96 160 160] [--tile 64] [--chunk 64]
 
 The network is a seeded random valid 3-D U-Net (depth 2, 8 base channels, border 20) made here with torch from

@@ -905,9 +905,11 @@ Loaded2DModelForASingleSlice(const itk::ImageIOBase & io, const CommandLine & ar
 }
 
 /** LibTorch's activations are blocks large enough for glibc to serve with mmap and hand back to the kernel when
- * freed, so that every layer of every tile faults its memory in afresh. A program, unlike a library, may keep them
- * in the heap for the whole process (docs/cpp.md, "Speed on the CPU"). GLIBC_TUNABLES, when set, is the user's
- * choice. */
+ * freed, so that every layer of every tile faults its memory in afresh; and a thread's own malloc arena unmaps each of
+ * its heaps once it is empty, whatever the trim threshold, so that forward passes side by side on threads of their own
+ * fault theirs in again every batch. A program, unlike a library, may keep them all in the main heap for the whole
+ * process (docs/cpp.md, "Speed on the CPU"); one arena, set before any thread starts. GLIBC_TUNABLES, when set, is
+ * the user's choice. */
 void
 KeepLargeBlocksInHeap()
 {
@@ -916,6 +918,7 @@ KeepLargeBlocksInHeap()
   {
     mallopt(M_MMAP_MAX, 0);
     mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+    mallopt(M_ARENA_MAX, 1);
   }
 #endif
 }

@@ -172,6 +172,11 @@ public:
   GetNumberOfThreads() const;
   /** @} */
 
+  /** The forward passes side by side a batch is split into, at most: on the CPU the threads (GetNumberOfThreads, or
+   * ITK's global default for 0), each pass on its share; 1 on a GPU, which takes a batch whole. */
+  unsigned int
+  GetMaximumNumberOfPassesSideBySide() const;
+
   /** Set/Get whether to freeze the network after loading (`torch::jit::freeze`: parameters and attributes become
    * constants, batch norms fold into convolutions) and then run `torch::jit::optimize_for_inference`; default on. A
    * network that cannot be frozen runs as saved, with a warning. */

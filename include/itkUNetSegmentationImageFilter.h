@@ -200,8 +200,10 @@ public:
   itkGetConstReferenceMacro(TestTimeFlipAxes, FlipAxesType);
   /** @} */
 
-  /** Set/Get the tiles run through the network in one forward pass, each with its flipped copies (TestTimeFlipAxes);
-   * 0 (default) fills MemoryBudget, up to 64 tiles. */
+  /** Set/Get the tiles run through the network in one forward pass, each with its flipped copies (TestTimeFlipAxes).
+   * 0 (default): on the CPU one network input per forward pass side by side (NumberOfTorchThreads over the flipped
+   * copies per tile, at least one tile), and an automatic TileSize is chosen for that batch; on a GPU, as many tiles
+   * as MemoryBudget holds, up to 64. Fewer where MemoryBudget holds fewer. */
   /** @{ */
   itkSetMacro(TilesPerBatch, unsigned int);
   itkGetConstMacro(TilesPerBatch, unsigned int);

@@ -42,8 +42,9 @@ namespace itk
  * with the overlap (UNetTileGrid). An edge of 0 is chosen: the valid edges that need the fewest network input voxels
  * for the whole image (fewer, larger tiles lose less to the border; a last tile that overhangs the image wastes the
  * overhang, and the overlap alignment leaves is computed twice) while the estimated working memory stays within the
- * budget. TilesPerBatch 0 fills the budget, up to 64 tiles. A batch that alone exceeds the budget is a
- * MemoryAllocationError.
+ * budget, for a batch of TilesPerBatch tiles or, when that is 0, of Settings::AutomaticTilesPerBatch. TilesPerBatch 0
+ * takes AutomaticTilesPerBatch tiles where the budget holds them (0: fills the budget, up to 64 tiles). A batch that
+ * alone exceeds the budget is a MemoryAllocationError.
  *
  * A pure computation: no pipeline, no network; UNetSegmentationImageFilter makes one per update.
  *
@@ -72,6 +73,10 @@ public:
     unsigned int  TilesPerBatch{ 0 };
     double        MemoryBudgetMegabytes{ 1024.0 };
     /** @} */
+    /** What TilesPerBatch 0 means: 0 fills the budget, up to 64 tiles (a GPU); N > 0 takes N tiles, fewer where the
+     * budget holds fewer, and an automatic tile size is chosen for a batch of N (the CPU, one tile per forward pass
+     * side by side). */
+    unsigned int AutomaticTilesPerBatch{ 0 };
     /** Network inputs per tile: 2^k with test-time flips along k axes. */
     unsigned int NetworkInputsPerTile{ 1 };
     /** Whether the filter produces the "Probabilities" output, whose buffers then count in a piece's memory. */
@@ -130,7 +135,12 @@ public:
     , m_Settings(settings)
   {
     this->VerifyTileSize();
-    const SizeType tileSize = this->ChooseTileSize();
+    SizeType tileSize = this->ChooseTileSize(this->GetBatchForTileSize());
+    if (this->GetBatchForTileSize() > 1 && m_Settings.TilesPerBatch == 0 &&
+        !this->FitsBudget(tileSize, this->GetBatchForTileSize()))
+    {
+      tileSize = this->ChooseTileSize(1); // no automatic batch fits: the best tile for one
+    }
     m_Grid = GridType(image,
                       tileSize,
                       settings.TileOverlap,
@@ -162,8 +172,8 @@ public:
   {
     return m_Grid;
   }
-  /** The tiles a forward pass takes: TilesPerBatch, or as many as the budget holds, at most 64 and no more than the
-   * image has. */
+  /** The tiles a forward pass takes: TilesPerBatch, or as many as the budget holds, at most AutomaticTilesPerBatch (64
+   * if 0) and no more than the image has. */
   unsigned int
   GetBatchSize() const
   {
@@ -349,7 +359,7 @@ private:
    * bisection); the combination that needs the fewest network input voxels and, among those that need as many (a
    * network without a border needs the image's voxels at any tile size), the fewest tiles. */
   SizeType
-  ChooseTileSize() const
+  ChooseTileSize(unsigned int batch) const
   {
     Candidates candidates[VDimension];
     SizeType   smallest;
@@ -384,7 +394,7 @@ private:
         cost.first *= candidates[axis].InputVoxels[choice[axis]];
         cost.second *= candidates[axis].Tiles[choice[axis]];
       }
-      const size_t fits = this->CountLastEdgesWithinBudget(trial, lastAxis.Edges);
+      const size_t fits = this->CountLastEdgesWithinBudget(trial, lastAxis.Edges, batch);
       if (fits == 0)
       {
         continue;
@@ -404,16 +414,15 @@ private:
 
   /** How many of the ascending last-axis `edges`, with the other axes as in `trial`, fit the budget. */
   size_t
-  CountLastEdgesWithinBudget(SizeType trial, const std::vector<SizeValueType> & edges) const
+  CountLastEdgesWithinBudget(SizeType trial, const std::vector<SizeValueType> & edges, unsigned int batch) const
   {
-    const unsigned int batch = std::max(m_Settings.TilesPerBatch, 1u);
     size_t             fits = 0;
     size_t             overflows = edges.size();
     while (fits < overflows)
     {
       const size_t middle = (fits + overflows) / 2;
       trial[VDimension - 1] = edges[middle];
-      if (this->EstimateMemory(trial, batch).GetTotalBytes() <= this->GetBudgetBytes())
+      if (this->FitsBudget(trial, batch))
       {
         fits = middle + 1;
       }
@@ -425,7 +434,22 @@ private:
     return fits;
   }
 
-  /** TilesPerBatch, or as many tiles a batch as the budget holds, at most 64 and no more than the image has. */
+  /** Whether a batch of `batch` tiles of `tileSize` stays within the budget. */
+  bool
+  FitsBudget(const SizeType & tileSize, unsigned int batch) const
+  {
+    return this->EstimateMemory(tileSize, batch).GetTotalBytes() <= this->GetBudgetBytes();
+  }
+
+  /** The batch an automatic tile size must fit the budget with: TilesPerBatch, else AutomaticTilesPerBatch. */
+  unsigned int
+  GetBatchForTileSize() const
+  {
+    return std::max(m_Settings.TilesPerBatch > 0 ? m_Settings.TilesPerBatch : m_Settings.AutomaticTilesPerBatch, 1u);
+  }
+
+  /** TilesPerBatch, or as many tiles a batch as the budget holds, at most AutomaticTilesPerBatch (64 if 0) and no more
+   * than the image has. */
   unsigned int
   ChooseBatchSize(const SizeType & tileSize) const
   {
@@ -433,10 +457,11 @@ private:
     {
       return m_Settings.TilesPerBatch;
     }
+    const unsigned int  most = m_Settings.AutomaticTilesPerBatch > 0 ? m_Settings.AutomaticTilesPerBatch : 64u;
     const SizeValueType tiles = RegionType(m_Grid.GetNumberOfTiles()).GetNumberOfPixels();
     unsigned int        batch = 1;
-    while (batch < std::min<SizeValueType>(64, tiles) &&
-           this->EstimateMemory(tileSize, batch + 1).GetTotalBytes() <= this->GetBudgetBytes())
+    while (batch < std::min<SizeValueType>(most, tiles) &&
+           this->FitsBudget(tileSize, batch + 1))
     {
       ++batch;
     }

@@ -1033,6 +1033,17 @@ UNetModel::GetNumberOfThreads() const
 {
   return this->CopySettings().NumberOfThreads;
 }
+
+unsigned int
+UNetModel::GetMaximumNumberOfPassesSideBySide() const
+{
+  if (this->GetDevice() != "cpu")
+  {
+    return 1;
+  }
+  const unsigned int requestedThreads = this->GetNumberOfThreads();
+  return requestedThreads > 0 ? requestedThreads : MultiThreaderBase::GetGlobalDefaultNumberOfThreads();
+}
 void
 UNetModel::SetFreeze(bool freeze)
 {

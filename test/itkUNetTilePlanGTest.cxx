@@ -186,6 +186,50 @@ TEST(UNetTilePlan, AutomaticBatchFillsTheBudgetUpToTheTiles)
   }
 }
 
+TEST(UNetTilePlan, AutomaticTilesPerBatchCapsTheBatchAndSizesTheAutomaticTileForIt)
+{
+  // A given tile: the automatic batch takes AutomaticTilesPerBatch tiles where the budget holds them, fewer where not.
+  Plan2::Settings settings = WithTile(20, 20);
+  settings.AutomaticTilesPerBatch = 3;
+  settings.MemoryBudgetMegabytes = 1e6;
+  EXPECT_EQ(Plan2(Depth3(), Plan2::RegionType(Size2{ { 100, 100 } }), settings).GetBatchSize(), 3u);
+  settings.AutomaticTilesPerBatch = 0;
+  const Plan2 filled(Depth3(), Plan2::RegionType(Size2{ { 100, 100 } }), settings);
+  const auto  tiles = filled.GetGrid().GetNumberOfTiles()[0] * filled.GetGrid().GetNumberOfTiles()[1];
+  EXPECT_GT(tiles, 3u);
+  EXPECT_EQ(filled.GetBatchSize(), tiles); // every tile: fewer than 64
+  settings.AutomaticTilesPerBatch = 60;
+  EXPECT_EQ(Plan2(Depth3(), Plan2::RegionType(Size2{ { 100, 100 } }), settings).GetBatchSize(), tiles);
+  settings.TilesPerBatch = 2; // the user's batch wins
+  EXPECT_EQ(Plan2(Depth3(), Plan2::RegionType(Size2{ { 100, 100 } }), settings).GetBatchSize(), 2u);
+
+  // An automatic tile: the largest that the budget holds in a batch of AutomaticTilesPerBatch, which is the
+  // automatic tile of a plan whose user asked for that many tiles a batch.
+  for (const unsigned int tilesPerBatch : { 2u, 4u })
+  {
+    Plan2::Settings automatic;
+    automatic.MemoryBudgetMegabytes = 24.0;
+    automatic.AutomaticTilesPerBatch = tilesPerBatch;
+    Plan2::Settings given = automatic;
+    given.TilesPerBatch = tilesPerBatch;
+    const Plan2 plan(Depth3(), Plan2::RegionType(Size2{ { 1000, 1000 } }), automatic);
+    const Plan2 reference(Depth3(), Plan2::RegionType(Size2{ { 1000, 1000 } }), given);
+    EXPECT_EQ(plan.GetGrid().GetTileSize(), reference.GetGrid().GetTileSize()) << tilesPerBatch;
+    EXPECT_EQ(plan.GetBatchSize(), tilesPerBatch);
+    EXPECT_TRUE(plan.IsWithinBudget());
+  }
+
+  // A budget that holds no batch of that many tiles at any size: the best tile for one, in batches of what fits.
+  Plan2::Settings tight;
+  tight.MemoryBudgetMegabytes = 3.0;
+  Plan2::Settings one = tight;
+  tight.AutomaticTilesPerBatch = 64;
+  one.AutomaticTilesPerBatch = 1;
+  const Plan2 plan(Depth3(), Plan2::RegionType(Size2{ { 300, 300 } }), tight);
+  EXPECT_EQ(plan.GetGrid().GetTileSize(),
+            Plan2(Depth3(), Plan2::RegionType(Size2{ { 300, 300 } }), one).GetGrid().GetTileSize());
+}
+
 TEST(UNetTilePlan, SmallestTilesBeyondTheBudgetAreUsedAndSaidSo)
 {
   // A long image: even the thinnest layer of the smallest tiles (12 rows of 20,000 voxels, kept and grown at both ends
