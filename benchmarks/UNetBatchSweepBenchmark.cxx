@@ -41,7 +41,7 @@
 
 namespace
 {
-constexpr unsigned int numberOfThreads = 2;
+constexpr unsigned int          numberOfThreads = 2;
 const std::vector<unsigned int> batchSizes{ 0, 1, 2, 4 };
 
 /** An image of seeded uniform noise in [-2, 2]. */
@@ -64,11 +64,11 @@ MakeNoiseImage(const typename TImage::SizeType & size)
 /** One configuration: a filter kept for the whole run, so that every timed update is a warm one. */
 struct Configuration
 {
-  std::string                  group; // dimension and tile size
-  unsigned int                 tilesPerBatch{ 0 };
-  itk::ProcessObject::Pointer  filter;
-  std::string                  used; // the batch and tile the plan chose
-  std::vector<double>          seconds;
+  std::string                 group; // dimension and tile size
+  unsigned int                tilesPerBatch{ 0 };
+  itk::ProcessObject::Pointer filter;
+  std::string                 used; // the batch and tile the plan chose
+  std::vector<double>         seconds;
 };
 
 template <unsigned int VDimension>
@@ -101,7 +101,8 @@ AddConfigurations(const std::string & model, const itk::Size<VDimension> & image
       continue;
     }
     std::ostringstream used;
-    used << filter->GetTilePlan().GetBatchSize() << " x " << filter->GetTileGrid().GetTileSize() << " tiles of " << filter->GetTileGrid().GetNumberOfTiles();
+    used << filter->GetTilePlan().GetBatchSize() << " x " << filter->GetTileGrid().GetTileSize() << " tiles of "
+         << filter->GetTileGrid().GetNumberOfTiles();
     std::ostringstream group;
     group << VDimension << "-D, tile " << (tileEdge == 0 ? std::string("automatic") : std::to_string(tileEdge));
     configurations.push_back({ group.str(), batch, filter.GetPointer(), used.str(), {} });
@@ -131,8 +132,7 @@ PrintSummary(const std::vector<Configuration> & configurations)
                                                       : std::to_string(configuration->tilesPerBatch))
                 << " (used: " << configuration->used << "): median " << median << " s, range "
                 << *std::min_element(configuration->seconds.begin(), configuration->seconds.end()) << " to "
-                << *std::max_element(configuration->seconds.begin(), configuration->seconds.end()) << " s"
-                << std::endl;
+                << *std::max_element(configuration->seconds.begin(), configuration->seconds.end()) << " s" << std::endl;
     }
     std::cout << group.first << ": best / automatic " << std::setprecision(3) << best / automatic
               << std::setprecision(2) << std::endl;
@@ -148,7 +148,8 @@ main(int argc, char * argv[])
   const std::string model2D = argc > 2 ? argv[2] : UNET_BENCHMARK_MODEL_DIR "/unet2d_paper.pt";
   const std::string model3D = argc > 3 ? argv[3] : UNET_BENCHMARK_MODEL_DIR "/unet3d_valid_depth2.pt";
   std::cout << "UNetBatchSweepBenchmark: " << rounds << " rounds, " << numberOfThreads
-            << " torch threads, GLIBC_TUNABLES=" << (std::getenv("GLIBC_TUNABLES") ? std::getenv("GLIBC_TUNABLES") : "(unset)")
+            << " torch threads, GLIBC_TUNABLES="
+            << (std::getenv("GLIBC_TUNABLES") ? std::getenv("GLIBC_TUNABLES") : "(unset)")
             << ", LD_PRELOAD=" << (std::getenv("LD_PRELOAD") ? std::getenv("LD_PRELOAD") : "(unset)") << std::endl;
   try
   {

@@ -172,10 +172,10 @@ public:
   GetNumberOfThreads() const;
   /** @} */
 
-  /** The forward passes side by side a batch is split into, at most: on the CPU the threads (GetNumberOfThreads, or
-   * ITK's global default for 0), each pass on its share; 1 on a GPU, which takes a batch whole. */
+  /** GetNumberOfThreads, or ITK's global default number of threads when that is 0: the threads a batch shares on the
+   * CPU, and the most forward passes side by side it is split into. */
   unsigned int
-  GetMaximumNumberOfPassesSideBySide() const;
+  GetNumberOfThreadsInUse() const;
 
   /** Set/Get whether to freeze the network after loading (`torch::jit::freeze`: parameters and attributes become
    * constants, batch norms fold into convolutions) and then run `torch::jit::optimize_for_inference`; default on. A

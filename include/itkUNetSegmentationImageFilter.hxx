@@ -312,10 +312,9 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GenerateOutputInformatio
   // On the CPU one network input per forward pass side by side: larger batches only enlarge the blocks LibTorch
   // allocates per pass, which glibc serves with mmap and faults in again every batch (docs/benchmarks.md, "Batches on
   // the CPU"); on a GPU, as many tiles as the budget holds.
-  settings.AutomaticTilesPerBatch =
-    m_Model->GetDevice() == "cpu"
-      ? std::max(1u, m_Model->GetMaximumNumberOfPassesSideBySide() / settings.NetworkInputsPerTile)
-      : 0u;
+  settings.AutomaticTilesPerBatch = m_Model->GetDevice() == "cpu"
+                                      ? std::max(1u, m_Model->GetNumberOfThreadsInUse() / settings.NetworkInputsPerTile)
+                                      : 0u;
   settings.GenerateProbabilities = m_GenerateProbabilities;
   settings.LabelBytes = sizeof(OutputPixelType);
   settings.InputValueBytes = sizeof(InputValueType);

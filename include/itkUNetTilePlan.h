@@ -135,9 +135,9 @@ public:
     , m_Settings(settings)
   {
     this->VerifyTileSize();
-    SizeType tileSize = this->ChooseTileSize(this->GetBatchForTileSize());
-    if (this->GetBatchForTileSize() > 1 && m_Settings.TilesPerBatch == 0 &&
-        !this->FitsBudget(tileSize, this->GetBatchForTileSize()))
+    const unsigned int batchForTileSize = this->GetBatchForTileSize();
+    SizeType           tileSize = this->ChooseTileSize(batchForTileSize);
+    if (batchForTileSize > 1 && m_Settings.TilesPerBatch == 0 && !this->FitsBudget(tileSize, batchForTileSize))
     {
       tileSize = this->ChooseTileSize(1); // no automatic batch fits: the best tile for one
     }
@@ -416,8 +416,8 @@ private:
   size_t
   CountLastEdgesWithinBudget(SizeType trial, const std::vector<SizeValueType> & edges, unsigned int batch) const
   {
-    size_t             fits = 0;
-    size_t             overflows = edges.size();
+    size_t fits = 0;
+    size_t overflows = edges.size();
     while (fits < overflows)
     {
       const size_t middle = (fits + overflows) / 2;
@@ -460,8 +460,7 @@ private:
     const unsigned int  most = m_Settings.AutomaticTilesPerBatch > 0 ? m_Settings.AutomaticTilesPerBatch : 64u;
     const SizeValueType tiles = RegionType(m_Grid.GetNumberOfTiles()).GetNumberOfPixels();
     unsigned int        batch = 1;
-    while (batch < std::min<SizeValueType>(most, tiles) &&
-           this->FitsBudget(tileSize, batch + 1))
+    while (batch < std::min<SizeValueType>(most, tiles) && this->FitsBudget(tileSize, batch + 1))
     {
       ++batch;
     }

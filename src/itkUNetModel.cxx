@@ -48,6 +48,13 @@ namespace itk
 
 namespace
 {
+/** `numberOfThreads`, or ITK's global default number of threads for 0. */
+unsigned int
+ThreadsOrGlobalDefault(unsigned int numberOfThreads)
+{
+  return numberOfThreads > 0 ? numberOfThreads : MultiThreaderBase::GetGlobalDefaultNumberOfThreads();
+}
+
 // LibTorch's messages run on with backtraces. A TorchScript interpreter error says what failed on its last
 // "...Error: " line; other errors on their first non-empty line (TorchScript's compiler starts with a newline).
 std::string
@@ -275,8 +282,7 @@ public:
 
     explicit ThreadCount(unsigned int numberOfThreads)
     {
-      const int wanted =
-        static_cast<int>(numberOfThreads > 0 ? numberOfThreads : MultiThreaderBase::GetGlobalDefaultNumberOfThreads());
+      const int wanted = static_cast<int>(ThreadsOrGlobalDefault(numberOfThreads));
       if (m_Callers != wanted)
       {
         at::set_num_threads(wanted);
@@ -1035,14 +1041,9 @@ UNetModel::GetNumberOfThreads() const
 }
 
 unsigned int
-UNetModel::GetMaximumNumberOfPassesSideBySide() const
+UNetModel::GetNumberOfThreadsInUse() const
 {
-  if (this->GetDevice() != "cpu")
-  {
-    return 1;
-  }
-  const unsigned int requestedThreads = this->GetNumberOfThreads();
-  return requestedThreads > 0 ? requestedThreads : MultiThreaderBase::GetGlobalDefaultNumberOfThreads();
+  return ThreadsOrGlobalDefault(this->GetNumberOfThreads());
 }
 void
 UNetModel::SetFreeze(bool freeze)
@@ -1404,9 +1405,7 @@ UNetModel::PredictProbabilities(const UNetNetworkGeometry & expected, const floa
                       << "\"), while tiles planned for the one before were running; update again.");
   }
   VerifyInputTileSize(*network, "PredictProbabilities", inputTileSize);
-  const unsigned int requestedThreads = this->GetNumberOfThreads();
-  const unsigned int threads =
-    requestedThreads > 0 ? requestedThreads : MultiThreaderBase::GetGlobalDefaultNumberOfThreads();
+  const unsigned int threads = this->GetNumberOfThreadsInUse();
   // The tiles of a batch are independent, and on the CPU several smaller forward passes side by side, each on its
   // share of the threads, run a batch faster than one pass spreading each layer over all the threads, whose
   // synchronisation and serial parts leave cores idle (docs/benchmarks.md, "Batches side by side in the filter"); the

@@ -648,13 +648,15 @@ TEST_F(UNetSegmentationCLI, ModelCardSuppliesTheDefaultsAndTheClassesForSlicer)
 
   // As Slicer runs it, every option with its default given: the same as none given (-1 is "the card's").
   const std::string cells = this->Path("cells.nrrd");
-  run = this->RunModule("--model '" + model + "' --noResample --cells '" + cells + "' '" + input + "' '" + output + "'");
+  run =
+    this->RunModule("--model '" + model + "' --noResample --cells '" + cells + "' '" + input + "' '" + output + "'");
   ASSERT_EQ(run.exitStatus, 0) << run.err;
   using Cells2D = itk::Image<unsigned int, 2>;
   const auto cellsWithoutOptions = itk::ReadImage<Cells2D>(cells);
-  run = this->RunModule("--model '" + model +
-                        "' --noResample --tileOverlap -1 --cellClass -1 --seedThreshold -1 --cellThreshold -1 --cells '" +
-                        cells + "' '" + input + "' '" + output + "'");
+  run =
+    this->RunModule("--model '" + model +
+                    "' --noResample --tileOverlap -1 --cellClass -1 --seedThreshold -1 --cellThreshold -1 --cells '" +
+                    cells + "' '" + input + "' '" + output + "'");
   ASSERT_EQ(run.exitStatus, 0) << run.err;
   plain->SetTileOverlap(2);
   plain->Update();
@@ -918,12 +920,12 @@ TEST_F(UNetSegmentationCLI, BadArgumentsFailWithMessage)
   EXPECT_NE(run.exitStatus, 0);
   EXPECT_NE(run.err.find("--flipAxes takes axes 0 to 2"), std::string::npos) << run.err;
 
-  for (const auto & [option, message] :
-       std::map<std::string, std::string>{ { "--streamPieces 0", "--streamPieces must be at least 1; got 0" },
-                                           { "--tileOverlap -2", "--tileOverlap must not be negative (-1: the model card's value); got -2" },
-                                           { "--cellClass -3", "--cellClass must not be negative (-1: the model card's value); got -3" },
-                                           { "--tilesPerBatch -2", "--tilesPerBatch must not be negative; got -2" },
-                                           { "--torchThreads -3", "--torchThreads must not be negative; got -3" } })
+  for (const auto & [option, message] : std::map<std::string, std::string>{
+         { "--streamPieces 0", "--streamPieces must be at least 1; got 0" },
+         { "--tileOverlap -2", "--tileOverlap must not be negative (-1: the model card's value); got -2" },
+         { "--cellClass -3", "--cellClass must not be negative (-1: the model card's value); got -3" },
+         { "--tilesPerBatch -2", "--tilesPerBatch must not be negative; got -2" },
+         { "--torchThreads -3", "--torchThreads must not be negative; got -3" } })
   {
     run = this->RunModule(model + option + " '" + input + "' '" + output + "'");
     EXPECT_NE(run.exitStatus, 0) << option;
