@@ -260,6 +260,25 @@ FlipAxesFromArgument(const std::vector<int> & axes)
   return flips;
 }
 
+itk::UNetModel::PrecisionEnum
+PrecisionFromArgument(const std::string & precision)
+{
+  using PrecisionEnum = itk::UNetModel::PrecisionEnum;
+  if (precision == "float16")
+  {
+    return PrecisionEnum::Float16;
+  }
+  if (precision == "bfloat16")
+  {
+    return PrecisionEnum::BFloat16;
+  }
+  if (precision.empty() || precision == "float32")
+  {
+    return PrecisionEnum::Float32;
+  }
+  itkGenericExceptionMacro("--precision takes float32, float16 or bfloat16; got \"" << precision << "\".");
+}
+
 void
 VerifyNotNegative(const char * flag, int value)
 {
@@ -311,6 +330,7 @@ struct CommandLine
   std::string        boundaryCondition;
   double             boundaryConstant{ 0.0 };
   std::string        device;
+  std::string        precision;
   int                torchThreads{ 0 };
   int                tilesPerBatch{ 0 };
   double             memoryBudget{ 0.0 };
@@ -348,6 +368,7 @@ ParseCommandLine(int argc, char * argv[], CommandLine & parsed)
   parsed.boundaryCondition = boundaryCondition;
   parsed.boundaryConstant = boundaryConstant;
   parsed.device = device;
+  parsed.precision = precision;
   parsed.torchThreads = torchThreads;
   parsed.tilesPerBatch = tilesPerBatch;
   parsed.memoryBudget = memoryBudget;
@@ -579,6 +600,7 @@ ConfigureSegmenter(TSegmenter * segmenter, const CommandLine & arguments)
   VerifyNotNegative("--torchThreads", arguments.torchThreads);
   segmenter->SetModelFileName(arguments.modelFile);
   segmenter->SetDevice(arguments.device);
+  segmenter->SetPrecision(PrecisionFromArgument(arguments.precision));
   segmenter->SetNumberOfTorchThreads(static_cast<unsigned int>(arguments.torchThreads));
   segmenter->SetTileSize(TileSizeFromArgument<VDimension>(arguments.tileSize));
   if (GivenInsteadOfModelCard("--tileOverlap", arguments.tileOverlap))
@@ -899,6 +921,7 @@ Loaded2DModelForASingleSlice(const itk::ImageIOBase & io, const CommandLine & ar
   auto model = itk::UNetModel::New();
   model->SetFileName(arguments.modelFile);
   model->SetDevice(arguments.device);
+  model->SetPrecision(PrecisionFromArgument(arguments.precision));
   model->SetFreeze(!arguments.noFreeze);
   model->Load();
   return model->GetGeometry().Dimension == 2 ? model : nullptr;

@@ -24,6 +24,7 @@
 #include "itkObject.h"
 #include "itkObjectFactory.h"
 #include "itkUNetNetworkGeometry.h"
+#include "itkUNetSegmentationImageFilterEnums.h"
 #ifndef ITK_WRAPPING_PARSER
 #  include "itkUNetModelCard.h"
 #endif
@@ -158,6 +159,21 @@ public:
   SetDevice(const std::string & device);
   std::string
   GetDevice() const;
+  /** @} */
+
+  /** The floating-point type the network computes in. */
+  using PrecisionEnum = UNetSegmentationImageFilterEnums::Precision;
+
+  /** Set/Get the precision the network runs in on a CUDA device: Float32 (default) runs it as saved; Float16 and
+   * BFloat16 run it under LibTorch's automatic mixed precision (as `torch.autocast`: convolutions and matrix products
+   * in the lower precision, reductions and the output probabilities in float32), for less memory and more speed on
+   * GPUs with tensor cores; the probabilities differ slightly from Float32's. On the CPU only Float32 runs: Load()
+   * throws for the others. */
+  /** @{ */
+  void
+  SetPrecision(PrecisionEnum precision);
+  PrecisionEnum
+  GetPrecision() const;
   /** @} */
 
   /** Set/Get the threads LibTorch may use; 0, the default, means ITK's global default number of threads. On the CPU a
@@ -356,6 +372,7 @@ private:
   {
     std::string   FileName{};
     std::string   Device{ "cpu" };
+    PrecisionEnum Precision{ PrecisionEnum::Float32 };
     unsigned int  ImageDimension{ 0 };
     unsigned int  NumberOfThreads{ 0 };
     bool          Freeze{ true };

@@ -143,6 +143,19 @@ public:
   GetDevice() const;
   /** @} */
 
+  /** The floating-point type the network computes in. */
+  using PrecisionEnum = UNetSegmentationImageFilterEnums::Precision;
+
+  /** Set/Get the precision the network runs in on a CUDA device (the model's Precision): Float32 (default), or
+   * Float16 / BFloat16 under LibTorch's automatic mixed precision. Tiles are gathered and stitched in float32 on the
+   * CPU whatever the precision. Float16 and BFloat16 on the CPU fail when the model loads. */
+  /** @{ */
+  void
+  SetPrecision(PrecisionEnum precision);
+  PrecisionEnum
+  GetPrecision() const;
+  /** @} */
+
   /** Set/Get the threads for LibTorch; 0 (default): ITK's global default number of threads. On the CPU a batch is
    * split into up to this many forward passes run side by side, each on its share of the threads
    * (UNetModel::SetNumberOfThreads). Threads change neither the output nor the pipeline's need to update. */

@@ -120,6 +120,24 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GetDevice() const
 
 template <typename TInputImage, typename TOutputImage>
 void
+UNetSegmentationImageFilter<TInputImage, TOutputImage>::SetPrecision(PrecisionEnum precision)
+{
+  if (precision != m_Model->GetPrecision())
+  {
+    m_Model->SetPrecision(precision);
+    this->Modified();
+  }
+}
+
+template <typename TInputImage, typename TOutputImage>
+auto
+UNetSegmentationImageFilter<TInputImage, TOutputImage>::GetPrecision() const -> PrecisionEnum
+{
+  return m_Model->GetPrecision();
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
 UNetSegmentationImageFilter<TInputImage, TOutputImage>::SetNumberOfTorchThreads(unsigned int numberOfThreads)
 {
   // Threads change neither the output nor the pipeline's need to update.

@@ -42,11 +42,27 @@ public:
     /** A constant value (0: zero padding). */
     Constant
   };
+
+  /** The floating-point type the network computes in (UNetModel::SetPrecision). */
+  enum class Precision : uint8_t
+  {
+    /** As the network was saved: single precision (the only choice on the CPU). */
+    Float32,
+    /** CUDA's automatic mixed precision in half precision: convolutions and matrix products in float16, reductions
+     * and the probabilities in float32. */
+    Float16,
+    /** As Float16 with bfloat16, whose float32 exponent range cannot overflow where float16's can. */
+    BFloat16
+  };
 };
 
 /** Prints "Mirror" or "Constant". */
 extern UNetSegmentation_EXPORT std::ostream &
 operator<<(std::ostream & out, const UNetSegmentationImageFilterEnums::BoundaryCondition value);
+
+/** Prints "Float32", "Float16" or "BFloat16". */
+extern UNetSegmentation_EXPORT std::ostream &
+                               operator<<(std::ostream & out, const UNetSegmentationImageFilterEnums::Precision value);
 
 /** \class UNetResamplingSegmentationImageFilterEnums
  * \brief Enums of UNetResamplingSegmentationImageFilter, in a class of their own as ITK's wrapping expects.

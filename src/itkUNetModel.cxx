@@ -23,6 +23,7 @@
 
 #include <ATen/EmptyTensor.h>
 #include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
 #include <c10/core/Allocator.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/util/ThreadLocalDebugInfo.h>
@@ -300,6 +301,35 @@ public:
     const int m_Callers{ at::get_num_threads() };
   };
 
+  /** CUDA's automatic mixed precision in `type` on the calling thread while it lives, as `torch.autocast` enters and
+   * leaves it: LibTorch's dispatcher then runs each eligible operation (convolutions, matrix products) in `type`. */
+  class MixedPrecision
+  {
+  public:
+    ITK_DISALLOW_COPY_AND_MOVE(MixedPrecision);
+
+    explicit MixedPrecision(at::ScalarType type)
+    {
+      at::autocast::set_enabled(true);
+      at::autocast::set_autocast_gpu_dtype(type);
+      at::autocast::increment_nesting();
+    }
+    ~MixedPrecision()
+    {
+      // The casts cached for this pass's weights are dropped once the outermost user leaves.
+      if (at::autocast::decrement_nesting() == 0)
+      {
+        at::autocast::clear_cache();
+      }
+      at::autocast::set_enabled(m_CallersEnabled);
+      at::autocast::set_autocast_gpu_dtype(m_CallersType);
+    }
+
+  private:
+    const bool           m_CallersEnabled{ at::autocast::is_enabled() };
+    const at::ScalarType m_CallersType{ at::autocast::get_autocast_gpu_dtype() };
+  };
+
   std::vector<int64_t>
   TorchShape(int64_t batch, int64_t channels, const std::vector<SizeValueType> & edges) const
   {
@@ -316,7 +346,12 @@ public:
   Forward(const torch::Tensor & input) const
   {
     std::vector<torch::jit::IValue> inputs{ input.to(device) };
-    const torch::jit::IValue        output = module.forward(inputs);
+    std::optional<MixedPrecision>   mixedPrecision;
+    if (settings.Precision != PrecisionEnum::Float32)
+    {
+      mixedPrecision.emplace(settings.Precision == PrecisionEnum::Float16 ? at::kHalf : at::kBFloat16);
+    }
+    const torch::jit::IValue output = module.forward(inputs);
     if (!output.isTensor())
     {
       throw NotATensor(std::string("the network returns a ") + output.tagKind() + ", not a tensor");
@@ -487,6 +522,11 @@ public:
     if (!device.is_cpu() && !device.is_cuda())
     {
       itkGenericExceptionMacro("Device \"" << deviceName << "\" is not supported; use \"cpu\" or \"cuda[:N]\".");
+    }
+    if (settings.Precision != PrecisionEnum::Float32 && !device.is_cuda())
+    {
+      itkGenericExceptionMacro("Precision " << settings.Precision << " runs on a CUDA device only; on device \""
+                                            << deviceName << "\" use Float32.");
     }
     torch::jit::ExtraFilesMap extraFiles{ { UNetModelCard::ArchiveFileName, "" } };
     try
@@ -1040,6 +1080,17 @@ UNetModel::GetNumberOfThreads() const
   return this->CopySettings().NumberOfThreads;
 }
 
+void
+UNetModel::SetPrecision(PrecisionEnum precision)
+{
+  this->SetSetting(&Settings::Precision, precision, true);
+}
+UNetModel::PrecisionEnum
+UNetModel::GetPrecision() const
+{
+  return this->CopySettings().Precision;
+}
+
 unsigned int
 UNetModel::GetNumberOfThreadsInUse() const
 {
@@ -1084,7 +1135,8 @@ UNetModel::LoadedWith(const Implementation & network, const Settings & settings)
   const bool         dimensionFits =
     settings.ImageDimension == loadedFor || (loadedFor == 0 && settings.ImageDimension == network.geometry.Dimension);
   return network.settings.FileName == settings.FileName && network.settings.Device == settings.Device &&
-         network.settings.Freeze == settings.Freeze && dimensionFits;
+         network.settings.Precision == settings.Precision && network.settings.Freeze == settings.Freeze &&
+         dimensionFits;
 }
 
 bool
@@ -1485,6 +1537,7 @@ UNetModel::PrintSelf(std::ostream & os, Indent indent) const
   const Settings settings = this->CopySettings();
   os << indent << "FileName: " << settings.FileName << std::endl;
   os << indent << "Device: " << settings.Device << std::endl;
+  os << indent << "Precision: " << settings.Precision << std::endl;
   os << indent << "ImageDimension: " << settings.ImageDimension << std::endl;
   os << indent << "NumberOfThreads: " << settings.NumberOfThreads << std::endl;
   os << indent << "Freeze: " << (settings.Freeze ? "On" : "Off") << std::endl;

@@ -34,6 +34,21 @@ operator<<(std::ostream & out, const UNetSegmentationImageFilterEnums::BoundaryC
 }
 
 std::ostream &
+operator<<(std::ostream & out, const UNetSegmentationImageFilterEnums::Precision value)
+{
+  switch (value)
+  {
+    case UNetSegmentationImageFilterEnums::Precision::Float32:
+      return out << "Float32";
+    case UNetSegmentationImageFilterEnums::Precision::Float16:
+      return out << "Float16";
+    case UNetSegmentationImageFilterEnums::Precision::BFloat16:
+      return out << "BFloat16";
+  }
+  return out << "Precision(" << static_cast<int>(value) << ')';
+}
+
+std::ostream &
 operator<<(std::ostream & out, const UNetResamplingSegmentationImageFilterEnums::Interpolation value)
 {
   switch (value)

@@ -298,6 +298,37 @@ TEST(UNetModel, UnavailableCudaThrows)
   }
 }
 
+TEST(UNetModel, LowerPrecisionRunsOnCudaOnly)
+{
+  using PrecisionEnum = itk::UNetModel::PrecisionEnum;
+  auto model = itk::UNetModel::New();
+  model->SetFileName(UNetTest::ModelPath("mean2d"));
+  EXPECT_EQ(model->GetPrecision(), PrecisionEnum::Float32);
+  model->Load();
+  for (const auto precision : { PrecisionEnum::Float16, PrecisionEnum::BFloat16 })
+  {
+    const auto before = model->GetMTime();
+    model->SetPrecision(precision);
+    EXPECT_EQ(model->GetPrecision(), precision);
+    EXPECT_GT(model->GetMTime(), before);
+    EXPECT_FALSE(model->IsLoaded()) << "a network loaded in another precision is not the one asked for";
+    std::ostringstream name;
+    name << "Precision " << precision << " runs on a CUDA device only; on device \"cpu\" use Float32.";
+    try
+    {
+      model->Load();
+      ADD_FAILURE() << precision << " loaded on the CPU";
+    }
+    catch (const itk::ExceptionObject & error)
+    {
+      EXPECT_NE(std::string(error.GetDescription()).find(name.str()), std::string::npos) << error.GetDescription();
+    }
+  }
+  model->SetPrecision(PrecisionEnum::Float32);
+  model->Load();
+  EXPECT_TRUE(model->IsLoaded());
+}
+
 TEST(UNetModel, GeometryNeedsLoad)
 {
   auto model = itk::UNetModel::New();
@@ -311,6 +342,7 @@ TEST(UNetModel, PrintSelf)
   model->Print(os);
   EXPECT_NE(os.str().find("Border: 20 x 20"), std::string::npos) << os.str();
   EXPECT_NE(os.str().find("DownsamplingFactor: 4 x 4"), std::string::npos) << os.str();
+  EXPECT_NE(os.str().find("Precision: Float32"), std::string::npos) << os.str();
 }
 
 namespace

@@ -863,6 +863,20 @@ TEST(UNetSegmentationImageFilter, BadInputsThrow)
   {
     GTEST_LOG_(INFO) << "CUDA is available here; the CUDA run succeeded.";
   }
+  for (const auto precision : { Filter2D::PrecisionEnum::Float16, Filter2D::PrecisionEnum::BFloat16 })
+  {
+    auto lowerPrecision = MakeFilter<Filter2D>(input, "mean2d");
+    lowerPrecision->SetDevice(cudaAvailable ? "cuda" : "cpu");
+    lowerPrecision->SetPrecision(precision);
+    if (!cudaAvailable)
+    {
+      ExpectUpdateFails(lowerPrecision.GetPointer(), "runs on a CUDA device only; on device \"cpu\" use Float32");
+      continue;
+    }
+    // On a GPU: the float32 run's probabilities within what the lower precision's mantissa keeps.
+    lowerPrecision->Update();
+    ExpectSameProbabilities<2>(cuda->GetProbabilityOutput(), lowerPrecision->GetProbabilityOutput(), 2e-2);
+  }
 
   auto badNormalization = MakeFilter<Filter2D>(input, "mean2d");
   badNormalization->SetNormalizationStandardDeviation({ 0.0 });

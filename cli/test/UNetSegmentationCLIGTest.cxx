@@ -209,6 +209,7 @@ SlicerArguments(const std::string & model, itk::SizeValueType tileEdge, const st
   return "--model '" + model + "' --normalizationMean 0.25 --normalizationStandardDeviation 0.8 --tileSize " + edge +
          "," + edge + "," + edge +
          " --tileOverlap 0 --blending gaussian --boundaryCondition mirror --boundaryConstant 0 --device cpu "
+         "--precision float32 "
          "--torchThreads 1 --tilesPerBatch 0 --memoryBudget 1024 " +
          extra + " '" + input + "' '" + output + "'";
 }
@@ -354,6 +355,7 @@ TEST_F(UNetSegmentationCLI, DescriptionParsesWithEveryParameter)
       { "mirror", "zero", "constant" } },
     { "boundaryConstant", "double", "", "boundaryConstant", "", "", "0", {} },
     { "device", "string-enumeration", "", "device", "", "", "cpu", { "cpu", "cuda" } },
+    { "precision", "string-enumeration", "", "precision", "", "", "float32", { "float32", "float16", "bfloat16" } },
     { "torchThreads", "integer", "", "torchThreads", "", "", "0", {} },
     { "tilesPerBatch", "integer", "", "tilesPerBatch", "", "", "0", {} },
     { "memoryBudget", "double", "", "memoryBudget", "", "", "1024", {} },
@@ -915,6 +917,12 @@ TEST_F(UNetSegmentationCLI, BadArgumentsFailWithMessage)
   run = this->RunModule(model + "--standardizeTo nan,1 '" + input + "' '" + output + "'");
   EXPECT_NE(run.exitStatus, 0);
   EXPECT_NE(run.err.find("--standardizeTo: the mean must be finite; got nan"), std::string::npos) << run.err;
+
+  run = this->RunModule(model + "--precision float16 '" + input + "' '" + output + "'");
+  EXPECT_NE(run.exitStatus, 0);
+  EXPECT_NE(run.err.find("Precision Float16 runs on a CUDA device only; on device \"cpu\" use Float32"),
+            std::string::npos)
+    << run.err;
 
   run = this->RunModule(model + "--flipAxes 3 '" + input + "' '" + output + "'");
   EXPECT_NE(run.exitStatus, 0);

@@ -29,6 +29,8 @@
 #include "itkStreamingImageFilter.h"
 
 #include <algorithm>
+#include <functional>
+#include <numeric>
 #include <chrono>
 #include <cmath>
 #include <iostream>
@@ -72,6 +74,39 @@ struct Check
   }
 
   static double
+  LargestDifference(const FilterType * expected, const FilterType * actual)
+  {
+    const auto * p = expected->GetProbabilityOutput();
+    const auto * q = actual->GetProbabilityOutput();
+    const auto   values = p->GetBufferedRegion().GetNumberOfPixels() * p->GetNumberOfComponentsPerPixel();
+    double       largest = 0.0;
+    for (size_t i = 0; i < values; ++i)
+    {
+      largest = std::max(largest, std::abs(double(p->GetBufferPointer()[i]) - double(q->GetBufferPointer()[i])));
+    }
+    return largest;
+  }
+
+  static size_t
+  LabelsDiffering(const typename FilterType::OutputImageType * a, const typename FilterType::OutputImageType * b)
+  {
+    const auto voxels = a->GetBufferedRegion().GetNumberOfPixels();
+    return static_cast<size_t>(std::inner_product(a->GetBufferPointer(),
+                                                  a->GetBufferPointer() + voxels,
+                                                  b->GetBufferPointer(),
+                                                  size_t{ 0 },
+                                                  std::plus<>(),
+                                                  std::not_equal_to<>()));
+  }
+
+  static double
+  Median(std::vector<double> values)
+  {
+    std::sort(values.begin(), values.end());
+    return values[values.size() / 2];
+  }
+
+  static double
   Seconds(FilterType * filter)
   {
     filter->Modified();
@@ -108,20 +143,9 @@ struct Check
     gpu->SetTilesPerBatch(cpu->GetTilesPerBatch());
     gpu->Update();
 
-    const auto * p = cpu->GetProbabilityOutput();
-    const auto * q = gpu->GetProbabilityOutput();
-    const auto   values = p->GetBufferedRegion().GetNumberOfPixels() * p->GetNumberOfComponentsPerPixel();
-    double       largest = 0.0;
-    for (size_t i = 0; i < values; ++i)
-    {
-      largest = std::max(largest, std::abs(double(p->GetBufferPointer()[i]) - double(q->GetBufferPointer()[i])));
-    }
-    const auto voxels = cpu->GetOutput()->GetBufferedRegion().GetNumberOfPixels();
-    size_t     sameLabel = 0;
-    for (size_t i = 0; i < voxels; ++i)
-    {
-      sameLabel += cpu->GetOutput()->GetBufferPointer()[i] == gpu->GetOutput()->GetBufferPointer()[i];
-    }
+    const double largest = LargestDifference(cpu, gpu);
+    const auto   voxels = cpu->GetOutput()->GetBufferedRegion().GetNumberOfPixels();
+    const size_t sameLabel = voxels - LabelsDiffering(cpu->GetOutput(), gpu->GetOutput());
 
     // Streamed on the GPU equals one-shot on the GPU, bit for bit.
     auto streamedFilter = Make(image, model, "cuda");
@@ -133,11 +157,7 @@ struct Check
     streamer->SetInput(streamedFilter->GetOutput());
     streamer->SetNumberOfStreamDivisions(5);
     streamer->Update();
-    size_t streamedDiffer = 0;
-    for (size_t i = 0; i < voxels; ++i)
-    {
-      streamedDiffer += streamer->GetOutput()->GetBufferPointer()[i] != gpu->GetOutput()->GetBufferPointer()[i];
-    }
+    const size_t streamedDiffer = LabelsDiffering(streamer->GetOutput(), gpu->GetOutput());
 
     // Flip averaging over every axis on the GPU.
     auto flipped = Make(image, model, "cuda");
@@ -146,17 +166,27 @@ struct Check
     flipped->SetTestTimeFlipAxes(FilterType::FlipAxesType::Filled(true));
     flipped->Update();
 
-    std::vector<double> cpuSeconds, gpuSeconds, flippedSeconds;
+    // The same tiles in mixed precision.
+    std::vector<typename FilterType::Pointer> lowerPrecision;
+    for (const auto precision : { FilterType::PrecisionEnum::Float16, FilterType::PrecisionEnum::BFloat16 })
+    {
+      lowerPrecision.push_back(Make(image, model, "cuda"));
+      lowerPrecision.back()->SetPrecision(precision);
+      lowerPrecision.back()->SetMemoryBudget(65536);
+      lowerPrecision.back()->SetTileSize(gpu->GetTileGrid().GetTileSize());
+      lowerPrecision.back()->SetTilesPerBatch(gpu->GetTilesPerBatch());
+      lowerPrecision.back()->Update();
+    }
+
+    std::vector<double> cpuSeconds, gpuSeconds, flippedSeconds, halfSeconds, bfloatSeconds;
     for (int run = 0; run < 3; ++run)
     {
       cpuSeconds.push_back(Seconds(cpu));
       gpuSeconds.push_back(Seconds(gpu));
       flippedSeconds.push_back(Seconds(flipped));
+      halfSeconds.push_back(Seconds(lowerPrecision[0]));
+      bfloatSeconds.push_back(Seconds(lowerPrecision[1]));
     }
-    const auto median = [](std::vector<double> v) {
-      std::sort(v.begin(), v.end());
-      return v[v.size() / 2];
-    };
     std::cout << TImage::ImageDimension << "-D " << model << ", image " << size << ", tile "
               << gpu->GetTileGrid().GetTileSize() << ", batch " << gpu->GetTilesPerBatch() << ", "
               << typename FilterType::RegionType(gpu->GetTileGrid().GetNumberOfTiles()).GetNumberOfPixels()
@@ -166,9 +196,18 @@ struct Check
               << "  cuda streamed (5 pieces) vs one-shot: " << streamedDiffer << " labels differ\n"
               << "  estimated working memory: cpu " << cpu->GetEstimatedWorkingMemory() << " MB, cuda "
               << gpu->GetEstimatedWorkingMemory() << " MB\n"
-              << "  seconds, medians of 3 (16 CPU threads): cpu " << median(cpuSeconds) << ", cuda "
-              << median(gpuSeconds) << ", cuda with flip averaging over all axes " << median(flippedSeconds)
+              << "  seconds, medians of 3 (16 CPU threads): cpu " << Median(cpuSeconds) << ", cuda "
+              << Median(gpuSeconds) << ", cuda with flip averaging over all axes " << Median(flippedSeconds)
               << std::endl;
+    const char * names[] = { "float16", "bfloat16" };
+    const double seconds[] = { Median(halfSeconds), Median(bfloatSeconds) };
+    for (size_t k = 0; k < lowerPrecision.size(); ++k)
+    {
+      std::cout << "  cuda " << names[k] << " vs float32: " << seconds[k] << " s, largest probability difference "
+                << LargestDifference(gpu, lowerPrecision[k]) << ", labels differ on "
+                << LabelsDiffering(gpu->GetOutput(), lowerPrecision[k]->GetOutput()) << " of " << voxels << " voxels"
+                << std::endl;
+    }
     return streamedDiffer == 0 && largest < 1e-3 ? 0 : 1;
   }
 };

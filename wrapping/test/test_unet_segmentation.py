@@ -123,6 +123,12 @@ class SegmentationFromPython(unittest.TestCase):
         with self.assertRaises(RuntimeError) as raised:
             itk.u_net_segmentation_image_filter(itk.image_from_array(array), model_file_name=model("mean2d"))
         self.assertIn("non-finite", str(raised.exception))
+        segmenter = itk.UNetSegmentationImageFilter.New(self.slice, ModelFileName=model("mean2d"))
+        segmenter.SetPrecision(itk.UNetSegmentationImageFilterEnums.Precision_BFloat16)
+        self.assertEqual(segmenter.GetPrecision(), itk.UNetSegmentationImageFilterEnums.Precision_BFloat16)
+        with self.assertRaises(RuntimeError) as raised:
+            segmenter.Update()
+        self.assertIn("Precision BFloat16 runs on a CUDA device only", str(raised.exception))
 
     def test_labels_only_flip_averaging_and_freezing(self):
         """The switches of the C++ filter, by their ITK names: labels without probabilities, flip averaging,
