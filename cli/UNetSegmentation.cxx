@@ -711,7 +711,7 @@ ConfigureResampling(TResampling * resampling, const typename TResampling::InputI
 template <typename TSegmenter, typename TSpacing>
 void
 DescribeRun(const TSegmenter * segmenter, const std::string & modelFile, const TSpacing & spacing, bool resample,
-            size_t pieces)
+            size_t pieces, const std::string & piecesNote)
 {
   constexpr unsigned int VDimension = TSegmenter::ImageDimension;
   const itk::UNetModel * model = segmenter->GetModel();
@@ -721,8 +721,8 @@ DescribeRun(const TSegmenter * segmenter, const std::string & modelFile, const T
             << PerAxis<VDimension>([model](unsigned int axis) { return model->GetDownsamplingFactor(axis); })
             << "; normalisation " << segmenter->GetAppliedNormalizationDescription() << "; segmented at spacing "
             << spacing << (resample ? " (resampled)" : "") << "; tiles " << grid.GetTileSize() << " every "
-            << grid.GetStride() << " x " << grid.GetNumberOfTiles() << ", " << pieces
-            << " piece(s), estimated working memory " << segmenter->GetEstimatedWorkingMemory() << " MB" << std::endl;
+            << grid.GetStride() << " x " << grid.GetNumberOfTiles() << ", " << pieces << " piece(s)" << piecesNote
+            << ", estimated working memory " << segmenter->GetEstimatedWorkingMemory() << " MB" << std::endl;
 }
 
 /** Runs the pipeline piece by piece (`runPiece` brings a piece up to date and writes it), reporting progress over the
@@ -877,10 +877,17 @@ Segment(const CommandLine & arguments, itk::UNetModel * loadedModel)
     separation->UpdateOutputInformation();
   }
   // Resampled (whole), with the cells (a cell may reach across any piece) or a single slice: one piece.
-  const auto pieces = SplitIntoPieces<VDimension>(
-    input->GetLargestPossibleRegion(),
-    resample || separateCells || singleSlice ? 1u : static_cast<unsigned int>(arguments.streamPieces));
-  DescribeRun(segmenter, arguments.modelFile, spacing, resample, pieces.size());
+  const char * wholeBecause = resample        ? "the image is resampled whole"
+                              : separateCells ? "--cells separates the whole image"
+                              : singleSlice   ? "a single slice"
+                                              : nullptr;
+  const auto   pieces = SplitIntoPieces<VDimension>(
+    input->GetLargestPossibleRegion(), wholeBecause ? 1u : static_cast<unsigned int>(arguments.streamPieces));
+  const std::string piecesNote =
+    wholeBecause && arguments.streamPieces > 1
+      ? " (--streamPieces " + std::to_string(arguments.streamPieces) + " not used: " + wholeBecause + ")"
+      : "";
+  DescribeRun(segmenter, arguments.modelFile, spacing, resample, pieces.size(), piecesNote);
   const std::vector<ClassLook> looks = ClassLooks(segmenter->GetModel());
   if constexpr (singleSlice)
   {

@@ -86,19 +86,22 @@ public:
 
   /** Set/Get the component of the input that holds the cell class's probability (default 1). */
   /** @{ */
-  itkSetMacro(CellClass, unsigned int);
+  void
+  SetCellClass(unsigned int cellClass);
   itkGetConstMacro(CellClass, unsigned int);
   /** @} */
 
   /** Set/Get the smallest cell probability of a seed voxel (default 0.5). */
   /** @{ */
-  itkSetMacro(SeedThreshold, double);
+  void
+  SetSeedThreshold(double threshold);
   itkGetConstMacro(SeedThreshold, double);
   /** @} */
 
   /** Set/Get the smallest cell probability of a voxel the seeds grow into (default 0.2; at most SeedThreshold). */
   /** @{ */
-  itkSetMacro(CellThreshold, double);
+  void
+  SetCellThreshold(double threshold);
   itkGetConstMacro(CellThreshold, double);
   /** @} */
 
@@ -112,7 +115,8 @@ public:
   /** @} */
 
   /** Takes CellClass, SeedThreshold and CellThreshold from `model`'s model card (UNetModelCard), where it has them:
-   * the settings chosen for that network on its training images. `model` must be loaded; the others stay. */
+   * the settings chosen for that network on its training images. `model` must be loaded. A setting the caller set
+   * (before or after this call) wins over the card's; PrintSelf says where each value came from. */
   void
   SetParametersFromModel(const UNetModel * model);
 
@@ -141,9 +145,27 @@ protected:
   PrintSelf(std::ostream & os, Indent indent) const override;
 
 private:
+  /** Where a setting's value came from: the caller's wins over the card's, which wins over the default. */
+  enum class SettingSource : uint8_t
+  {
+    Default,
+    ModelCard,
+    Caller
+  };
+  static const char *
+  ToString(SettingSource source);
+
+  /** Sets `setting` to `value` from `source`, unless the caller has set it and `source` is the card. */
+  template <typename TValue>
+  void
+  SetFrom(SettingSource source, TValue & setting, SettingSource & settingsSource, const TValue & value);
+
   unsigned int  m_CellClass{ 1 };
   double        m_SeedThreshold{ 0.5 };
   double        m_CellThreshold{ 0.2 };
+  SettingSource m_CellClassSource{ SettingSource::Default };
+  SettingSource m_SeedThresholdSource{ SettingSource::Default };
+  SettingSource m_CellThresholdSource{ SettingSource::Default };
   bool          m_FullyConnected{ false };
   SizeValueType m_NumberOfCells{ 0 };
 };

@@ -124,12 +124,68 @@ UNetCellSeparationImageFilter<TProbabilityImage, TLabelImage>::GenerateData()
 
 template <typename TProbabilityImage, typename TLabelImage>
 void
+UNetCellSeparationImageFilter<TProbabilityImage, TLabelImage>::SetCellClass(unsigned int cellClass)
+{
+  this->SetFrom(SettingSource::Caller, m_CellClass, m_CellClassSource, cellClass);
+}
+
+template <typename TProbabilityImage, typename TLabelImage>
+void
+UNetCellSeparationImageFilter<TProbabilityImage, TLabelImage>::SetSeedThreshold(double threshold)
+{
+  this->SetFrom(SettingSource::Caller, m_SeedThreshold, m_SeedThresholdSource, threshold);
+}
+
+template <typename TProbabilityImage, typename TLabelImage>
+void
+UNetCellSeparationImageFilter<TProbabilityImage, TLabelImage>::SetCellThreshold(double threshold)
+{
+  this->SetFrom(SettingSource::Caller, m_CellThreshold, m_CellThresholdSource, threshold);
+}
+
+template <typename TProbabilityImage, typename TLabelImage>
+template <typename TValue>
+void
+UNetCellSeparationImageFilter<TProbabilityImage, TLabelImage>::SetFrom(SettingSource source, TValue & setting,
+                                                                       SettingSource & settingsSource,
+                                                                       const TValue &  value)
+{
+  if (source == SettingSource::ModelCard && settingsSource == SettingSource::Caller)
+  {
+    return;
+  }
+  settingsSource = source;
+  if (setting != value)
+  {
+    setting = value;
+    this->Modified();
+  }
+}
+
+template <typename TProbabilityImage, typename TLabelImage>
+const char *
+UNetCellSeparationImageFilter<TProbabilityImage, TLabelImage>::ToString(SettingSource source)
+{
+  switch (source)
+  {
+    case SettingSource::ModelCard:
+      return "model card";
+    case SettingSource::Caller:
+      return "set";
+    case SettingSource::Default:
+      break;
+  }
+  return "default";
+}
+
+template <typename TProbabilityImage, typename TLabelImage>
+void
 UNetCellSeparationImageFilter<TProbabilityImage, TLabelImage>::PrintSelf(std::ostream & os, Indent indent) const
 {
   Superclass::PrintSelf(os, indent);
-  os << indent << "CellClass: " << m_CellClass << std::endl;
-  os << indent << "SeedThreshold: " << m_SeedThreshold << std::endl;
-  os << indent << "CellThreshold: " << m_CellThreshold << std::endl;
+  os << indent << "CellClass: " << m_CellClass << " (" << ToString(m_CellClassSource) << ')' << std::endl;
+  os << indent << "SeedThreshold: " << m_SeedThreshold << " (" << ToString(m_SeedThresholdSource) << ')' << std::endl;
+  os << indent << "CellThreshold: " << m_CellThreshold << " (" << ToString(m_CellThresholdSource) << ')' << std::endl;
   os << indent << "FullyConnected: " << (m_FullyConnected ? "On" : "Off") << std::endl;
   os << indent << "NumberOfCells: " << m_NumberOfCells << std::endl;
 }
@@ -146,15 +202,15 @@ UNetCellSeparationImageFilter<TProbabilityImage, TLabelImage>::SetParametersFrom
   const UNetModelCard & card = model->GetModelCard();
   if (card.CellClass)
   {
-    this->SetCellClass(*card.CellClass);
+    this->SetFrom(SettingSource::ModelCard, m_CellClass, m_CellClassSource, *card.CellClass);
   }
   if (card.SeedThreshold)
   {
-    this->SetSeedThreshold(*card.SeedThreshold);
+    this->SetFrom(SettingSource::ModelCard, m_SeedThreshold, m_SeedThresholdSource, *card.SeedThreshold);
   }
   if (card.CellThreshold)
   {
-    this->SetCellThreshold(*card.CellThreshold);
+    this->SetFrom(SettingSource::ModelCard, m_CellThreshold, m_CellThresholdSource, *card.CellThreshold);
   }
 }
 #endif

@@ -28,6 +28,7 @@
 #include "itkUNetSegmentationImageFilter.h"
 
 #include "UNetTestHelpers.h"
+#include <sstream>
 
 namespace
 {
@@ -238,4 +239,23 @@ TEST(UNetModelCard, CellSeparationTakesTheCardsThresholds)
   auto defaults = Separation::New();
   defaults->SetParametersFromModel(Load("mean2d")); // no card: the filter's own
   EXPECT_EQ(defaults->GetSeedThreshold(), Separation::New()->GetSeedThreshold());
+
+  // The caller's settings win whether they come before or after the card's; PrintSelf says where each came from.
+  auto callers = Separation::New();
+  callers->SetSeedThreshold(0.7);
+  callers->SetParametersFromModel(Load("card_full2d"));
+  callers->SetCellThreshold(0.25);
+  callers->SetParametersFromModel(Load("card_full2d"));
+  EXPECT_EQ(callers->GetSeedThreshold(), 0.7);
+  EXPECT_EQ(callers->GetCellThreshold(), 0.25);
+  EXPECT_EQ(callers->GetCellClass(), 1u);
+  std::ostringstream printed;
+  callers->Print(printed);
+  for (const char * line : { "CellClass: 1 (model card)", "SeedThreshold: 0.7 (set)", "CellThreshold: 0.25 (set)" })
+  {
+    EXPECT_NE(printed.str().find(line), std::string::npos) << printed.str();
+  }
+  std::ostringstream printedDefaults;
+  defaults->Print(printedDefaults);
+  EXPECT_NE(printedDefaults.str().find("SeedThreshold: 0.5 (default)"), std::string::npos) << printedDefaults.str();
 }
