@@ -309,6 +309,13 @@ public:
    * none, or says the network works on the images' own grid (unit "pixel"). */
   std::vector<double>
   GetTrainedSpacing() const;
+  /** The unit of GetTrainedSpacing(): "mm", "um" or "nm"; empty when it is empty. */
+  std::string
+  GetTrainedSpacingUnit() const;
+  /** Millimetres in one `unit` ("mm", "um" or "nm", the physical units a model card's spacing takes); throws an
+   * ExceptionObject naming `what` for any other. */
+  static double
+  MillimetersPerUnit(const std::string & unit, const char * what);
 
   /** The model card as JSON text (empty without one), e.g. for Python's json.loads. */
   std::string

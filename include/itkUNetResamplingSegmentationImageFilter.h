@@ -80,10 +80,18 @@ public:
   itkGetModifiableObjectMacro(Segmenter, SegmenterType);
   /** @} */
 
-  /** Set/Get the spacing to segment at; 0 along every axis (default): the model card's physical spacing, or none. */
+  /** Set/Get the spacing to segment at, in the input's spacing unit; 0 along every axis (default): the model card's
+   * physical spacing, or none. */
   /** @{ */
   itkSetMacro(SegmentationSpacing, SpacingType);
   itkGetConstReferenceMacro(SegmentationSpacing, SpacingType);
+  /** @} */
+
+  /** Set/Get the unit of the input's spacing: "mm" (default: ITK's medical image readers and 3D Slicer), "um" or "nm"
+   * (microscopy). The model card's spacing is converted from its own unit to this one. */
+  /** @{ */
+  itkSetStringMacro(InputSpacingUnit);
+  itkGetStringMacro(InputSpacingUnit);
   /** @} */
 
   /** Set/Get how the input is resampled (Linear, default, or BSpline). */
@@ -163,6 +171,7 @@ private:
 
   typename SegmenterType::Pointer m_Segmenter{};
   SpacingType                     m_SegmentationSpacing{ 0.0 };
+  std::string                     m_InputSpacingUnit{ "mm" };
   InterpolationEnum               m_Interpolation{ InterpolationEnum::Linear };
   SpacingType                     m_AppliedSpacing{ 0.0 };
   bool                            m_Resampled{ false };

@@ -29,6 +29,7 @@
 #include "itkUNetTileAccumulator.h"
 #include "itkVectorIndexSelectionCastImageFilter.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace itk
@@ -70,7 +71,8 @@ UNetResamplingSegmentationImageFilter<TInputImage, TOutputImage>::GenerateOutput
   model->Load();
   const InputImageType * input = this->GetInput();
   m_AppliedSpacing = input->GetSpacing();
-  bool spacingGiven = false;
+  const double millimetersPerInputUnit = UNetModel::MillimetersPerUnit(m_InputSpacingUnit, "InputSpacingUnit");
+  bool         spacingGiven = false;
   for (unsigned int axis = 0; axis < ImageDimension; ++axis)
   {
     spacingGiven = spacingGiven || m_SegmentationSpacing[axis] != 0.0;
@@ -82,7 +84,14 @@ UNetResamplingSegmentationImageFilter<TInputImage, TOutputImage>::GenerateOutput
   else
   {
     const std::vector<double> trained = model->GetTrainedSpacing();
-    std::copy(trained.begin(), trained.end(), m_AppliedSpacing.Begin());
+    if (!trained.empty())
+    {
+      const double scale =
+        UNetModel::MillimetersPerUnit(model->GetTrainedSpacingUnit(), "The model card's spacing unit") /
+        millimetersPerInputUnit;
+      std::transform(
+        trained.begin(), trained.end(), m_AppliedSpacing.Begin(), [scale](double value) { return value * scale; });
+    }
   }
   m_Resampled = false;
   for (unsigned int axis = 0; axis < ImageDimension; ++axis)
@@ -265,6 +274,7 @@ UNetResamplingSegmentationImageFilter<TInputImage, TOutputImage>::PrintSelf(std:
 {
   Superclass::PrintSelf(os, indent);
   os << indent << "SegmentationSpacing: " << m_SegmentationSpacing << std::endl;
+  os << indent << "InputSpacingUnit: " << m_InputSpacingUnit << std::endl;
   os << indent << "Interpolation: " << m_Interpolation << std::endl;
   os << indent << "AppliedSpacing: " << m_AppliedSpacing << (m_Resampled ? " (resampled)" : " (the input's)")
      << std::endl;

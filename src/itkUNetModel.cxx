@@ -1398,6 +1398,31 @@ UNetModel::GetTrainedSpacing() const
 }
 
 std::string
+UNetModel::GetTrainedSpacingUnit() const
+{
+  const LoadedNetwork network = this->GetLoadedNetwork("GetTrainedSpacingUnit");
+  return network->card && network->card->HasPhysicalSpacing() ? network->card->SpacingUnit : std::string();
+}
+
+double
+UNetModel::MillimetersPerUnit(const std::string & unit, const char * what)
+{
+  if (unit == "mm")
+  {
+    return 1.0;
+  }
+  if (unit == "um")
+  {
+    return 1e-3;
+  }
+  if (unit == "nm")
+  {
+    return 1e-6;
+  }
+  itkGenericExceptionMacro(<< what << " must be \"mm\", \"um\" or \"nm\"; got \"" << unit << "\".");
+}
+
+std::string
 UNetModel::GetModelCardJSON() const
 {
   const LoadedNetwork network = this->GetLoadedNetwork("GetModelCardJSON");

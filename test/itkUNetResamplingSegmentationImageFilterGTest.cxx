@@ -168,3 +168,34 @@ TEST(UNetResamplingSegmentationImageFilter, AnExplicitSpacingAndBSplines)
   filter->SetSegmentationSpacing(Spacing(0.8, -1.0, 0.8));
   EXPECT_THROW(filter->Update(), itk::ExceptionObject);
 }
+
+TEST(UNetResamplingSegmentationImageFilter, TheCardsSpacingInTheInputsUnit)
+{
+  // card_sphere3d was trained at 1 mm: 1000 in an image whose spacing is in micrometres, 1 in one in millimetres.
+  const auto image = Sphere(Spacing(0.5, 0.5, 2.0));
+  auto       filter = Resampling3D::New();
+  filter->SetInput(image);
+  filter->GetSegmenter()->SetModelFileName(UNetTest::ModelPath("card_sphere3d"));
+  EXPECT_EQ(filter->GetInputSpacingUnit(), std::string("mm"));
+  filter->UpdateOutputInformation();
+  EXPECT_EQ(filter->GetAppliedSpacing(), Spacing(1.0, 1.0, 1.0));
+  filter->SetInputSpacingUnit("um");
+  filter->UpdateOutputInformation();
+  EXPECT_EQ(filter->GetAppliedSpacing(), Spacing(1000.0, 1000.0, 1000.0));
+  std::ostringstream printed;
+  filter->Print(printed);
+  EXPECT_NE(printed.str().find("InputSpacingUnit: um"), std::string::npos) << printed.str();
+  filter->SetInputSpacingUnit("inch");
+  try
+  {
+    filter->UpdateOutputInformation();
+    ADD_FAILURE() << "an unknown unit was taken";
+  }
+  catch (const itk::ExceptionObject & error)
+  {
+    EXPECT_NE(
+      std::string(error.GetDescription()).find("InputSpacingUnit must be \"mm\", \"um\" or \"nm\"; got \"inch\""),
+      std::string::npos)
+      << error.GetDescription();
+  }
+}
