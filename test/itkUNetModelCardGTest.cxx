@@ -139,6 +139,47 @@ TEST(UNetModelCard, BadRecordsFailAtLoadNamingTheField)
   EXPECT_THROW(itk::UNetModelCard::FromJSON("{}"), itk::ExceptionObject); // no schema_version
 }
 
+TEST(UNetModelCard, EveryFieldIsCheckedNamingIt)
+{
+  // Records parsed, then checked against a 2-D network of 1 channel and 2 classes; each must fail naming its field.
+  const std::pair<const char *, const char *> bad[] = {
+    { R"({"schema_version": 1, "classes": []})", "field \"classes\" must be an array of 2 to" },
+    { R"({"schema_version": 1, "classes": [{"name": ""}, {"name": "b"}]})",
+      "field \"classes[0].name\" must be a non-empty" },
+    { R"({"schema_version": 1, "classes": [{"name": "a", "color": [0, 0]}, {"name": "b"}]})",
+      "field \"classes[0].color\"" },
+    { R"({"schema_version": 1, "normalization": {"kind": "standardize", "mean": 0, "standard_deviation": 0}})",
+      "field \"normalization.standard_deviation\" must be positive" },
+    { R"({"schema_version": 1, "normalization": {"kind": "zscore", "mean": 0, "standard_deviation": 1}})",
+      "field \"normalization.kind\" must be \"fixed\", \"standardize\" or \"clip\"" },
+    { R"({"schema_version": 1, "spacing": {"values": [1, 1], "unit": "inch"}})", "field \"spacing.unit\" must be" },
+    { R"({"schema_version": 1, "flip_axes": [2]})", "field \"flip_axes\" names axis 2, but the network is 2-D" },
+    { R"({"schema_version": 1, "tile": {"size": [6, 6, 6]}})",
+      "field \"tile.size\" has 3 values, but the network is 2-D" },
+    { R"({"schema_version": 1, "cell_separation": {"cell_class": 2}})",
+      "field \"cell_separation.cell_class\" is 2, but the network has 2 classes" },
+    { R"({"schema_version": 1, "cell_separation": {"seed_threshold": 0.3, "cell_threshold": 0.5}})",
+      "field \"cell_separation.cell_threshold\" must not exceed" },
+    { R"({"schema_version": 1, "cell_separation": {"seed_threshold": 1.5}})",
+      "field \"cell_separation.seed_threshold\" must be in (0, 1]" },
+  };
+  for (const auto & [json, message] : bad)
+  {
+    SCOPED_TRACE(json);
+    try
+    {
+      itk::UNetModelCard::FromJSON(json).VerifyAgainst(2, 1, 2);
+      ADD_FAILURE() << "accepted";
+    }
+    catch (const itk::ExceptionObject & error)
+    {
+      EXPECT_NE(std::string(error.GetDescription()).find(message), std::string::npos) << error.GetDescription();
+    }
+  }
+  EXPECT_NO_THROW(itk::UNetModelCard::FromJSON(R"({"schema_version": 1, "flip_axes": [1], "tile": {"size": [6, 6]}})")
+                    .VerifyAgainst(2, 1, 2));
+}
+
 TEST(UNetModelCard, TheFilterAppliesTheCardUnlessTheCallerSetsItsOwn)
 {
   const auto             input = UNetTest::MakeRandomImage<Image2D>({ { 23, 17 } }, 3, 0.0, 20.0);
