@@ -2,7 +2,9 @@
 (itk_unetsegmentation.scoring): mirroring as the filter mirrors, augmentation applied alike to image and labels,
 training inputs from the module's filters, a loss that goes down, and an exported network that the filter runs."""
 import csv
+import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -14,6 +16,7 @@ import torch
 import itk
 
 
+from itk_unetsegmentation import model_card
 from itk_unetsegmentation import scoring as score_segmentation
 from itk_unetsegmentation import training as train_unet
 from itk_unetsegmentation.networks import valid_unet_border
@@ -26,6 +29,41 @@ def isbi_crop(index, size=96):
     image = train_unet.read_image(os.path.join(ISBI, "image", f"{index}.png"))[:size, :size]
     cells = train_unet.read_cells(os.path.join(ISBI, "label", f"{index}.png"))[:size, :size]
     return np.ascontiguousarray(image), np.ascontiguousarray(cells)
+
+
+def write_crops(directory, indices, extension, size=96, spacing=None):
+    """ISBI crops as image and mask files (uint8) in `directory`, with `spacing` (x, y) in their headers if given;
+    returns the image and label file names."""
+    images, labels = [], []
+    for index in indices:
+        image, _ = isbi_crop(index, size)
+        mask = itk.array_from_image(itk.imread(os.path.join(ISBI, "label", f"{index}.png"), itk.UC))[:size, :size]
+        for array, names, kind in ((image, images, "image"), (mask, labels, "label")):
+            written = itk.image_from_array(np.ascontiguousarray(array.astype(np.uint8)))
+            if spacing is not None:
+                written.SetSpacing(spacing)
+            names.append(os.path.join(directory, f"{kind}{index}.{extension}"))
+            itk.imwrite(written, names[-1])
+    return images, labels
+
+
+def read_card(model_file, test):
+    """The model card of `model_file` as itk.UNetModel reads it (checked against the network at load), which is
+    what itk_unetsegmentation.model_card reads from the archive."""
+    unet = itk.UNetModel.New()
+    unet.SetFileName(model_file)
+    unet.SetImageDimension(2)
+    unet.Load()
+    test.assertTrue(unet.HasModelCard())
+    card = json.loads(unet.GetModelCardJSON())
+    test.assertEqual(card, model_card.read(model_file))
+    return card
+
+
+def pooled_statistics(files):
+    """The mean and standard deviation of all the voxels of the images, as the training tool reads them."""
+    voxels = np.concatenate([train_unet.read_image(f).ravel() for f in files]).astype(np.float64)
+    return float(voxels.mean()), float(voxels.std())
 
 
 class Mirroring(unittest.TestCase):
@@ -147,6 +185,33 @@ class TrainingInputs(unittest.TestCase):
             file_name = os.path.join(directory, "cells.nrrd")
             itk.imwrite(itk.image_from_array(cells.astype(np.float32)), file_name)
             np.testing.assert_array_equal(train_unet.read_cells(file_name, "instances"), cells)
+
+    def test_standardized_image_is_what_the_filter_standardises(self):
+        """standardized (the training images under --standardize, whose target the model card gives the filter) maps
+        an image as the segmentation filter's StandardizeImage does: a network's probabilities on the tool's
+        standardised image equal the filter's on the raw image it standardises itself, and differ on the raw image
+        unstandardised, so the comparison can tell."""
+        image, _ = isbi_crop(3, size=24)
+        mean, standard_deviation = 0.3, 1.7
+        model = train_unet.build_network(2, 2, 4, 0.5, 0.0, 1.0)
+        torch.manual_seed(4)
+        train_unet.initialize_as_paper(model.net)
+        with tempfile.TemporaryDirectory() as directory:
+            model_file = os.path.join(directory, "model.pt")
+            train_unet.export(model, model_file)
+
+            def probabilities(array, **settings):
+                segmenter = itk.UNetSegmentationImageFilter.New(itk.image_from_array(array), ModelFileName=model_file,
+                                                                **settings)
+                segmenter.Update()
+                return itk.array_from_image(segmenter.GetProbabilityOutput())
+
+            by_filter = probabilities(image, StandardizeImage=True, StandardizedMean=mean,
+                                      StandardizedStandardDeviation=standard_deviation)
+            by_tool = probabilities(train_unet.standardized(image, mean, standard_deviation))
+            raw = probabilities(image)
+        np.testing.assert_allclose(by_tool, by_filter, rtol=0, atol=1e-5)
+        self.assertGreater(np.abs(raw - by_filter).max(), 1e-3)
 
 
 class Training(unittest.TestCase):
@@ -299,6 +364,40 @@ class CommandLine(unittest.TestCase):
             scores = score_segmentation.segmentation_scores(itk.array_from_image(cells_out) > 0, truth)
             for name in ("pixel_error", "dice", "rand_error", "rand_error_thinned"):
                 self.assertAlmostEqual(float(rows[-1]["cells_" + name]), scores[name], places=4, msg=name)
+            self.check_model_card(os.path.join(output, "model.pt"), images[:2], rows)
+
+    def check_model_card(self, model_file, training_images, rows):
+        """The card of the network the run above saved says what the run used: the images' spacing (none: PNG and
+        NRRD written without one), the default classes and flips, the thresholds given, the recipe, the scores of
+        its last log row; no card normalisation, since the network normalises inside itself, which the provenance
+        records with the training images' mean and standard deviation."""
+        card = read_card(model_file, self)
+        self.assertNotIn("normalization", card)
+        self.assertEqual(card["spacing"], {"values": [1.0, 1.0], "unit": "pixel"})
+        self.assertEqual([c["name"] for c in card["classes"]], ["background", "cell"])
+        self.assertEqual(card["flip_axes"], [0, 1])
+        self.assertEqual(card["cell_separation"], {"cell_class": 1, "seed_threshold": 0.6, "cell_threshold": 0.3})
+        provenance = card["provenance"]
+        self.assertEqual(provenance["cell_separation"],
+                         {"chosen": False, "seed_threshold": "given", "cell_threshold": "given"})
+        self.assertEqual(provenance["training_images"], [os.path.basename(f) for f in training_images])
+        recipe = provenance["recipe"]
+        self.assertEqual((recipe["depth"], recipe["width"], recipe["tile"], recipe["flips"], recipe["standardize"],
+                          recipe["calibrate_decision"], recipe["spacing"], recipe["spacing_unit"]),
+                         (2, 4, 40, "all", False, True, [1.0, 1.0], "pixel"))
+        scores = provenance["held_out_scores"]
+        self.assertEqual(len(scores), 8)
+        for name, value in scores.items():
+            self.assertAlmostEqual(value, float(rows[-1][name]), delta=1e-5, msg=name)
+        mean, standard_deviation = pooled_statistics(training_images)
+        inside = provenance["input_normalization"]
+        self.assertTrue(inside["inside_network"])
+        self.assertAlmostEqual(inside["mean"], mean, delta=1e-4 * mean)
+        self.assertAlmostEqual(inside["standard_deviation"], standard_deviation, delta=1e-4 * standard_deviation)
+        network = torch.jit.load(model_file)
+        self.assertAlmostEqual(float(network.mean), inside["mean"], delta=1e-4 * mean)
+        self.assertAlmostEqual(1.0 / float(network.scale), inside["standard_deviation"],
+                               delta=1e-4 * standard_deviation)
 
     def test_bad_separation_thresholds_fail_before_training(self):
         with tempfile.TemporaryDirectory() as directory:
@@ -313,6 +412,118 @@ class CommandLine(unittest.TestCase):
             self.assertIn("CellThreshold must be in (0, SeedThreshold = 0.3]", run.stderr)
             self.assertEqual(run.stdout, "")
             self.assertEqual(os.listdir(directory), [])
+
+
+class ModelCardOfATrainingRun(unittest.TestCase):
+    TOOL = [sys.executable, "-m", "itk_unetsegmentation.training"]
+    SMALL = ["--depth", "2", "--width", "4", "--tile", "40", "--print-every", "1"]
+    # --choose-thresholds' grid, written out here rather than taken from the tool.
+    GRID = [(0.5, 0.2), (0.5, 0.3), (0.5, 0.5), (0.6, 0.2), (0.6, 0.3), (0.6, 0.5), (0.7, 0.2), (0.7, 0.3), (0.7, 0.5)]
+
+    def test_standardized_run_with_thresholds_chosen_and_the_images_spacing(self):
+        """--standardize --choose-thresholds --flips x --class-names on two crops with spacing 0.5 in their headers,
+        three steps: the card holds the standardisation to the training voxels' mean and standard deviation (which
+        the segmentation filter applies), spacing 0.5 mm, the names and flips asked for, and the grid's best
+        thresholds on the training images, scored here independently."""
+        with tempfile.TemporaryDirectory() as directory:
+            images, labels = write_crops(directory, (0, 1), "mha", spacing=(0.5, 0.5))
+            model_file = os.path.join(directory, "run", "model.pt")
+            run = subprocess.run(self.TOOL + self.SMALL + [
+                "--output", os.path.dirname(model_file), "--images"] + images + ["--labels"] + labels + [
+                "--steps", "3", "--standardize", "--choose-thresholds", "--flips", "x",
+                "--class-names", "membrane", "neuron"], check=True, capture_output=True, text=True)
+            self.assertIn("step 3: cells separated at seeds ", run.stdout)
+            card = read_card(model_file, self)
+            self.assertEqual(card["spacing"], {"values": [0.5, 0.5], "unit": "mm"})
+            self.assertEqual([c["name"] for c in card["classes"]], ["membrane", "neuron"])
+            self.assertEqual(card["flip_axes"], [0])
+            self.assertEqual(card["provenance"]["recipe"]["standardize"], True)
+            self.check_standardization(model_file, card, images)
+            self.check_chosen_thresholds(model_file, card, images, labels)
+
+    def check_standardization(self, model_file, card, images):
+        mean, standard_deviation = pooled_statistics(images)
+        normalization = card["normalization"]
+        self.assertEqual(normalization["kind"], "standardize")
+        self.assertAlmostEqual(normalization["mean"], mean, delta=1e-4 * mean)
+        self.assertAlmostEqual(normalization["standard_deviation"], standard_deviation,
+                               delta=1e-4 * standard_deviation)
+        image = itk.imread(images[0], itk.F)
+        carded = itk.UNetSegmentationImageFilter.New(image, ModelFileName=model_file)
+        carded.Update()
+        self.assertIn("from the model card", carded.GetAppliedNormalizationDescription())
+        # The same network without the card's normalisation, standardised by the caller as the card says: the
+        # same probabilities; not standardised at all: others, so the comparison can tell.
+        bare = os.path.join(os.path.dirname(model_file), "bare.pt")
+        with open(model_file, "rb") as source, open(bare, "wb") as copy:
+            copy.write(source.read())
+        model_card.write(bare, {k: v for k, v in card.items() if k != "normalization"})
+        asked = itk.UNetSegmentationImageFilter.New(image, ModelFileName=bare, StandardizeImage=True,
+                                                    StandardizedMean=normalization["mean"],
+                                                    StandardizedStandardDeviation=normalization["standard_deviation"])
+        asked.Update()
+        plain = itk.UNetSegmentationImageFilter.New(image, ModelFileName=bare)
+        plain.Update()
+        probabilities = itk.array_from_image(carded.GetProbabilityOutput())
+        np.testing.assert_array_equal(probabilities, itk.array_from_image(asked.GetProbabilityOutput()))
+        self.assertGreater(np.abs(probabilities - itk.array_from_image(plain.GetProbabilityOutput())).max(), 1e-3)
+
+    def check_chosen_thresholds(self, model_file, card, images, labels):
+        """Each pair of the grid scored on the training images segmented by the filter with the saved network: the
+        card's pair has the lowest adapted Rand error of the separated cells, then the lowest pixel error."""
+        truths = [train_unet.read_cells(f) for f in labels]
+        probabilities = []
+        for file_name in images:
+            segmenter = itk.UNetSegmentationImageFilter.New(itk.imread(file_name, itk.F), ModelFileName=model_file)
+            segmenter.Update()
+            probabilities.append(segmenter.GetProbabilityOutput())
+        scores = {}
+        for seed, cell in self.GRID:
+            per_image = [score_segmentation.segmentation_scores(itk.array_from_image(
+                itk.u_net_cell_separation_image_filter(p, seed_threshold=seed, cell_threshold=cell)) > 0, truth)
+                for p, truth in zip(probabilities, truths)]
+            scores[seed, cell] = (np.mean([s["rand_error"] for s in per_image]),
+                                  np.mean([s["pixel_error"] for s in per_image]))
+        self.assertGreater(len({round(v[0], 6) for v in scores.values()}), 1, "every pair scores alike")
+        best = min(self.GRID, key=lambda pair: scores[pair])
+        separation = card["cell_separation"]
+        self.assertEqual((separation["seed_threshold"], separation["cell_threshold"]), best)
+        chosen = card["provenance"]["cell_separation"]
+        self.assertEqual((chosen["chosen"], chosen["training_images"]), (True, 2))
+        self.assertAlmostEqual(chosen["rand_error"], scores[best][0], places=6)
+
+    def test_spacing_and_unit_from_the_images_headers(self):
+        with tempfile.TemporaryDirectory() as directory:
+            mha, _ = write_crops(directory, (0, 1), "mha", size=8, spacing=(0.5, 0.25))
+            png, _ = write_crops(directory, (0, 1), "png", size=8)
+            nrrd, _ = write_crops(directory, (2,), "nrrd", size=8, spacing=(0.5, 0.5))
+            self.assertEqual(train_unet.training_spacing(mha, 2), ([0.5, 0.25], "mm"))
+            self.assertEqual(train_unet.training_spacing(mha, 2, unit="um"), ([0.5, 0.25], "um"))
+            self.assertEqual(train_unet.training_spacing(png, 2), ([1.0, 1.0], "pixel"))
+            self.assertEqual(train_unet.training_spacing(png + nrrd, 2, [0.4, 0.4]), ([0.4, 0.4], "mm"))
+            with self.assertRaisesRegex(ValueError, "needs 2 positive values"):
+                train_unet.training_spacing(png, 2, [0.4, 0.4, 1.0])
+            with self.assertRaisesRegex(ValueError, "needs 2 positive values"):
+                train_unet.training_spacing(png, 2, [0.4, 0.0])
+            message = re.escape(f"spacings differ: {mha[0]} has [0.5, 0.25], {nrrd[0]} [0.5, 0.5]; ")
+            with self.assertRaisesRegex(ValueError, message + ".* --spacing"):
+                train_unet.training_spacing(mha + nrrd, 2)
+
+    def test_bad_options_fail_before_training(self):
+        """Images of different spacings without --spacing; --choose-thresholds with a threshold given."""
+        with tempfile.TemporaryDirectory() as directory:
+            mha, mha_labels = write_crops(directory, (0,), "mha", size=40, spacing=(0.5, 0.5))
+            png, png_labels = write_crops(directory, (1,), "png", size=40)
+            output = os.path.join(directory, "run")
+            common = ["--output", output] + self.SMALL
+            with self.assertRaisesRegex(ValueError, f"spacings differ: {re.escape(mha[0])} .*, {re.escape(png[0])} "):
+                train_unet.train(train_unet.parse_arguments(
+                    common + ["--images", mha[0], png[0], "--labels", mha_labels[0], png_labels[0]]))
+            with self.assertRaisesRegex(ValueError, "--choose-thresholds .* not both"):
+                train_unet.train(train_unet.parse_arguments(
+                    common + ["--images", png[0], "--labels", png_labels[0], "--choose-thresholds",
+                              "--cell-threshold", "0.3"]))
+            self.assertEqual(os.listdir(output), [])
 
 
 class Scores(unittest.TestCase):

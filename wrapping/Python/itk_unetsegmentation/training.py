@@ -35,7 +35,8 @@ Every --evaluate-every steps (and at the end) the network is saved as TorchScrip
 itk.UNetSegmentationImageFilter exactly as a user would, and is scored (pixel error, cell Dice, adapted Rand error;
 see itk_unetsegmentation.scoring) twice: the network's decision (its most probable class), and the cells that
 itk.UNetCellSeparationImageFilter makes from its probabilities (--seed-threshold, --cell-threshold; the filter's
-defaults), what the command-line module's --cells writes. Written to --output:
+defaults; or, with --choose-thresholds, the pair of a small grid that separates the training images' cells best),
+what the command-line module's --cells writes. Written to --output:
     model.pt        the TorchScript network, for UNetSegmentationImageFilter as it is
     checkpoint.pt   weights, optimiser and random states, history: --resume continues from it
     log.csv         loss per step, held-out scores per evaluation
@@ -90,6 +91,35 @@ def read_cells(file_name, label_type="mask", mask_threshold=None):
         threshold = 0.5 * largest if largest > 0 else 1.0
     cells = itk.u_net_cell_label_image_filter(labels, foreground_threshold=threshold)
     return itk.array_from_image(cells).astype(np.int64)
+
+
+def image_spacing(file_name):
+    """The voxel spacing (x, y[, z]) in a file's header; its voxels are not read."""
+    io = itk.ImageIOFactory.CreateImageIO(file_name, itk.CommonEnums.IOFileMode_ReadMode)
+    if io is None:
+        raise ValueError(f"{file_name}: not an image file ITK reads")
+    io.SetFileName(file_name)
+    io.ReadImageInformation()
+    return [float(io.GetSpacing(axis)) for axis in range(io.GetNumberOfDimensions())]
+
+
+def training_spacing(image_files, dim, spacing=None, unit=None):
+    """(values, unit) of the model card's spacing: `spacing` (--spacing) if given, else the training images' own,
+    which must agree (to ITK's tolerance, 1e-6 of the spacing). The unit: `unit` (--spacing-unit) if given; else
+    "pixel" for images that carry no physical spacing (every axis exactly 1, as a PNG or a TIFF without metadata:
+    the network then works on whatever grid it is given), and "mm", ITK's convention, for the others or a --spacing."""
+    if spacing is not None:
+        if len(spacing) != dim or min(spacing) <= 0:
+            raise ValueError(f"--spacing {' '.join(f'{v:g}' for v in spacing)}: needs {dim} positive values, one per "
+                             f"axis of the {dim}-D images")
+        return [float(v) for v in spacing], unit or "mm"
+    values = image_spacing(image_files[0])[:dim]
+    for file_name in image_files[1:]:
+        other = image_spacing(file_name)[:dim]
+        if not np.allclose(other, values, rtol=1e-6, atol=0.0):
+            raise ValueError(f"the training images' spacings differ: {image_files[0]} has {values}, {file_name} "
+                             f"{other}; resample them to one spacing, or give the one to record with --spacing")
+    return values, unit or ("pixel" if all(v == 1.0 for v in values) else "mm")
 
 
 def _label_image(array):
@@ -299,6 +329,45 @@ def decision_threshold(probabilities, cells):
     return float(DECISION_THRESHOLDS[int(np.argmin(errors))])
 
 
+# The (seed, cell) thresholds --choose-thresholds tries: the separation filter needs cell <= seed.
+SEPARATION_GRID = [(seed, cell) for seed in (0.5, 0.6, 0.7) for cell in (0.2, 0.3, 0.5) if cell <= seed]
+SEPARATION_RULE = ("the lowest mean adapted Rand error of UNetCellSeparationImageFilter's cells over the training "
+                   "images, ties broken by pixel error, of seed threshold 0.5, 0.6, 0.7 x cell threshold 0.2, 0.3, "
+                   "0.5 (cell <= seed)")
+
+
+def separated_scores(probabilities, cells, seed_threshold, cell_threshold):
+    """The mean scores over the images of the cells UNetCellSeparationImageFilter makes from their probability
+    images (ITK vector images, as the segmentation filter's GetProbabilityOutput) at these thresholds."""
+    scores = []
+    for probability, truth in zip(probabilities, cells):
+        separated = itk.u_net_cell_separation_image_filter(probability, seed_threshold=seed_threshold,
+                                                           cell_threshold=cell_threshold)
+        scores.append(segmentation_scores(itk.array_from_image(separated) > 0, truth))
+    return mean_scores(scores)
+
+
+def choose_separation_thresholds(probabilities, cells):
+    """(seed threshold, cell threshold, their scores) of SEPARATION_GRID by SEPARATION_RULE (the first in the grid's
+    order of exact equals)."""
+    scored = [(seed, cell, separated_scores(probabilities, cells, seed, cell)) for seed, cell in SEPARATION_GRID]
+    return min(scored, key=lambda entry: (entry[2]["rand_error"], entry[2]["pixel_error"]))
+
+
+def choose_thresholds(trainer, model_file, threads):
+    """--choose-thresholds: the training images segmented through the filter with the saved network, the separation
+    thresholds chosen on them (choose_separation_thresholds) become the settings that the held-out scores and the
+    model card use; the card's provenance says how they were chosen."""
+    probabilities = [run_segmentation(model_file, image, threads).GetProbabilityOutput() for image in trainer.images]
+    seed, cell, scores = choose_separation_thresholds(probabilities, trainer.cells)
+    trainer.settings.update(seed_threshold=seed, cell_threshold=cell)
+    trainer.settings["thresholds_chosen"] = {
+        "chosen": True, "rule": SEPARATION_RULE, "training_images": len(trainer.images), "step": trainer.step,
+        "rand_error": scores["rand_error"], "pixel_error": scores["pixel_error"]}
+    print(f"step {trainer.step}: cells separated at seeds {seed:g}, cells {cell:g} (on the {len(trainer.images)} "
+          f"training images, adapted Rand error {scores['rand_error']:.4f})", flush=True)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Training
 
@@ -307,7 +376,7 @@ ARCHITECTURE = ("depth", "width", "dropout", "batch_norm")
 PAPER_DROPOUT = 0.5  # the paper's drop-out rate; a saved network keeps the layer, not the rate
 RECIPE = ("tile", "elastic_sd", "flips", "weights", "w0", "sigma", "batch", "optimizer", "learning_rate",
           "final_learning_rate", "seed", "label_type", "mask_threshold", "initial_model", "calibrate_decision",
-          "standardize", "class_names", "spacing", "spacing_unit")
+          "standardize", "class_names", "spacing", "spacing_unit", "choose_thresholds")
 EVALUATION = ("steps", "evaluate_every", "seed_threshold", "cell_threshold")  # a --resume may change these
 
 
@@ -347,13 +416,47 @@ def standardized(image, mean, standard_deviation):
     return ((image - float(image.mean())) / own * standard_deviation + mean).astype(np.float32)
 
 
+def standardize_training_images(settings, images):
+    """--standardize: each image mapped to the training set's own mean and standard deviation, which the model card
+    records (settings["standardized_to"]) so that the segmentation filter does the same to every image it segments."""
+    voxels = np.concatenate([i.ravel() for i in images])
+    settings["standardized_to"] = [float(voxels.mean()), float(voxels.std()) or 1.0]
+    return [standardized(i, *settings["standardized_to"]) for i in images]
+
+
+def prepare_card_settings(settings, args, images):
+    """What the model card needs beyond the options, into `settings` before training: the spacing and unit
+    (training_spacing), which separation thresholds were given (the others are the filter's defaults); checks
+    --choose-thresholds against given thresholds. Returns the training images, standardised with --standardize."""
+    names = ("seed_threshold", "cell_threshold")
+    given = {name for name in names if getattr(args, name, None) is not None}
+    if settings.get("choose_thresholds") and given:
+        raise ValueError("--choose-thresholds chooses the seed and cell thresholds on the training images: give "
+                         "it or --seed-threshold / --cell-threshold, not both")
+    settings["thresholds_given"] = sorted(given | set(settings.get("thresholds_given", [])))
+    settings["spacing"], settings["spacing_unit"] = training_spacing(
+        settings["images"], images[0].ndim, settings.get("spacing"), settings.get("spacing_unit"))
+    return standardize_training_images(settings, images) if settings.get("standardize") else images
+
+
+def threshold_provenance(settings):
+    """Where the model card's cell-separation thresholds come from: chosen (choose_thresholds), or given / the
+    filter's defaults, not chosen."""
+    if settings.get("choose_thresholds") and settings.get("thresholds_chosen"):
+        return settings["thresholds_chosen"]
+    given = settings.get("thresholds_given", [])
+    return {"chosen": False, **{name: "given" if name in given else "the separation filter's default"
+                                for name in ("seed_threshold", "cell_threshold")}}
+
+
 def card_for(settings, dim, scores=None):
     """The model card of a network trained with `settings`: what the segmentation filter, the command-line module
     and the cell separation then apply by default (itk_unetsegmentation.model_card)."""
     card = {"schema_version": model_card.SCHEMA_VERSION}
     if settings.get("standardize"):
-        card["normalization"] = {"kind": "standardize", "mean": settings["mean"],
-                                 "standard_deviation": settings["standard_deviation"]}
+        # What the training images were mapped to (standardize_training_images); older checkpoints lack it.
+        mean, standard_deviation = settings.get("standardized_to") or (settings["mean"], settings["standard_deviation"])
+        card["normalization"] = {"kind": "standardize", "mean": mean, "standard_deviation": standard_deviation}
     spacing = settings.get("spacing") or [1.0] * dim
     card["spacing"] = {"values": [float(v) for v in spacing], "unit": settings.get("spacing_unit") or "pixel"}
     names = settings.get("class_names") or ["background", "cell"]
@@ -365,7 +468,12 @@ def card_for(settings, dim, scores=None):
     card["provenance"] = {"tool": "itk_unetsegmentation.training",
                           "training_images": [os.path.basename(f) for f in settings.get("images", [])],
                           "held_out_images": [os.path.basename(f) for f in settings.get("held_out_images", [])],
-                          "recipe": json.loads(json.dumps(recipe, default=str))}
+                          "recipe": json.loads(json.dumps(recipe, default=str)),
+                          # Not a card normalisation (the filter would apply it a second time): a record of what
+                          # the network does to its input itself (Normalized), on top of any card normalisation.
+                          "input_normalization": {"inside_network": True, "mean": settings["mean"],
+                                                  "standard_deviation": settings["standard_deviation"]},
+                          "cell_separation": threshold_provenance(settings)}
     if scores:
         card["provenance"]["held_out_scores"] = scores
     return card
@@ -555,7 +663,8 @@ def read_pairs(image_files, label_files, label_type, mask_threshold, what):
 def evaluate(trainer, held_out, output, threads):
     """Saves the network, segments the held-out images with it through the filter, records and prints the scores.
     With --calibrate-decision the network saved decides at the p(cell) threshold that misclassifies the fewest
-    training voxels (decision_threshold, the training images segmented through the filter)."""
+    training voxels (decision_threshold, the training images segmented through the filter); with
+    --choose-thresholds the cell-separation thresholds are chosen on the training images (choose_thresholds)."""
     model_file = os.path.join(output, "model.pt")
     dim = trainer.images[0].ndim
     threshold = 0.5
@@ -567,6 +676,11 @@ def evaluate(trainer, held_out, output, threads):
         trainer.history.setdefault("thresholds", []).append((trainer.step, threshold))
         print(f"step {trainer.step}: decision at p(cell) > {threshold:.2f} (fewest misclassified training voxels)",
               flush=True)
+    if trainer.settings.get("choose_thresholds"):
+        # On the probabilities of the network as saved (its decision calibrated, the card's flips applied), as a
+        # user gets them; the held-out cells are then separated at the thresholds chosen.
+        choose_thresholds(trainer, model_file, threads)
+        export(trainer.model, model_file, threshold, card_for(trainer.settings, dim))
     if held_out:
         settings = trainer.settings
         scores = held_out_scores(model_file, held_out, threads, settings["seed_threshold"], settings["cell_threshold"])
@@ -604,11 +718,7 @@ def train(args):
     check_separation_thresholds(settings["seed_threshold"], settings["cell_threshold"])
     images, cells = read_pairs(settings["images"], settings["labels"], settings["label_type"],
                                settings["mask_threshold"], "training")
-    if settings.get("standardize"):
-        # Each image mapped to the training set's own mean and standard deviation; the model card tells the
-        # segmentation filter to do the same to every image it segments.
-        voxels = np.concatenate([i.ravel() for i in images])
-        images = [standardized(i, float(voxels.mean()), float(voxels.std()) or 1.0) for i in images]
+    images = prepare_card_settings(settings, args, images)
     held_out = list(zip(*read_pairs(settings["held_out_images"], settings["held_out_labels"],
                                     settings["label_type"], settings["mask_threshold"], "held-out")))
     trainer = Trainer(settings, images, cells, checkpoint)
@@ -639,9 +749,8 @@ def train(args):
     return trainer
 
 
-def parse_arguments(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+def add_data_arguments(parser):
+    """Options for the training and held-out images and labels, and where the results go."""
     parser.add_argument("--images", nargs="+", help="training images")
     parser.add_argument("--labels", nargs="+", help="their labels, in the same order")
     parser.add_argument("--held-out-images", nargs="*", help="images scored during training, never trained on")
@@ -650,11 +759,19 @@ def parse_arguments(argv=None):
     parser.add_argument("--label-type", choices=("mask", "instances"), default="mask")
     parser.add_argument("--mask-threshold", type=float, default=None,
                         help="cell voxels are at or above it (default: half the mask's largest value)")
+
+
+def add_network_arguments(parser):
+    """Options for the U-Net's architecture."""
     parser.add_argument("--depth", type=int, default=4, help="poolings (paper: 4)")
     parser.add_argument("--width", type=int, default=16, help="channels at the top level (paper: 64)")
     parser.add_argument("--dropout", type=float, default=PAPER_DROPOUT, help="at the end of the contracting path")
     parser.add_argument("--batch-norm", action="store_true",
                         help="batch normalisation after each convolution (not in the paper)")
+
+
+def add_optimization_arguments(parser):
+    """Options for tiles, steps and the optimizer's learning rate."""
     parser.add_argument("--tile", type=int, default=388, help="output edge of a training tile (4 + 2^depth k)")
     parser.add_argument("--batch", type=int, default=1, help="tiles per step")
     parser.add_argument("--steps", type=int, default=1000)
@@ -662,6 +779,10 @@ def parse_arguments(argv=None):
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     parser.add_argument("--learning-rate", type=float, default=None, help="default: 5e-4 (Adam), 0.01 (SGD)")
     parser.add_argument("--final-learning-rate", type=float, default=None, help="at --steps (default: a tenth)")
+
+
+def add_loss_and_augmentation_arguments(parser):
+    """Options for the loss's weights and the training tiles' deformations."""
     parser.add_argument("--weights", choices=("map", "separation", "balanced", "none"), default="map",
                         help="map: the paper's w(x) = w_c + separation term; separation: 1 + separation term; "
                              "balanced: w_c only; none: 1")
@@ -671,15 +792,25 @@ def parse_arguments(argv=None):
     parser.add_argument("--flips", choices=("all", "x", "none"), default="all",
                         help="all: random right-angle rotations and flips along every axis; x: flips along x only "
                              "(for annotations drawn on one side of an edge, consistently along y or z); none")
+
+
+def add_model_card_arguments(parser):
+    """Options for what the saved model applies and records: standardisation, class names, spacing, thresholds."""
     parser.add_argument("--standardize", action="store_true",
                         help="map each training image to the training set's mean and standard deviation, and write "
                              "the same standardisation into the model card (the filters then apply it to every image)")
     parser.add_argument("--class-names", nargs=2, default=None, metavar=("BACKGROUND", "CELL"),
                         help="the two classes' names in the model card (default: background cell)")
     parser.add_argument("--spacing", nargs="+", type=float, default=None,
-                        help="the training images' voxel spacing, for the model card (default: 1 per axis, unit pixel)")
+                        help="the training images' voxel spacing x y [z], for the model card (default: the images' "
+                             "own, which must agree)")
     parser.add_argument("--spacing-unit", choices=("mm", "um", "nm", "pixel"), default=None,
-                        help="the spacing's unit (default: pixel, the images' own grid)")
+                        help="the spacing's unit (default: pixel, the images' own grid, for images whose spacing is 1 "
+                             "along every axis, as a PNG's, and no --spacing; else mm)")
+    parser.add_argument("--choose-thresholds", action="store_true",
+                        help="after each evaluation's save, choose the cell-separation thresholds on the training "
+                             "images (seed 0.5, 0.6, 0.7 x cell 0.2, 0.3, 0.5: the lowest adapted Rand error of the "
+                             "separated cells, then pixel error) for the held-out scores and the model card")
     parser.add_argument("--calibrate-decision", action="store_true",
                         help="the saved network decides at the p(cell) threshold (0.05 to 0.95) that misclassifies "
                              "the fewest training voxels, rather than at 0.5: undoes the weight map's pull towards "
@@ -689,6 +820,10 @@ def parse_arguments(argv=None):
                              "cells: seeds where p(cell) >= this (default 0.5, or the checkpoint's on --resume)")
     parser.add_argument("--cell-threshold", type=float, default=None,
                         help="... grown into p(cell) >= this (default 0.2, or the checkpoint's on --resume)")
+
+
+def add_run_arguments(parser):
+    """Options for scoring, printing, threads, the random seed, and where training starts from."""
     parser.add_argument("--evaluate-every", type=int, default=100)
     parser.add_argument("--print-every", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
@@ -698,6 +833,17 @@ def parse_arguments(argv=None):
                         help="start from this network (a model.pt this tool wrote, or the bundled model) instead of "
                              "random weights: fine-tuning; its depth, width, batch normalisation and intensity "
                              "normalisation are kept")
+
+
+def parse_arguments(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    add_data_arguments(parser)
+    add_network_arguments(parser)
+    add_optimization_arguments(parser)
+    add_loss_and_augmentation_arguments(parser)
+    add_model_card_arguments(parser)
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     if not args.resume and not (args.images and args.labels):
         parser.error("--images and --labels are needed (or --resume)")
