@@ -66,37 +66,42 @@ def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main():
+CONFIGURATIONS = ["filter, 1 process, 2 torch threads, 1 tile per pass",
+                  "filter, 1 process, 2 torch threads, automatic batches",
+                  "filter, 1 process, 1 torch thread, 1 tile per pass",
+                  "dask, 1 worker x 1 torch thread", "dask, 2 workers x 1 torch thread"]
+DASK_CONFIGURATION = {1: CONFIGURATIONS[3], 2: CONFIGURATIONS[4]}
+
+
+def parse_arguments():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--shape", type=int, nargs=3, default=[96, 160, 160], help="z y x")
     parser.add_argument("--tile", type=int, default=64, help="tile edge (valid for the model: 4k)")
     parser.add_argument("--chunk", type=int, default=64, help="chunk edge, a multiple of the tile edge")
     parser.add_argument("--single", nargs=5, help=argparse.SUPPRESS)
-    arguments = parser.parse_args()
-    if arguments.single:
-        volume_path, model, tile, tiles_per_batch, threads = arguments.single
-        single_process_run(volume_path, model, int(tile), int(tiles_per_batch), int(threads))
-        return
+    return parser.parse_args()
 
-    import dask
+
+def write_inputs(directory, shape, chunk_edge):
+    """Writes the model, the volume as .npy (for the one-process filter) and as zarr (for dask); returns the model's
+    and the .npy volume's paths and the number of voxels."""
     import zarr
-    from distributed import Client, LocalCluster
 
-    from itk_unetsegmentation import dask as unet_dask
-
-    directory = tempfile.mkdtemp(prefix="unet-dask-benchmark-")
     model = os.path.join(directory, "unet3d_depth2.pt")
     make_model(model)
-    shape = tuple(arguments.shape)
     volume = np.random.default_rng(0).uniform(-2.0, 2.0, shape).astype(np.float32)
     volume_path = os.path.join(directory, "volume.npy")
     np.save(volume_path, volume)
-    chunks = tuple(min(arguments.chunk, n) for n in shape)
+    chunks = tuple(min(chunk_edge, n) for n in shape)
     zarr.save_array(os.path.join(directory, "volume.zarr"), volume, chunks=chunks)
-    voxels = volume.size
-    print(f"volume {shape} (z, y, x), {voxels / 1e6:.2f} Mvoxel; chunks {chunks}; tiles {arguments.tile}^3; "
-          f"{os.cpu_count()} cores; GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}")
+    return model, volume_path, chunks, volume.size
+
+
+def start_clusters():
+    """One LocalCluster of 1 and one of 2 worker processes, 1 thread each: {workers: (cluster, client)}."""
+    import dask
+    from distributed import Client, LocalCluster
 
     # The nanny sets MALLOC_TRIM_THRESHOLD_ (65536) in every worker's environment, which would undo
     # GLIBC_TUNABLES's trim threshold there: the workers get the same malloc settings as the one-process filter.
@@ -111,77 +116,119 @@ def main():
         started = time.perf_counter() - start
         clusters[workers] = (cluster, client)
         print(f"LocalCluster of {workers} worker process(es): started in {started:.1f} s")
+    return clusters
 
-    def dask_run(workers, run):
-        _, client = clusters[workers]
-        source, _ = unet_dask.read_zarr(os.path.join(directory, "volume.zarr"))
-        labels = unet_dask.segment(source, model, arguments.tile, number_of_torch_threads=1)
-        output = os.path.join(directory, f"labels-{workers}-{run}.zarr")
-        start = time.perf_counter()
-        client.compute(unet_dask.write_zarr(output, labels, compute=False)).result()
-        seconds = time.perf_counter() - start
-        return seconds, zarr.open_group(output, mode="r")["labels"][:]
 
-    def single_run(tiles_per_batch, threads):
-        result = subprocess.run([sys.executable, os.path.abspath(__file__), "--single", volume_path, model,
-                                 str(arguments.tile), str(tiles_per_batch), str(threads)], check=True,
-                                capture_output=True, text=True)
-        return json.loads(result.stdout.strip().splitlines()[-1])
+def dask_run(client, directory, model, tile, name):
+    """Segments the zarr volume block-wise into a zarr label array; returns the seconds and the labels."""
+    import zarr
 
-    # Warm-up: every worker loads the model once (timed), nothing else is kept.
-    for workers in (1, 2):
-        seconds, _ = dask_run(workers, "warm-up")
-        print(f"first run on {workers} worker(s), model loads included: {seconds:.1f} s")
+    from itk_unetsegmentation import dask as unet_dask
 
-    configurations = ["filter, 1 process, 2 torch threads, 1 tile per pass",
-                      "filter, 1 process, 2 torch threads, automatic batches",
-                      "filter, 1 process, 1 torch thread, 1 tile per pass",
-                      "dask, 1 worker x 1 torch thread", "dask, 2 workers x 1 torch thread"]
-    times = {name: [] for name in configurations}
-    peaks = {name: 0.0 for name in configurations}
+    source, _ = unet_dask.read_zarr(os.path.join(directory, "volume.zarr"))
+    labels = unet_dask.segment(source, model, tile, number_of_torch_threads=1)
+    output = os.path.join(directory, f"labels-{name}.zarr")
+    start = time.perf_counter()
+    client.compute(unet_dask.write_zarr(output, labels, compute=False)).result()
+    seconds = time.perf_counter() - start
+    return seconds, zarr.open_group(output, mode="r")["labels"][:]
+
+
+def single_run(volume_path, model, tile, tiles_per_batch, threads):
+    """Runs the one-process filter in a child process (see single_process_run); returns its time and peak memory."""
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), "--single", volume_path, model,
+                             str(tile), str(tiles_per_batch), str(threads)], check=True,
+                            capture_output=True, text=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_rounds(rounds, clusters, directory, model, volume_path, tile):
+    """Runs every configuration once a round, the order rotating; returns the times and peak memory per
+    configuration and the last labels of each cluster."""
+    times = {name: [] for name in CONFIGURATIONS}
+    peaks = {name: 0.0 for name in CONFIGURATIONS}
     last_labels = {}
-    for run in range(arguments.rounds):
-        shift = run % len(configurations)
-        order = configurations[shift:] + configurations[:shift]
+    for run in range(rounds):
+        shift = run % len(CONFIGURATIONS)
+        order = CONFIGURATIONS[shift:] + CONFIGURATIONS[:shift]
         for name in order:
             if name.startswith("filter"):
                 tiles_per_batch = 1 if "1 tile" in name else 0
-                measured = single_run(tiles_per_batch, 1 if "1 torch thread" in name else 2)
+                measured = single_run(volume_path, model, tile, tiles_per_batch, 1 if "1 torch thread" in name else 2)
                 times[name].append(measured["seconds"])
                 peaks[name] = max(peaks[name], measured["peak_mb"])
             else:
                 workers = 1 if "1 worker" in name else 2
-                seconds, last_labels[workers] = dask_run(workers, run)
+                seconds, last_labels[workers] = dask_run(clusters[workers][1], directory, model, tile,
+                                                         f"{workers}-{run}")
                 times[name].append(seconds)
         print(f"round {run + 1}: " + ", ".join(f"{name.split(',')[0]} {times[name][-1]:.1f} s" for name in order))
+    return times, peaks, last_labels
 
+
+def record_worker_peaks(clusters, peaks):
+    """Sets the dask configurations' peak memory to their largest worker's."""
     for workers in (1, 2):
         _, client = clusters[workers]
         worker_peaks = client.run(peak_mb)
-        name = configurations[3] if workers == 1 else configurations[4]
-        peaks[name] = max(worker_peaks.values())
+        peaks[DASK_CONFIGURATION[workers]] = max(worker_peaks.values())
         print(f"{workers} worker(s): peak resident memory per worker "
               + ", ".join(f"{value:.0f} MB" for value in worker_peaks.values()))
 
-    base = statistics.median(times[configurations[0]])
+
+def print_table(times, peaks, voxels):
+    base = statistics.median(times[CONFIGURATIONS[0]])
     print(f"\n{'configuration':58s} {'median':>8s} {'min-max':>13s} {'Mvoxel/s':>9s} {'ratio':>6s} {'peak MB':>8s}")
-    for name in configurations:
+    for name in CONFIGURATIONS:
         median = statistics.median(times[name])
         print(f"{name:58s} {median:7.1f}s {min(times[name]):5.1f}-{max(times[name]):5.1f} s "
               f"{voxels / median / 1e6:9.3f} {base / median:6.2f} {peaks[name]:8.0f}")
+
+
+def print_label_agreement(volume_path, last_labels):
+    """Whether every 1-tile-per-pass run gave the same labels, and how many automatic batches change."""
     reference = np.load(volume_path + ".labels1-2.npy")
     exact = all(np.array_equal(labels, reference) for labels in last_labels.values())
     exact = exact and np.array_equal(np.load(volume_path + ".labels1-1.npy"), reference)
     automatic = np.load(volume_path + ".labels0-2.npy")
     print(f"\nlabels of every 1-tile-per-pass run (dask, 1 or 2 threads) equal bit for bit: {exact}; "
           f"voxels whose label differs with automatic batches: {np.count_nonzero(automatic != reference)}")
-    print("ratio: the one-process filter's median time (1 tile per pass) over the configuration's")
+
+
+def close_clusters(clusters):
     for cluster, client in clusters.values():
         client.close()
         try:
             cluster.close(timeout=60)
         except Exception as error:  # a busy machine can be slow to stop worker processes: not the benchmark's
             print(f"closing a LocalCluster: {error!r}")
+
+
+def main():
+    arguments = parse_arguments()
+    if arguments.single:
+        volume_path, model, tile, tiles_per_batch, threads = arguments.single
+        single_process_run(volume_path, model, int(tile), int(tiles_per_batch), int(threads))
+        return
+
+    directory = tempfile.mkdtemp(prefix="unet-dask-benchmark-")
+    shape = tuple(arguments.shape)
+    model, volume_path, chunks, voxels = write_inputs(directory, shape, arguments.chunk)
+    print(f"volume {shape} (z, y, x), {voxels / 1e6:.2f} Mvoxel; chunks {chunks}; tiles {arguments.tile}^3; "
+          f"{os.cpu_count()} cores; GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}")
+    clusters = start_clusters()
+
+    # Warm-up: every worker loads the model once (timed), nothing else is kept.
+    for workers in (1, 2):
+        seconds, _ = dask_run(clusters[workers][1], directory, model, arguments.tile, f"{workers}-warm-up")
+        print(f"first run on {workers} worker(s), model loads included: {seconds:.1f} s")
+
+    times, peaks, last_labels = run_rounds(arguments.rounds, clusters, directory, model, volume_path, arguments.tile)
+    record_worker_peaks(clusters, peaks)
+    print_table(times, peaks, voxels)
+    print_label_agreement(volume_path, last_labels)
+    print("ratio: the one-process filter's median time (1 tile per pass) over the configuration's")
+    close_clusters(clusters)
 
 
 if __name__ == "__main__":

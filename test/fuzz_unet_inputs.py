@@ -460,76 +460,127 @@ def split_field(line):
     return None
 
 
+IMAGE_EXTENSIONS = {"meta_local": ".mha", "meta_detached": ".mhd", "meta_compressed": ".mha", "nrrd_attached": ".nrrd",
+                    "nrrd_detached": ".nhdr", "nrrd_gzip": ".nrrd"}
+
+
+def field_kind(key):
+    """The FIELD_VALUES list a header key's values are drawn from."""
+    return FIELD_KINDS.get(key.strip().lower(), "count")
+
+
+class ImageCase:
+    """One image file being corrupted: its header lines and data, the header's bytes once mutated as bytes, and the
+    mutations made."""
+
+    def __init__(self, index):
+        self.variant = IMAGE_VARIANTS[index % len(IMAGE_VARIANTS)]
+        self.stem = "case-%04d" % index
+        self.header_name = self.stem + IMAGE_EXTENSIONS[self.variant]
+        self.lines, self.separator, self.data, self.detached = base_image(self.variant, self.stem)
+        self.header_bytes = None
+        self.descriptions = []
+
+    def header_text(self):
+        return ("\n".join(self.lines) + self.separator).encode()
+
+    def field_value(self, candidates, rng):
+        return rng.choice(candidates).format(header=self.header_name, stem=self.stem)
+
+    def write(self, case_dir):
+        """Writes the header (with the data unless detached) and the detached data; returns the case's variant,
+        header path and description."""
+        header_bytes = self.header_text() if self.header_bytes is None else self.header_bytes
+        with open(os.path.join(case_dir, self.header_name), "wb") as f:
+            f.write(header_bytes if self.detached else header_bytes + self.data)
+        if self.detached:
+            with open(os.path.join(case_dir, self.detached), "wb") as f:
+                f.write(self.data)
+        return self.variant, os.path.join(case_dir, self.header_name), "; ".join(self.descriptions) or "unchanged"
+
+
+# Each corruption takes the case, a line index k drawn for it and that line's (key, separator, value) or None.
+def replace_value(rng, case, k, field):
+    """Replaces the value of a line drawn here among the fields and the first line (NRRD's magic)."""
+    lines = case.lines
+    fields = [i for i, line in enumerate(lines) if split_field(line)] + [0]
+    chosen = rng.choice(fields)
+    chosen_field = split_field(lines[chosen])
+    if chosen_field is None:  # the NRRD magic line
+        lines[chosen] = rng.choice(FIELD_VALUES["magic"])
+    else:
+        key, sep, value = chosen_field
+        candidates = FIELD_VALUES[field_kind(key)] if rng.random() < 0.9 else sum(FIELD_VALUES.values(), [])
+        lines[chosen] = key + sep + case.field_value(candidates, rng)
+    case.descriptions.append("%s -> %s" % ((chosen_field or ("magic",))[0], lines[chosen][:80]))
+
+
+def drop_line(rng, case, k, field):
+    case.descriptions.append("line %r dropped" % case.lines[k][:40])
+    del case.lines[k]
+
+
+def duplicate_line(rng, case, k, field):
+    copy = case.lines[k]
+    if field and rng.random() < 0.5:
+        copy = field[0] + field[1] + case.field_value(FIELD_VALUES[field_kind(field[0])], rng)
+    case.descriptions.append("line %r duplicated as %r" % (case.lines[k][:40], copy[:40]))
+    case.lines.insert(rng.randrange(len(case.lines) + 1), copy)
+
+
+def swap_lines(rng, case, k, field):
+    j = rng.randrange(len(case.lines))
+    case.lines[k], case.lines[j] = case.lines[j], case.lines[k]
+    case.descriptions.append("lines %d and %d swapped" % (k, j))
+
+
+def rename_key(rng, case, k, field):
+    key = rng.choice([field[0].upper(), field[0].lower(), field[0][:-1], field[0] + "s", " " + field[0]])
+    case.lines[k] = key + field[1] + field[2]
+    case.descriptions.append("key %r -> %r" % (field[0], key))
+
+
+def insert_line(rng, case, k, field):
+    case.lines.insert(rng.randrange(len(case.lines) + 1), rng.choice(EXTRA_LINES))
+    case.descriptions.append("line inserted")
+
+
+def truncate_header(rng, case, k, field):
+    case.header_bytes, what = truncate(rng, case.header_text())
+    case.data = b"" if not case.detached else case.data
+    case.descriptions.append("header " + what)
+
+
+def flip_header_bytes(rng, case, k, field):
+    case.header_bytes, what = mutate_bytes(rng, case.header_text())
+    case.descriptions.append("header " + what)
+
+
+def resize_data(rng, case, k, field):
+    data = case.data
+    size = rng.choice([0, 1, len(data) // 2, len(data) - 1, len(data) + 1, len(data) * 4])
+    case.data = (data + bytes(size))[:size] if rng.random() < 0.8 else mutate_bytes(rng, data)[0]
+    case.descriptions.append("data %d bytes" % len(case.data))
+
+
+# name: (weight, corruption)
+IMAGE_CORRUPTIONS = {"value": (45, replace_value), "drop": (7, drop_line), "duplicate": (6, duplicate_line),
+                     "swap": (5, swap_lines), "rename": (5, rename_key), "insert": (8, insert_line),
+                     "truncate": (4, truncate_header), "flip": (6, flip_header_bytes), "data": (14, resize_data)}
+
+
 def make_image_case(rng, case_dir, index):
-    variant = IMAGE_VARIANTS[index % len(IMAGE_VARIANTS)]
-    stem = "case-%04d" % index
-    extension = {"meta_local": ".mha", "meta_detached": ".mhd", "meta_compressed": ".mha", "nrrd_attached": ".nrrd",
-                 "nrrd_detached": ".nhdr", "nrrd_gzip": ".nrrd"}[variant]
-    header_name = stem + extension
-    lines, separator, data, detached = base_image(variant, stem)
-    descriptions = []
-    header_bytes = None
+    case = ImageCase(index)
+    names = list(IMAGE_CORRUPTIONS)
+    weights = [weight for weight, _ in IMAGE_CORRUPTIONS.values()]
     for _ in range(1 if rng.random() < 0.7 else rng.randint(2, 3)):
-        operation = rng.choices(["value", "drop", "duplicate", "swap", "rename", "insert", "truncate", "flip",
-                                 "data"], [45, 7, 6, 5, 5, 8, 4, 6, 14])[0]
-        k = rng.randrange(len(lines))
-        field = split_field(lines[k])
-        if operation == "value":
-            fields = [i for i, line in enumerate(lines) if split_field(line)] + [0]
-            k = rng.choice(fields)
-            field = split_field(lines[k])
-            if field is None:  # the NRRD magic line
-                lines[k] = rng.choice(FIELD_VALUES["magic"])
-            else:
-                key, sep, value = field
-                kind = FIELD_KINDS.get(key.strip().lower(), "count")
-                candidates = FIELD_VALUES[kind] if rng.random() < 0.9 else sum(FIELD_VALUES.values(), [])
-                new = rng.choice(candidates).format(header=header_name, stem=stem)
-                lines[k] = key + sep + new
-            descriptions.append("%s -> %s" % ((field or ("magic",))[0], lines[k][:80]))
-        elif operation == "drop":
-            descriptions.append("line %r dropped" % lines[k][:40])
-            del lines[k]
-        elif operation == "duplicate":
-            copy = lines[k]
-            if field and rng.random() < 0.5:
-                copy = field[0] + field[1] + rng.choice(FIELD_VALUES[FIELD_KINDS.get(field[0].strip().lower(),
-                                                                                     "count")]).format(
-                    header=header_name, stem=stem)
-            descriptions.append("line %r duplicated as %r" % (lines[k][:40], copy[:40]))
-            lines.insert(rng.randrange(len(lines) + 1), copy)
-        elif operation == "swap":
-            j = rng.randrange(len(lines))
-            lines[k], lines[j] = lines[j], lines[k]
-            descriptions.append("lines %d and %d swapped" % (k, j))
-        elif operation == "rename" and field:
-            key = rng.choice([field[0].upper(), field[0].lower(), field[0][:-1], field[0] + "s", " " + field[0]])
-            lines[k] = key + field[1] + field[2]
-            descriptions.append("key %r -> %r" % (field[0], key))
-        elif operation == "insert":
-            lines.insert(rng.randrange(len(lines) + 1), rng.choice(EXTRA_LINES))
-            descriptions.append("line inserted")
-        elif operation == "truncate":
-            text = ("\n".join(lines) + separator).encode()
-            header_bytes, what = truncate(rng, text)
-            data = b"" if not detached else data
-            descriptions.append("header " + what)
-        elif operation == "flip":
-            text = ("\n".join(lines) + separator).encode()
-            header_bytes, what = mutate_bytes(rng, text)
-            descriptions.append("header " + what)
-        else:
-            size = rng.choice([0, 1, len(data) // 2, len(data) - 1, len(data) + 1, len(data) * 4])
-            data = (data + bytes(size))[:size] if rng.random() < 0.8 else mutate_bytes(rng, data)[0]
-            descriptions.append("data %d bytes" % len(data))
-    if header_bytes is None:
-        header_bytes = ("\n".join(lines) + separator).encode()
-    with open(os.path.join(case_dir, header_name), "wb") as f:
-        f.write(header_bytes if detached else header_bytes + data)
-    if detached:
-        with open(os.path.join(case_dir, detached), "wb") as f:
-            f.write(data)
-    return variant, os.path.join(case_dir, header_name), "; ".join(descriptions) or "unchanged"
+        operation = rng.choices(names, weights)[0]
+        k = rng.randrange(len(case.lines))
+        field = split_field(case.lines[k])
+        if operation == "rename" and not field:
+            operation = "data"  # a line without a key has no key to rename: the case's data is changed instead
+        IMAGE_CORRUPTIONS[operation][1](rng, case, k, field)
+    return case.write(case_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -618,7 +669,7 @@ def read_known_failures(path):
     return known
 
 
-def main():
+def parse_arguments():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=["models", "images"])
     parser.add_argument("--runner", required=True, help="the UNetFuzzCaseRunner program")
@@ -629,17 +680,26 @@ def main():
     parser.add_argument("--shard", default="0/1", help="K/N: this run makes and runs cases K, K+N, K+2N, ...")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds one case may take")
     parser.add_argument("--known", help="failures inside ITK or LibTorch, each explained (see the file)")
-    args = parser.parse_args()
-    count = args.cases or (DEFAULT_MODEL_CASES if args.kind == "models" else 600)
-    shard, shards = (int(v) for v in args.shard.split("/"))
-    case_dir = os.path.join(args.work, "cases")
+    return parser.parse_args()
+
+
+def default_case_count(kind):
+    return DEFAULT_MODEL_CASES if kind == "models" else 600
+
+
+Case = collections.namedtuple("Case", "index path kind description")
+
+
+def empty_case_dir(work):
+    case_dir = os.path.join(work, "cases")
     os.makedirs(case_dir, exist_ok=True)
     for old in os.listdir(case_dir):
         os.remove(os.path.join(case_dir, old))
+    return case_dir
 
-    started = time.monotonic()
-    indices = list(range(shard, count, shards))
-    paths, kinds, descriptions = [], [], []
+
+def make_cases(args, case_dir, indices):
+    cases = []
     for index in indices:
         rng = random.Random("%s-%d-%d" % (args.kind, args.seed, index))
         if args.kind == "models":
@@ -648,84 +708,119 @@ def main():
             kind, description = make_model_case(rng, os.path.join(args.models, base + ".pt"), path)
         else:
             kind, path, description = make_image_case(rng, case_dir, index)
-        paths.append(path)
-        kinds.append(kind)
-        descriptions.append(description)
+        cases.append(Case(index, path, kind, description))
+    return cases
+
+
+def rerun_alone(command, case, work, timeout, result, stage, message):
+    """A crash can be the late effect of an earlier case's memory corruption, and a case can overrun its time limit
+    on a loaded machine without hanging: the case is run again alone. A case that ends alone within the limit counts
+    as it ended there; otherwise the result stands, its message saying how the case ended alone."""
+    alone_dir = os.path.join(work, "alone-%04d" % case.index)
+    os.makedirs(alone_dir, exist_ok=True)
+    alone = run_cases(command, [case.path], alone_dir, timeout)[0]
+    if result == "HANG" and alone[0] in ("RAN", "ITK"):
+        return alone
+    return result, stage, message + "; alone: %s after stage %s, %s" % (alone[0], alone[1], alone[2][:120])
+
+
+class Tally:
+    """The cases' outcomes: counts per mutation kind, the itk::ExceptionObject messages, and the cases that failed
+    as listed in the known failures, failed otherwise, or ran out of memory under AddressSanitizer."""
+
+    def __init__(self):
+        self.per_kind = collections.defaultdict(collections.Counter)
+        self.messages = collections.Counter()
+        self.failures, self.upstream, self.asan_out_of_memory = [], [], []
+
+    def add(self, case, result, stage, message, listed, known_path):
+        """Counts one case's final result; listed is its entry in the known failures, or None."""
+        counts = self.per_kind[case.kind]
+        if result == "CRASH" and ASAN_OUT_OF_MEMORY.search(message):
+            # Under AddressSanitizer a failed operator new aborts (its runtime cannot throw std::bad_alloc), where
+            # the plain build throws it and ITK turns it into an exception: counted apart, not a failure.
+            counts["asan_oom"] += 1
+            self.asan_out_of_memory.append(case.index)
+            return
+        if result == "ITK" and re.search(r"(\"|^[^:]*):\s*$", message):
+            result = "UNCLEAR"  # "Cannot load ... from "file": " and nothing more
+        if result == "ITK":
+            message = re.sub(r"^ITK ERROR: \w+\(0x[0-9a-f]+\): ", "", message)
+            self.messages[re.sub(r"\"[^\"]*\"", "\"...\"", message)[:110]] += 1
+        if result in ("RAN", "ITK"):
+            counts[result] += 1
+            if listed and result not in listed[0].split("|"):
+                self.failures.append((case.index, case.path, case.description, "STALE", stage,
+                                      "listed in %s but did not fail" % known_path))
+            return
+        if listed and result in listed[0].split("|") and stage in listed[1].split("|"):
+            counts["upstream"] += 1
+            self.upstream.append((case.index, case.path, case.description, result, stage, listed[2]))
+        else:
+            counts["failed"] += 1
+            self.failures.append((case.index, case.path, case.description, result, stage, message))
+
+
+def tally_results(args, command, cases, results, known):
+    tally = Tally()
+    for k, case in enumerate(cases):
+        result, stage, message = results.get(k, ("MISSING", "start", "no result"))
+        if result in ("CRASH", "HANG"):
+            result, stage, message = rerun_alone(command, case, args.work, args.timeout, result, stage, message)
+        tally.add(case, result, stage, message, known.get((args.kind, case.index)), args.known)
+    return tally
+
+
+def print_counts(tally, tried):
+    print("%-22s %6s %6s %6s %8s %6s" % ("mutation", "tried", "ran", "raised", "upstream", "failed"))
+    for kind in sorted(tally.per_kind):
+        counts = tally.per_kind[kind]
+        print("%-22s %6d %6d %6d %8d %6d" % (kind, sum(counts.values()), counts["RAN"], counts["ITK"],
+                                             counts["upstream"], counts["failed"]))
+    print("Tried %d: ran %d, raised itk::ExceptionObject %d, failed inside ITK or LibTorch as listed in the known "
+          "failures %d, failed otherwise %d" % (tried, sum(c["RAN"] for c in tally.per_kind.values()),
+                                                sum(c["ITK"] for c in tally.per_kind.values()), len(tally.upstream),
+                                                len(tally.failures)))
+    if tally.asan_out_of_memory:
+        print("Out of memory under AddressSanitizer (operator new aborts instead of throwing std::bad_alloc): %d, "
+              "cases %s" % (len(tally.asan_out_of_memory), " ".join(map(str, tally.asan_out_of_memory))))
+
+
+def print_cases(tally, kind):
+    print("Most frequent itk::ExceptionObject messages:")
+    for message, n in tally.messages.most_common(12):
+        print("  %5d  %s" % (n, message))
+    for index, path, description, result, stage, reason in tally.upstream:
+        print("KNOWN  %s %d %s after stage %s [%s]: %s" % (kind, index, result, stage, description, reason))
+    for index, path, description, result, stage, message in tally.failures:
+        print("FAILED %s %d %s after stage %s [%s] %s: %s" % (kind, index, result, stage, description, path,
+                                                             message))
+
+
+def main():
+    args = parse_arguments()
+    count = args.cases or default_case_count(args.kind)
+    shard, shards = (int(v) for v in args.shard.split("/"))
+
+    case_dir = empty_case_dir(args.work)
+
+    started = time.monotonic()
+    cases = make_cases(args, case_dir, list(range(shard, count, shards)))
     generated = time.monotonic()
 
     command = [args.runner, args.kind]
     if args.kind == "images":
         command.append(os.path.join(args.models, "mean2d.pt"))
-    results = run_cases(command, paths, args.work, args.timeout)
+    results = run_cases(command, [case.path for case in cases], args.work, args.timeout)
     finished = time.monotonic()
 
-    known = read_known_failures(args.known) if args.seed == 2012 and count == (
-        DEFAULT_MODEL_CASES if args.kind == "models" else 600) else {}
-    per_kind = collections.defaultdict(collections.Counter)
-    messages = collections.Counter()
-    failures, upstream, asan_out_of_memory = [], [], []
-    for k, path in enumerate(paths):
-        index = indices[k]
-        result, stage, message = results.get(k, ("MISSING", "start", "no result"))
-        if result in ("CRASH", "HANG"):
-            # A crash can be the late effect of an earlier case's memory corruption, and a case can overrun its time
-            # limit on a loaded machine without hanging: it is run again alone. A case that ends alone within the
-            # limit counts as it ended there.
-            alone_dir = os.path.join(args.work, "alone-%04d" % index)
-            os.makedirs(alone_dir, exist_ok=True)
-            alone = run_cases(command, [path], alone_dir, args.timeout)[0]
-            if result == "HANG" and alone[0] in ("RAN", "ITK"):
-                result, stage, message = alone
-            else:
-                message += "; alone: %s after stage %s, %s" % (alone[0], alone[1], alone[2][:120])
-        if result == "CRASH" and ASAN_OUT_OF_MEMORY.search(message):
-            # Under AddressSanitizer a failed operator new aborts (its runtime cannot throw std::bad_alloc), where
-            # the plain build throws it and ITK turns it into an exception: counted apart, not a failure.
-            per_kind[kinds[k]]["asan_oom"] += 1
-            asan_out_of_memory.append(index)
-            continue
-        if result == "ITK" and re.search(r"(\"|^[^:]*):\s*$", message):
-            result = "UNCLEAR"  # "Cannot load ... from "file": " and nothing more
-        if result == "ITK":
-            message = re.sub(r"^ITK ERROR: \w+\(0x[0-9a-f]+\): ", "", message)
-            messages[re.sub(r"\"[^\"]*\"", "\"...\"", message)[:110]] += 1
-        listed = known.get((args.kind, index))
-        if result in ("RAN", "ITK"):
-            per_kind[kinds[k]][result] += 1
-            if listed and result not in listed[0].split("|"):
-                failures.append((index, path, descriptions[k], "STALE", stage,
-                                 "listed in %s but did not fail" % args.known))
-            continue
-        if listed and result in listed[0].split("|") and stage in listed[1].split("|"):
-            per_kind[kinds[k]]["upstream"] += 1
-            upstream.append((index, path, descriptions[k], result, stage, listed[2]))
-        else:
-            per_kind[kinds[k]]["failed"] += 1
-            failures.append((index, path, descriptions[k], result, stage, message))
-
+    known = read_known_failures(args.known) if args.seed == 2012 and count == default_case_count(args.kind) else {}
+    tally = tally_results(args, command, cases, results, known)
     print("Fuzzing %s: seed %d, shard %d/%d, %d cases (made in %.1f s, run in %.1f s)" % (
-        args.kind, args.seed, shard, shards, len(paths), generated - started, finished - generated))
-    print("%-22s %6s %6s %6s %8s %6s" % ("mutation", "tried", "ran", "raised", "upstream", "failed"))
-    for kind in sorted(per_kind):
-        counts = per_kind[kind]
-        print("%-22s %6d %6d %6d %8d %6d" % (kind, sum(counts.values()), counts["RAN"], counts["ITK"],
-                                             counts["upstream"], counts["failed"]))
-    print("Tried %d: ran %d, raised itk::ExceptionObject %d, failed inside ITK or LibTorch as listed in the known "
-          "failures %d, failed otherwise %d" % (len(paths), sum(c["RAN"] for c in per_kind.values()),
-                                                sum(c["ITK"] for c in per_kind.values()), len(upstream),
-                                                len(failures)))
-    if asan_out_of_memory:
-        print("Out of memory under AddressSanitizer (operator new aborts instead of throwing std::bad_alloc): %d, "
-              "cases %s" % (len(asan_out_of_memory), " ".join(map(str, asan_out_of_memory))))
-    print("Most frequent itk::ExceptionObject messages:")
-    for message, n in messages.most_common(12):
-        print("  %5d  %s" % (n, message))
-    for index, path, description, result, stage, reason in upstream:
-        print("KNOWN  %s %d %s after stage %s [%s]: %s" % (args.kind, index, result, stage, description, reason))
-    for index, path, description, result, stage, message in failures:
-        print("FAILED %s %d %s after stage %s [%s] %s: %s" % (args.kind, index, result, stage, description, path,
-                                                             message))
-    return 1 if failures else 0
+        args.kind, args.seed, shard, shards, len(cases), generated - started, finished - generated))
+    print_counts(tally, len(cases))
+    print_cases(tally, args.kind)
+    return 1 if tally.failures else 0
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import tempfile
 import time
 import unittest
 import warnings
+from unittest import mock
 
 import dask
 import dask.array as da
@@ -230,6 +231,30 @@ class BlockwiseInProcess(unittest.TestCase):
         self.assertEqual(len(set(np.unique(expected_labels))), 3)
         np.testing.assert_array_equal(probabilities.compute(), expected_probabilities)
         np.testing.assert_array_equal(labels.compute(), expected_labels)
+
+    def test_labels_with_probabilities_are_the_filters_from_one_run_per_block(self):
+        # The labels come with the probabilities out of the same filter update (its MostProbableClass), so computing
+        # both segments each block once.
+        image = random_volume((64, 64), 11)
+        model_file = os.path.join(MODELS, "unet2d_same.pt")
+        expected_labels, expected_probabilities = whole_volume_pass(image, model_file, (16, 16))
+        runs = []
+
+        def counted(grown, block_info=None, plan=None):
+            runs.append(block_info[None]["chunk-location"])
+            return segment_block(grown, block_info=block_info, plan=plan)
+
+        segment_block = unet_dask._segment_block
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", unet_dask.ChunkAlignmentWarning)
+            with mock.patch.object(unet_dask, "_segment_block", counted):
+                labels, probabilities = unet_dask.segment(da.from_array(image, chunks=(32, 32)), model_file, 16,
+                                                          probabilities=True)
+        labels, probabilities = dask.compute(labels, probabilities)
+        self.assertEqual(sorted(runs), [(0, 0), (0, 1), (1, 0), (1, 1)])
+        self.assertGreater(len(np.unique(expected_labels)), 1)
+        np.testing.assert_array_equal(labels, expected_labels)
+        np.testing.assert_array_equal(probabilities, expected_probabilities)
 
     def test_blocks_of_aligned_tiles_equal_one_tile_2d(self):
         # Depth 3: tile edges 4 + 8k advance by 8k on the network's pooling grid (x 20 -> 16, y 12 -> 8), so

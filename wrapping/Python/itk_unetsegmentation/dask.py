@@ -37,6 +37,7 @@ Arrays are in numpy's axis order (z, y, x); ``tile_size`` and the physical metad
 ``direction``) are in ITK's order (x, y, z), as the filter and ``itk.dict_from_image`` have them.
 """
 import math
+import operator
 import os
 import threading
 import warnings
@@ -44,6 +45,8 @@ import warnings
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
+from dask.core import flatten
+from dask.highlevelgraph import HighLevelGraph
 
 __all__ = [
     "ChunkAlignmentWarning",
@@ -267,7 +270,8 @@ def _worker_filter(plan):
 
 
 def _segment_block(grown, block_info=None, plan=None):
-    """Segments one block: `grown` is the block with the context map_overlap added (none beyond the volume)."""
+    """Segments one block: `grown` is the block with the context map_overlap added (none beyond the volume).
+    Returns the block's labels, or with plan.probabilities the pair (labels, probabilities)."""
     itk = _itk()
 
     location = block_info[None]["array-location"][:len(plan.shape)]  # less the probabilities' class axis
@@ -308,7 +312,10 @@ def _segment_block(grown, block_info=None, plan=None):
         labels.DisconnectPipeline()
         if probability_map is not None:
             probability_map.DisconnectPipeline()
-    return _buffered_array(probability_map if plan.probabilities else labels, block_start, block_size)
+    if plan.probabilities:
+        return (_buffered_array(labels, block_start, block_size),
+                _buffered_array(probability_map, block_start, block_size))
+    return _buffered_array(labels, block_start, block_size)
 
 
 def _buffered_array(image, start, size):
@@ -343,7 +350,7 @@ def segment(volume, model_file_name, tile_size, *, probabilities=False, misalign
         (see the module's documentation).
     probabilities : bool
         False: return the label map. True: return ``(labels, probabilities)``, the probabilities with the classes
-        as a last axis and the labels their argmax, the lowest class on ties, as the filter chooses its labels.
+        as a last axis; the labels are the filter's, its most probable class (the lowest on ties), from the same run.
     misaligned_chunks : "rechunk" or "raise"
         What to do with chunks that do not hold whole tiles (see the module's documentation).
     number_of_torch_threads : int
@@ -372,18 +379,34 @@ def segment(volume, model_file_name, tile_size, *, probabilities=False, misalign
         volume = volume.astype(dtype)
     if np.isscalar(tile_size):
         tile_size = (tile_size,) * volume.ndim
-    if len(tile_size) != volume.ndim or any(int(edge) <= 0 for edge in tile_size):
-        raise ValueError(f"tile_size must give a positive edge for each of the volume's {volume.ndim} axes; got "
+    settings = _filter_settings(volume.ndim, model_file_name, tile_size, number_of_torch_threads, tiles_per_batch,
+                                memory_budget, filter_parameters)
+    planner = _planner_within_budget(settings, volume.shape, dtype, tile_size, memory_budget)
+    chunks, depth = _plan_chunks(planner, volume.chunks, misaligned_chunks)
+    if chunks != volume.chunks:
+        volume = volume.rechunk(chunks)
+    classes = int(planner.model.GetNumberOfClasses())
+    return _segment_blocks(volume, _BlockPlan(settings, volume.shape, dtype, depth, probabilities, classes))
+
+
+def _filter_settings(ndim, model_file_name, tile_size, number_of_torch_threads, tiles_per_batch, memory_budget,
+                     filter_parameters):
+    """segment's filter settings as a sorted tuple of (snake_case name, value) pairs: hashable, for the workers'
+    filters and dask's names."""
+    if len(tile_size) != ndim or any(int(edge) <= 0 for edge in tile_size):
+        raise ValueError(f"tile_size must give a positive edge for each of the volume's {ndim} axes; got "
                          f"{tuple(tile_size)}.")
     settings = dict(filter_parameters)
     settings.update(model_file_name=os.path.abspath(model_file_name), tile_size=tuple(int(e) for e in tile_size),
                     number_of_torch_threads=int(number_of_torch_threads), tiles_per_batch=int(tiles_per_batch),
                     memory_budget=float(memory_budget))
-    settings = tuple(sorted((name, tuple(value) if isinstance(value, list) else value)
-                            for name, value in settings.items()))
+    return tuple(sorted((name, tuple(value) if isinstance(value, list) else value)
+                        for name, value in settings.items()))
 
+
+def _planner_within_budget(settings, shape, dtype, tile_size, memory_budget):
     try:
-        planner = _Planner(settings, volume.shape, dtype)
+        return _Planner(settings, shape, dtype)
     except RuntimeError as error:
         # The filter refuses a tile and batch whose working memory exceeds its MemoryBudget (its own estimate,
         # from the forward memory measured when the model loads): the caller's memory_budget, so a ValueError here.
@@ -392,25 +415,34 @@ def segment(volume, model_file_name, tile_size, *, probabilities=False, misalign
         message = str(error).strip().splitlines()[-1]
         raise ValueError(f"The tiles of {tuple(tile_size)} voxels need more than memory_budget = {memory_budget} MB "
                          f"per worker: {message}") from None
-    model = planner.model
 
-    chunks, depth = _plan_chunks(planner, volume.chunks, misaligned_chunks)
-    if chunks != volume.chunks:
-        volume = volume.rechunk(chunks)
-    classes = int(model.GetNumberOfClasses())
-    plan = _BlockPlan(settings, volume.shape, dtype, depth, probabilities, classes)
-    common = dict(depth={axis: d for axis, d in enumerate(depth)}, boundary="none", trim=False,
+
+def _segment_blocks(volume, plan):
+    """The lazy block-wise segmentation of `volume`, already chunked as planned: the labels, or with
+    plan.probabilities (labels, probabilities)."""
+    common = dict(depth={axis: d for axis, d in enumerate(plan.depth)}, boundary="none", trim=False,
                   allow_rechunk=False, plan=plan)
-    model_file = dict(settings)["model_file_name"]
-    token = tokenize(volume.name, settings, os.path.getmtime(model_file), os.path.getsize(model_file), depth)
-    if not probabilities:
+    model_file = dict(plan.settings)["model_file_name"]
+    token = tokenize(volume.name, plan.settings, os.path.getmtime(model_file), os.path.getsize(model_file),
+                     plan.depth)
+    if not plan.probabilities:
         return da.map_overlap(_segment_block, volume, dtype=np.uint8, meta=np.empty((0,) * volume.ndim, np.uint8),
                               chunks=volume.chunks, name="unet-segment-labels-" + token, **common)
-    scores = da.map_overlap(_segment_block, volume, dtype=np.float32,
-                            meta=np.empty((0,) * (volume.ndim + 1), np.float32),
-                            chunks=volume.chunks + ((classes,),), new_axis=volume.ndim,
-                            name="unet-segment-probabilities-" + token, **common)
-    return scores.argmax(axis=-1).astype(np.uint8), scores
+    pairs = da.map_overlap(_segment_block, volume, dtype=object, meta=np.empty((0,) * volume.ndim, object),
+                           chunks=volume.chunks, name="unet-segment-" + token, **common)
+    return (_pair_part(pairs, 0, "unet-segment-labels-with-probabilities-" + token, np.uint8, volume.chunks),
+            _pair_part(pairs, 1, "unet-segment-probabilities-" + token, np.float32,
+                       volume.chunks + ((plan.classes,),)))
+
+
+def _pair_part(pairs, part, name, dtype, chunks):
+    """Part `part` of every block of `pairs` (blocks that are tuples) as a dask array: the filter's labels and its
+    probabilities come from one run of it per block, as dask.array.apply_gufunc splits a function's outputs. Extra
+    axes of `chunks` (the probabilities' classes) are one chunk each."""
+    extra = (0,) * (len(chunks) - pairs.ndim)
+    layer = {(name,) + key[1:] + extra: (operator.getitem, key, part) for key in flatten(pairs.__dask_keys__())}
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[pairs])
+    return da.Array(graph, name, chunks=chunks, dtype=dtype, meta=np.empty((0,) * len(chunks), dtype))
 
 
 class _StreamedImageFile:
