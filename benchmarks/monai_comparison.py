@@ -1,15 +1,18 @@
 """This module's filter against MONAI's sliding_window_inference, side by side, in one process.
 
-The same same-padded U-Net (itk_unetsegmentation.networks: depth 4, 16 base channels, seeded random weights), the same
-image (ISBI 2012 slices 0-15 as a 4 x 4 mosaic, 2048 x 2048), 256-pixel tiles overlapping by 64 (MONAI:
-overlap=0.25, mode="gaussian", sigma_scale=0.125, which is the filter's sigma = edge / 8), 4 tiles a batch,
-2 threads, probabilities and then labels on both sides. The model is loaded once on each side and both are run once
-before timing; then the runs alternate between the two (this machine's speed drifts by more than the difference),
-and the median of the pairs' MONAI / filter time ratios is printed, with the share of pixels whose labels agree.
+2-D (--case 2d): the same same-padded U-Net (itk_unetsegmentation.networks: depth 4, 16 base channels, seeded random
+weights), the same image (ISBI 2012 slices 0-15 as a 4 x 4 mosaic, 2048 x 2048), 256-pixel tiles overlapping by 64
+(MONAI: overlap=0.25, mode="gaussian", sigma_scale=0.125, which is the filter's sigma = edge / 8), 4 tiles a batch.
+3-D (--case 3d): a same-padded 3-D U-Net (depth 3, 8 base channels, seeded random weights) on a 256^3 volume (seeded
+noise smoothed into blobs), 96^3 tiles overlapping by 24 (a quarter), Gaussian weights as in 2-D, 2 tiles a batch.
+Both: 2 threads, probabilities and then labels on both sides. The model is loaded once on each side and both are run
+once before timing; then the runs alternate between the two (this machine's speed drifts by more than the
+difference), and the median of the pairs' MONAI / filter time ratios is printed, with the share of voxels whose labels
+agree.
 
 MONAI comes from ../shared/peers/monai-1.4.0.tar.gz, unpacked into a temporary folder; nothing of it is kept.
 
-    PYTHONPATH=<ITK build>/Wrapping/Generators/Python /usr/bin/python3 benchmarks/monai_comparison.py [--runs N]
+    PYTHONPATH=<ITK build>/Wrapping/Generators/Python /usr/bin/python3 benchmarks/monai_comparison.py [--case 2d|3d] [--runs N]
 """
 import argparse
 import os
@@ -41,57 +44,64 @@ def mosaic(isbi_dir, edge):
     return (image - image.mean()) / image.std()
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--edge", type=int, default=2048, help="image edge, a multiple of 512 (default 2048)")
-    parser.add_argument("--runs", type=int, default=6, help="timed runs on each side (default 6)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--monai", default=os.path.join(HERE, "..", "..", "shared", "peers", "monai-1.4.0.tar.gz"))
-    parser.add_argument("--isbi", default=os.path.join(HERE, "..", "..", "shared", "data", "isbi2012"))
-    args = parser.parse_args()
+def blobs(edge):
+    """A seeded noise volume smoothed into blobs (mean 0, standard deviation 1): structure at several scales."""
+    generator = torch.Generator().manual_seed(0)
+    volume = torch.randn(1, 1, edge, edge, edge, generator=generator)
+    for _ in range(3):
+        volume = torch.nn.functional.avg_pool3d(volume, 5, stride=1, padding=2, count_include_pad=False)
+    volume = volume[0, 0].numpy()
+    return ((volume - volume.mean()) / volume.std()).astype(np.float32)
 
-    import itk
 
+def load_monai(archive_path):
+    """MONAI's sliding_window_inference, unpacked from the peers' archive into a temporary folder."""
     workdir = tempfile.mkdtemp(prefix="unet-monai-")
-    with tarfile.open(args.monai) as archive:
+    with tarfile.open(archive_path) as archive:
         archive.extractall(workdir)
     sys.path.insert(0, os.path.join(workdir, os.listdir(workdir)[0]))
     from monai.inferers import sliding_window_inference
+    return workdir, sliding_window_inference
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    network = UNet(dim=2, in_channels=1, classes=2, base=16, depth=4, valid=False).eval()
-    model_file = os.path.join(workdir, "unet_same.pt")
-    torch.jit.save(torch.jit.script(network), model_file)
 
-    image = mosaic(args.isbi, args.edge)
-    tile, overlap, batch = 256, 64, 4
+class Case:
+    """One comparison: the image, the network (saved as TorchScript for the filter) and the tiling both sides use."""
 
-    itk_image = itk.image_view_from_array(image)
-    segmenter = itk.UNetSegmentationImageFilter[itk.Image[itk.F, 2], itk.Image[itk.UC, 2]].New(
-        itk_image, ModelFileName=model_file, TileSize=[tile, tile], TileOverlap=overlap, TilesPerBatch=batch,
-        NumberOfTorchThreads=args.threads)
+    def __init__(self, workdir, image, network, tile, overlap, batch, threads):
+        import itk
 
-    def run_filter():
-        segmenter.Modified()
-        segmenter.Update()
-        return itk.array_view_from_image(segmenter.GetOutput())
+        self.image, self.network, self.tile, self.overlap, self.batch = image, network, tile, overlap, batch
+        model_file = os.path.join(workdir, "unet_same_%dd.pt" % image.ndim)
+        torch.jit.save(torch.jit.script(network), model_file)
+        dimension = image.ndim
+        self.segmenter = itk.UNetSegmentationImageFilter[itk.Image[itk.F, dimension], itk.Image[itk.UC, dimension]].New(
+            itk.image_view_from_array(image), ModelFileName=model_file, TileSize=[tile] * dimension,
+            TileOverlap=overlap, TilesPerBatch=batch, NumberOfTorchThreads=threads)
+        self.tensor = torch.from_numpy(image)[None, None]
 
-    # MONAI as its users run it: the network as a PyTorch module, evaluated under inference mode.
-    tensor = torch.from_numpy(image)[None, None]
+    def run_filter(self):
+        import itk
 
-    def run_monai():
+        self.segmenter.Modified()
+        self.segmenter.Update()
+        return itk.array_view_from_image(self.segmenter.GetOutput())
+
+    def run_monai(self, sliding_window_inference, **options):
+        """MONAI as its users run it: the network as a PyTorch module, evaluated under inference mode."""
         with torch.inference_mode():
-            scores = sliding_window_inference(tensor, (tile, tile), batch, network, overlap=overlap / tile,
-                                              mode="gaussian", sigma_scale=0.125)
-            probabilities = torch.softmax(scores, dim=1)
-            return probabilities.argmax(dim=1)[0].numpy()
+            scores = sliding_window_inference(self.tensor, (self.tile,) * self.image.ndim, self.batch, self.network,
+                                              overlap=self.overlap / self.tile, mode="gaussian", sigma_scale=0.125,
+                                              **options)
+            return torch.softmax(scores, dim=1).argmax(dim=1)[0].numpy()
 
-    ours = np.array(run_filter())
-    theirs = run_monai()
-    filter_seconds, monai_seconds, ratios = [], [], []
-    for run in range(args.runs):
-        order = [("filter", run_filter), ("monai", run_monai)]
+
+def alternate(case, sliding_window_inference, runs):
+    """Times the two sides in alternating order; returns the filter's and MONAI's times and the last labels."""
+    ours = np.array(case.run_filter())
+    theirs = case.run_monai(sliding_window_inference)
+    filter_seconds, monai_seconds = [], []
+    for run in range(runs):
+        order = [("filter", case.run_filter), ("monai", lambda: case.run_monai(sliding_window_inference))]
         if run % 2:
             order.reverse()
         seconds = {}
@@ -101,40 +111,99 @@ def main():
             seconds[name] = time.perf_counter() - start
         filter_seconds.append(seconds["filter"])
         monai_seconds.append(seconds["monai"])
-        ratios.append(seconds["monai"] / seconds["filter"])
         print("run %d: filter %.2f s, MONAI %.2f s, MONAI / filter %.3f" % (
-            run + 1, seconds["filter"], seconds["monai"], ratios[-1]), flush=True)
+            run + 1, seconds["filter"], seconds["monai"], seconds["monai"] / seconds["filter"]), flush=True)
+    return filter_seconds, monai_seconds, ours, theirs
 
-    agree = float(np.mean(ours == theirs))
-    margin = tile
-    inner = float(np.mean(ours[margin:-margin, margin:-margin] == theirs[margin:-margin, margin:-margin]))
-    print("image %d x %d, tiles %d overlapping by %d, %d a batch, %d threads, GLIBC_TUNABLES=%s" % (
-        args.edge, args.edge, tile, overlap, batch, args.threads, os.environ.get("GLIBC_TUNABLES", "(unset)")))
+
+def report(case, threads, filter_seconds, monai_seconds, ours, theirs):
+    import itk
+
+    ratios = [m / f for f, m in zip(filter_seconds, monai_seconds)]
+    margin = case.tile
+    inner = tuple(slice(margin, -margin) for _ in range(ours.ndim))
+    print("image %s, tiles %d overlapping by %d, %d a batch, %d threads, GLIBC_TUNABLES=%s" % (
+        " x ".join(map(str, case.image.shape)), case.tile, case.overlap, case.batch, threads,
+        os.environ.get("GLIBC_TUNABLES", "(unset)")))
     print("medians: filter %.2f s, MONAI %.2f s; MONAI / filter: median %.3f (range %.3f to %.3f, %d pairs)" % (
         statistics.median(filter_seconds), statistics.median(monai_seconds), statistics.median(ratios),
         min(ratios), max(ratios), len(ratios)))
-    print("labels agree on %.4f of the pixels (%.4f more than %d pixels from the image edge)" % (
-        agree, inner, margin))
-
-    # Why labels differ. The two blend differently: MONAI sums the tiles' scores weighted by a Gaussian centred on
-    # voxel tile // 2, the filter their probabilities under a Gaussian centred on the tile, (tile - 1) / 2; and
-    # MONAI moves the last tile of a row back inside the image, where the filter's grid lets it overhang (its
-    # context mirrored). MONAI run again blending probabilities under the filter's Gaussian leaves the last tiles'
-    # voxels and rounding.
-    probabilities = itk.array_view_from_image(segmenter.GetProbabilityOutput())
-    centred = torch.exp(-0.5 * ((torch.arange(tile, dtype=torch.float64) - (tile - 1) / 2.0) / (tile / 8.0)) ** 2)
-    with torch.inference_mode():
-        blended = sliding_window_inference(tensor, (tile, tile), batch, lambda x: torch.softmax(network(x), dim=1),
-                                           overlap=overlap / tile, mode="gaussian", sigma_scale=0.125,
-                                           roi_weight_map=(centred[:, None] * centred[None, :]).float())
-    as_filter = blended[0].argmax(dim=0).numpy()
-    last = args.edge - tile  # where MONAI's last tiles start
+    counts = np.bincount(ours.ravel(), minlength=2)
+    print("the filter's labels: " + ", ".join("class %d %.1f %%" % (k, 100.0 * c / ours.size) for k, c in
+                                                 enumerate(counts)))
+    print("labels agree on %.5f of the voxels (%.5f more than %d voxels from the image edge)" % (
+        float(np.mean(ours == theirs)), float(np.mean(ours[inner] == theirs[inner])), margin))
+    probabilities = np.asarray(itk.array_view_from_image(case.segmenter.GetProbabilityOutput()))
     differ = ours != theirs
     print("labels differing: %d; where they differ the filter's class probabilities lie within %.4f of each other" % (
         differ.sum(), np.abs(probabilities[..., 1] - probabilities[..., 0])[differ].max() if differ.any() else 0.0))
+
+
+def explain_differences(case, sliding_window_inference):
+    """Why labels differ. The two blend differently: MONAI sums the tiles' scores weighted by a Gaussian centred on
+    voxel tile // 2, the filter their probabilities under a Gaussian centred on the tile, (tile - 1) / 2; and MONAI
+    moves the last tile of a row back inside the image, where the filter's grid lets it overhang (its context
+    mirrored). MONAI run again blending probabilities under the filter's Gaussian leaves the last tiles' voxels and
+    rounding."""
+    tile, dimension = case.tile, case.image.ndim
+    centred = torch.exp(-0.5 * ((torch.arange(tile, dtype=torch.float64) - (tile - 1) / 2.0) / (tile / 8.0)) ** 2)
+    weights = centred
+    for _ in range(dimension - 1):
+        weights = weights[..., None] * centred
+    network = case.network
+    with torch.inference_mode():
+        blended = sliding_window_inference(case.tensor, (tile,) * dimension, case.batch,
+                                           lambda x: torch.softmax(network(x), dim=1),
+                                           overlap=case.overlap / tile, mode="gaussian", sigma_scale=0.125,
+                                           roi_weight_map=weights.float())
+    as_filter = blended[0].argmax(dim=0).numpy()
+    ours = np.array(case.run_filter())
+    last = case.image.shape[0] - tile  # where MONAI's last tiles start along every axis of a cube
     differ = ours != as_filter
+    in_last = differ.copy()
+    interior = tuple(slice(0, last) for _ in range(dimension))
+    in_last[interior] = False
     print("against MONAI blending probabilities under the filter's Gaussian: %d differ, %d of them in the last %d "
-          "rows or columns" % (differ.sum(), differ[last:, :].sum() + differ[:last, last:].sum(), tile))
+          "voxels along some axis" % (differ.sum(), in_last.sum(), tile))
+
+
+def make_case(name, workdir, args):
+    torch.manual_seed(0)
+    if name == "2d":
+        network = UNet(dim=2, in_channels=1, classes=2, base=16, depth=4, valid=False).eval()
+        return Case(workdir, mosaic(args.isbi, args.edge), network, 256, 64, 4, args.threads)
+    network = UNet(dim=3, in_channels=1, classes=2, base=8, depth=3, valid=False).eval()
+    volume = blobs(args.edge3d)
+    balance_classes(network, volume)
+    return Case(workdir, volume, network, 96, 24, 2, args.threads)
+
+
+def balance_classes(network, volume):
+    """Shifts the head's bias so that the random network calls half of a central crop of `volume` class 1: a random
+    network otherwise tends to call every voxel one class, and labels that agree everywhere would compare nothing."""
+    crop = tuple(slice(max(0, n // 2 - 48), n // 2 + 48) for n in volume.shape)
+    with torch.inference_mode():
+        scores = network(torch.from_numpy(np.ascontiguousarray(volume[crop]))[None, None])[0]
+        network.head.bias[1] -= torch.median(scores[1] - scores[0])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", choices=("2d", "3d"), default="2d")
+    parser.add_argument("--edge", type=int, default=2048, help="2-D image edge, a multiple of 512 (default 2048)")
+    parser.add_argument("--edge3d", type=int, default=256, help="3-D volume edge (default 256)")
+    parser.add_argument("--runs", type=int, default=6, help="timed runs on each side (default 6)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--monai", default=os.path.join(HERE, "..", "..", "shared", "peers", "monai-1.4.0.tar.gz"))
+    parser.add_argument("--isbi", default=os.path.join(HERE, "..", "..", "shared", "data", "isbi2012"))
+    args = parser.parse_args()
+
+    workdir, sliding_window_inference = load_monai(args.monai)
+    torch.set_num_threads(args.threads)
+    case = make_case(args.case, workdir, args)
+    filter_seconds, monai_seconds, ours, theirs = alternate(case, sliding_window_inference, args.runs)
+    report(case, args.threads, filter_seconds, monai_seconds, ours, theirs)
+    explain_differences(case, sliding_window_inference)
 
 
 if __name__ == "__main__":
