@@ -827,6 +827,58 @@ WriteOnFileGrid(itk::ImageSource<TClassImage> * labelSource, TProbabilityImage *
   }
 }
 
+/** The cell separation of `probabilities`, configured (ConfigureSeparation); with --cells its settings are checked
+ * here, so that bad ones fail before the segmentation rather than after it. */
+template <unsigned int VDimension, typename TProbabilityImage>
+auto
+MakeSeparation(TProbabilityImage * probabilities, const itk::UNetModel * model, const CommandLine & arguments)
+{
+  auto separation = itk::UNetCellSeparationImageFilter<TProbabilityImage, itk::Image<unsigned int, VDimension>>::New();
+  ConfigureSeparation(separation.GetPointer(), model, arguments);
+  if (!arguments.outputCellVolume.empty())
+  {
+    separation->SetInput(probabilities);
+    separation->UpdateOutputInformation();
+  }
+  return separation;
+}
+
+void
+VerifyStreamPieces(int streamPieces)
+{
+  if (streamPieces < 1)
+  {
+    itkGenericExceptionMacro("--streamPieces must be at least 1; got " << streamPieces << '.');
+  }
+}
+
+/** The summary's note when the image is segmented whole (`wholeBecause` says why) though more pieces were asked for. */
+std::string
+PiecesNotUsed(int streamPieces, const char * wholeBecause)
+{
+  if (wholeBecause == nullptr || streamPieces <= 1)
+  {
+    return "";
+  }
+  return " (--streamPieces " + std::to_string(streamPieces) + " not used: " + wholeBecause + ")";
+}
+
+/** The colour table and the returned parameters, where asked for. */
+template <typename TSegmenter, typename TSpacing>
+void
+WriteDescriptions(const CommandLine & arguments, const std::vector<ClassLook> & looks, const TSegmenter * segmenter,
+                  const TSpacing & spacing)
+{
+  if (!arguments.outputColorTable.empty())
+  {
+    WriteColorTable(arguments.outputColorTable, looks);
+  }
+  if (!arguments.returnParameterFile.empty())
+  {
+    WriteReturnedParameters(arguments.returnParameterFile, segmenter, spacing);
+  }
+}
+
 /** Segments the file `arguments.inputVolume`, of VFileDimension, with a VDimension network: the same dimension, or a
  * 2-D network on a single-slice 3-D image. `loadedModel`: the model already loaded, if any. */
 template <unsigned int VDimension, unsigned int VFileDimension>
@@ -840,10 +892,7 @@ Segment(const CommandLine & arguments, itk::UNetModel * loadedModel)
     itk::UNetResamplingSegmentationImageFilter<itk::VectorImage<float, VDimension>, ClassImageType>;
   using ProbabilityImageType = typename ResamplingType::SegmenterType::ProbabilityImageType;
   constexpr bool singleSlice = VDimension != VFileDimension;
-  if (arguments.streamPieces < 1)
-  {
-    itkGenericExceptionMacro("--streamPieces must be at least 1; got " << arguments.streamPieces << '.');
-  }
+  VerifyStreamPieces(arguments.streamPieces);
   SlicerProgressReporter progress("UNetSegmentation",
                                   "Segmenting " + arguments.inputVolume + " with " + arguments.modelFile);
   auto                   reader = itk::ImageFileReader<FileImageType>::New();
@@ -866,16 +915,8 @@ Segment(const CommandLine & arguments, itk::UNetModel * loadedModel)
     resample ? static_cast<itk::ImageSource<ClassImageType> *>(resampling.GetPointer()) : segmenter;
   ProbabilityImageType * probabilities =
     resample ? resampling->GetProbabilityOutput() : segmenter->GetProbabilityOutput();
-  auto separation =
-    itk::UNetCellSeparationImageFilter<ProbabilityImageType, itk::Image<unsigned int, VDimension>>::New();
-  ConfigureSeparation(separation.GetPointer(), segmenter->GetModel(), arguments);
   const bool separateCells = !arguments.outputCellVolume.empty();
-  if (separateCells)
-  {
-    // Bad separation settings fail here, before the segmentation rather than after it.
-    separation->SetInput(probabilities);
-    separation->UpdateOutputInformation();
-  }
+  const auto separation = MakeSeparation<VDimension>(probabilities, segmenter->GetModel(), arguments);
   // Resampled (whole), with the cells (a cell may reach across any piece) or a single slice: one piece.
   const char * wholeBecause = resample        ? "the image is resampled whole"
                               : separateCells ? "--cells separates the whole image"
@@ -883,10 +924,7 @@ Segment(const CommandLine & arguments, itk::UNetModel * loadedModel)
                                               : nullptr;
   const auto   pieces = SplitIntoPieces<VDimension>(
     input->GetLargestPossibleRegion(), wholeBecause ? 1u : static_cast<unsigned int>(arguments.streamPieces));
-  const std::string piecesNote =
-    wholeBecause && arguments.streamPieces > 1
-      ? " (--streamPieces " + std::to_string(arguments.streamPieces) + " not used: " + wholeBecause + ")"
-      : "";
+  const std::string piecesNote = PiecesNotUsed(arguments.streamPieces, wholeBecause);
   DescribeRun(segmenter, arguments.modelFile, spacing, resample, pieces.size(), piecesNote);
   const std::vector<ClassLook> looks = ClassLooks(segmenter->GetModel());
   if constexpr (singleSlice)
@@ -898,14 +936,7 @@ Segment(const CommandLine & arguments, itk::UNetModel * loadedModel)
   {
     WriteInPieces<VDimension>(pieces, labelSource, probabilities, separation.GetPointer(), looks, arguments, progress);
   }
-  if (!arguments.outputColorTable.empty())
-  {
-    WriteColorTable(arguments.outputColorTable, looks);
-  }
-  if (!arguments.returnParameterFile.empty())
-  {
-    WriteReturnedParameters(arguments.returnParameterFile, segmenter, spacing);
-  }
+  WriteDescriptions(arguments, looks, segmenter, spacing);
   progress.End();
   return EXIT_SUCCESS;
 }

@@ -16,6 +16,7 @@
  *
  *=========================================================================*/
 #include "itkUNetModel.h"
+#include "itkUNetMemoryAllocationError.h"
 #include "itkUNetModelCard.h"
 
 #include "itkMacro.h"
@@ -197,10 +198,10 @@ ThrowForwardFailure(const std::exception & error, const std::vector<int64_t> & i
       dynamic_cast<const std::bad_alloc *>(&error) != nullptr ||
       reason.find("can't allocate memory") != std::string::npos)
   {
-    MemoryAllocationError outOfMemory(__FILE__, __LINE__, "", ITK_LOCATION);
-    outOfMemory.SetDescription("LibTorch could not allocate memory for a batch of shape " + ShapeToString(inputShape) +
-                               ": " + reason);
-    throw outOfMemory;
+    unet_detail::ThrowMemoryAllocationError(__FILE__,
+                                            __LINE__,
+                                            "LibTorch could not allocate memory for a batch of shape " +
+                                              ShapeToString(inputShape) + ": " + reason);
   }
   itkGenericExceptionMacro("The network failed on a batch of shape " << ShapeToString(inputShape) << ": " << reason);
 }

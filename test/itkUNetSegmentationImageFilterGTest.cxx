@@ -848,6 +848,18 @@ TEST(UNetSegmentationImageFilter, BadInputsThrow)
   unaligned->SetTileOverlap(0);
   EXPECT_NO_THROW(unaligned->Update());
 
+  auto badNormalization = MakeFilter<Filter2D>(input, "mean2d");
+  badNormalization->SetNormalizationStandardDeviation({ 0.0 });
+  ExpectUpdateFails(badNormalization.GetPointer(), "NormalizationStandardDeviation must be positive");
+
+  auto wrongCount = MakeFilter<Filter2D>(input, "mean2d");
+  wrongCount->SetNormalizationMean({ 1.0, 2.0 });
+  ExpectUpdateFails(wrongCount.GetPointer(), "give one value or one per channel");
+}
+
+TEST(UNetSegmentationImageFilter, DeviceAndPrecisionErrors)
+{
+  const auto input = UNetTest::MakeRandomImage<Image2D>({ { 20, 20 } }, 4);
   auto cuda = MakeFilter<Filter2D>(input, "mean2d");
   cuda->SetDevice("cuda");
   bool cudaAvailable = true;
@@ -878,14 +890,6 @@ TEST(UNetSegmentationImageFilter, BadInputsThrow)
     lowerPrecision->Update();
     ExpectSameProbabilities<2>(cuda->GetProbabilityOutput(), lowerPrecision->GetProbabilityOutput(), 2e-2);
   }
-
-  auto badNormalization = MakeFilter<Filter2D>(input, "mean2d");
-  badNormalization->SetNormalizationStandardDeviation({ 0.0 });
-  ExpectUpdateFails(badNormalization.GetPointer(), "NormalizationStandardDeviation must be positive");
-
-  auto wrongCount = MakeFilter<Filter2D>(input, "mean2d");
-  wrongCount->SetNormalizationMean({ 1.0, 2.0 });
-  ExpectUpdateFails(wrongCount.GetPointer(), "give one value or one per channel");
 }
 
 TEST(UNetSegmentationImageFilter, NonFiniteInputThrows)

@@ -311,26 +311,11 @@ struct ExpectedParameter
   std::vector<std::string> elements;
 };
 
-} // namespace
-
-TEST_F(UNetSegmentationCLI, DescriptionParsesWithEveryParameter)
+/** Every parameter of the module's XML description: name, tag, type, long flag, index, channel, default, elements. */
+std::vector<ExpectedParameter>
+ExpectedParameters()
 {
-  const ModuleRun run = this->RunModule("--xml");
-  ASSERT_EQ(run.exitStatus, 0) << run.err;
-
-  ModuleDescription       description;
-  ModuleDescriptionParser parser;
-  ASSERT_EQ(parser.Parse(run.out, description), 0) << run.out;
-  EXPECT_EQ(description.GetCategory(), "Segmentation.Deep Learning");
-  EXPECT_EQ(description.GetTitle(), "U-Net Segmentation");
-  EXPECT_FALSE(description.GetDescription().empty());
-  EXPECT_FALSE(description.GetVersion().empty());
-  EXPECT_FALSE(description.GetContributor().empty());
-  EXPECT_FALSE(description.GetLicense().empty());
-  EXPECT_FALSE(description.GetAcknowledgements().empty());
-  EXPECT_TRUE(description.HasReturnParameters());
-
-  const std::vector<ExpectedParameter> expected = {
+  return {
     { "inputVolume", "image", "any", "", "0", "input", "", {} },
     { "outputLabelVolume", "image", "label", "", "1", "output", "", {} },
     { "outputProbabilityVolume", "image", "vector", "probabilities", "", "output", "", {} },
@@ -375,6 +360,28 @@ TEST_F(UNetSegmentationCLI, DescriptionParsesWithEveryParameter)
     { "spacingApplied", "float-vector", "", "", "", "output", "", {} },
     { "estimatedWorkingMemory", "double", "", "", "", "output", "0", {} },
   };
+}
+
+} // namespace
+
+TEST_F(UNetSegmentationCLI, DescriptionParsesWithEveryParameter)
+{
+  const ModuleRun run = this->RunModule("--xml");
+  ASSERT_EQ(run.exitStatus, 0) << run.err;
+
+  ModuleDescription       description;
+  ModuleDescriptionParser parser;
+  ASSERT_EQ(parser.Parse(run.out, description), 0) << run.out;
+  EXPECT_EQ(description.GetCategory(), "Segmentation.Deep Learning");
+  EXPECT_EQ(description.GetTitle(), "U-Net Segmentation");
+  EXPECT_FALSE(description.GetDescription().empty());
+  EXPECT_FALSE(description.GetVersion().empty());
+  EXPECT_FALSE(description.GetContributor().empty());
+  EXPECT_FALSE(description.GetLicense().empty());
+  EXPECT_FALSE(description.GetAcknowledgements().empty());
+  EXPECT_TRUE(description.HasReturnParameters());
+
+  const std::vector<ExpectedParameter> expected = ExpectedParameters();
   std::map<std::string, const ModuleParameter *> declared;
   for (const ModuleParameterGroup & group : description.GetParameterGroups())
   {
@@ -428,6 +435,37 @@ TEST_F(UNetSegmentationCLI, DefaultsAreTheFiltersOwn)
   EXPECT_EQ(description.GetParameterDefaultValue("blending") == "gaussian", segmenter->GetGaussianBlending());
   EXPECT_EQ(description.GetParameterDefaultValue("noFreeze") == "true", !segmenter->GetFreezeModel());
   EXPECT_EQ(description.GetParameterDefaultValue("device"), segmenter->GetDevice());
+  EXPECT_EQ(description.GetParameterDefaultValue("precision"), "float32");
+  EXPECT_EQ(segmenter->GetPrecision(), itk::UNetModel::PrecisionEnum::Float32);
+
+  // The separation's defaults stated in the descriptions' text, as Slicer's GUI shows them, are the filter's.
+  const auto describedAs = [&description](const char * name) {
+    for (const ModuleParameterGroup & group : description.GetParameterGroups())
+    {
+      for (const ModuleParameter & parameter : group.GetParameters())
+      {
+        if (parameter.GetName() == name)
+        {
+          return parameter.GetDescription();
+        }
+      }
+    }
+    return std::string();
+  };
+  const auto shown = [](double value) {
+    std::ostringstream text;
+    text << value;
+    return text.str();
+  };
+  EXPECT_NE(describedAs("seedThreshold").find("else " + shown(separation->GetSeedThreshold()) + "."),
+            std::string::npos);
+  EXPECT_NE(describedAs("cellThreshold").find("else " + shown(separation->GetCellThreshold()) + "."),
+            std::string::npos);
+  EXPECT_NE(describedAs("cellClass")
+              .find("(class " + std::to_string(separation->GetCellClass()) + ", seed threshold " +
+                    shown(separation->GetSeedThreshold()) + ", cell threshold " +
+                    shown(separation->GetCellThreshold()) + ")"),
+            std::string::npos);
 }
 
 TEST_F(UNetSegmentationCLI, SlicerStyleRunOnNrrdEqualsFilterWithProgressAndReturnParameters)
