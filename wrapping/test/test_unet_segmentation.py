@@ -296,6 +296,35 @@ class CellSeparationFromPython(unittest.TestCase):
         self.assertIn("CellClass 5 is not a class of the input", str(raised.exception))
 
 
+class ResamplingFromPython(unittest.TestCase):
+    def test_segmented_at_the_cards_spacing_on_the_inputs_grid(self):
+        """itk.UNetResamplingSegmentationImageFilter: a ball imaged at 0.5 x 0.5 x 2 mm, segmented at the card's 1 mm
+        (card_sphere3d: p(inside) is the intensity), comes back on the input's grid with its volume; the card's
+        spacing is converted to an input spacing in micrometres."""
+        spacing = np.array([0.5, 0.5, 2.0])  # x, y, z
+        shape = tuple(int(round(32.0 / s)) for s in spacing[::-1])  # z, y, x
+        centre = (np.array(shape) - 1) / 2.0 * spacing[::-1]
+        grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing[::-1])], indexing="ij"), -1)
+        radius = np.linalg.norm(grid - centre, axis=-1)
+        volume = np.clip(0.5 + (10.0 - radius) / 2.0, 0.0, 1.0).astype(np.float32)
+        image = itk.image_from_array(volume)
+        image.SetSpacing(spacing.tolist())
+        image.SetOrigin([-5.0, 7.0, 2.5])
+        resampling = itk.UNetResamplingSegmentationImageFilter[itk.Image[itk.F, 3], itk.Image[itk.UC, 3]].New(image)
+        resampling.GetSegmenter().SetModelFileName(model("card_sphere3d"))
+        resampling.Update()
+        self.assertTrue(resampling.GetResampled())
+        self.assertEqual(list(resampling.GetAppliedSpacing()), [1.0, 1.0, 1.0])
+        labels = resampling.GetOutput()
+        self.assertEqual(list(labels.GetSpacing()), spacing.tolist())
+        self.assertEqual(list(labels.GetOrigin()), [-5.0, 7.0, 2.5])
+        volume_mm3 = np.count_nonzero(itk.array_view_from_image(labels)) * float(np.prod(spacing))
+        self.assertAlmostEqual(volume_mm3 / (4.0 / 3.0 * np.pi * 10.0 ** 3), 1.0, delta=0.02)
+        resampling.SetInputSpacingUnit("um")
+        resampling.UpdateOutputInformation()
+        self.assertEqual(list(resampling.GetAppliedSpacing()), [1000.0, 1000.0, 1000.0])
+
+
 class ModelCardFromPython(unittest.TestCase):
     """itk_unetsegmentation.model_card writes what itk.UNetModel reads; the filters apply it."""
 
