@@ -172,11 +172,12 @@ TEST(UNetCellSeparationImageFilter, SeparatesCellsTheDecisionMerges)
   EXPECT_EQ(separation->GetNumberOfCells(), 1u);
 }
 
-TEST(UNetCellSeparationImageFilter, PropertiesOnARandomField)
+namespace
 {
-  // A smooth random field: each seed lies in one cell of its own, no two cells touch through a face, and only voxels
-  // at or above CellThreshold are cells; the watershed leaves no such voxel unassigned except on its lines, each of
-  // which touches a cell.
+/** Twelve Gaussian bumps of random place, height and width on 64 x 48 pixels, clipped to 1: cell probabilities. */
+auto
+SmoothRandomField()
+{
   std::mt19937                          random(2012);
   std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
   std::vector<float>                    bumps;
@@ -184,7 +185,7 @@ TEST(UNetCellSeparationImageFilter, PropertiesOnARandomField)
   {
     bumps.push_back(uniform(random));
   }
-  const auto probabilities = MakeProbabilities<2>({ { 64, 48 } }, [&](const itk::Index<2> & i) {
+  return MakeProbabilities<2>({ { 64, 48 } }, [bumps](const itk::Index<2> & i) {
     float sum = 0.0f;
     for (int k = 0; k < 12; ++k)
     {
@@ -195,6 +196,44 @@ TEST(UNetCellSeparationImageFilter, PropertiesOnARandomField)
     }
     return std::min(sum, 1.0f);
   });
+}
+
+/** Expects no face neighbour of a cell voxel at `index` to be another cell; returns whether any face neighbour is a
+ * cell. */
+bool
+ExpectNoOtherCellAcrossAFace(const Labels<2> * cells, const itk::Index<2> & index)
+{
+  const auto region = cells->GetLargestPossibleRegion();
+  const auto label = cells->GetPixel(index);
+  bool       touchesACell = false;
+  for (unsigned int d = 0; d < 2; ++d)
+  {
+    for (const int step : { -1, 1 })
+    {
+      auto next = index;
+      next[d] += step;
+      if (!region.IsInside(next))
+      {
+        continue;
+      }
+      const auto neighbour = cells->GetPixel(next);
+      touchesACell = touchesACell || neighbour != 0;
+      if (label != 0 && neighbour != 0)
+      {
+        EXPECT_EQ(label, neighbour) << "two cells touch at " << index;
+      }
+    }
+  }
+  return touchesACell;
+}
+} // namespace
+
+TEST(UNetCellSeparationImageFilter, PropertiesOnARandomField)
+{
+  // A smooth random field: each seed lies in one cell of its own, no two cells touch through a face, and only voxels
+  // at or above CellThreshold are cells; the watershed leaves no such voxel unassigned except on its lines, each of
+  // which touches a cell.
+  const auto probabilities = SmoothRandomField();
   auto       separation = Separation<2>::New();
   separation->SetInput(probabilities);
   separation->SetSeedThreshold(0.6);
@@ -234,25 +273,7 @@ TEST(UNetCellSeparationImageFilter, PropertiesOnARandomField)
       const auto known = labelOfSeed.emplace(seed->second, label).first;
       EXPECT_EQ(known->second, label) << "seed " << seed->second << " split at " << index;
     }
-    bool touchesACell = false;
-    for (unsigned int d = 0; d < 2; ++d)
-    {
-      for (const int step : { -1, 1 })
-      {
-        auto next = index;
-        next[d] += step;
-        if (!region.IsInside(next))
-        {
-          continue;
-        }
-        const auto neighbour = cells->GetPixel(next);
-        touchesACell = touchesACell || neighbour != 0;
-        if (label != 0 && neighbour != 0)
-        {
-          EXPECT_EQ(label, neighbour) << "two cells touch at " << index;
-        }
-      }
-    }
+    const bool touchesACell = ExpectNoOtherCellAcrossAFace(cells, index);
     if (label == 0 && p >= 0.25f)
     {
       EXPECT_TRUE(touchesACell) << "a cell voxel left out at " << index;

@@ -381,7 +381,7 @@ TEST_F(UNetSegmentationCLI, DescriptionParsesWithEveryParameter)
   EXPECT_FALSE(description.GetAcknowledgements().empty());
   EXPECT_TRUE(description.HasReturnParameters());
 
-  const std::vector<ExpectedParameter> expected = ExpectedParameters();
+  const std::vector<ExpectedParameter>           expected = ExpectedParameters();
   std::map<std::string, const ModuleParameter *> declared;
   for (const ModuleParameterGroup & group : description.GetParameterGroups())
   {
@@ -666,9 +666,21 @@ TEST_F(UNetSegmentationCLI, ModelCardSuppliesTheDefaultsAndTheClassesForSlicer)
     description.GetParameterValue("normalizationApplied").find("from the model card: mean 10, standard deviation 4"),
     std::string::npos)
     << description.GetParameterValue("normalizationApplied");
+}
+
+TEST_F(UNetSegmentationCLI, ModelCardSettingsGiveWayToGivenOptions)
+{
+  // card_full2d as above; without resampling, its normalisation, flips, overlap and cell thresholds apply unless given.
+  using Image2D = itk::Image<float, 2>;
+  using Labels2D = itk::Image<unsigned char, 2>;
+  const std::string model = Model("card_full2d");
+  auto              image = UNetTestImage2D();
+  const std::string input = this->Path("image.nrrd");
+  const std::string output = this->Path("labels.nrrd");
+  itk::WriteImage(image, input);
 
   // --noResample: the segmentation filter with the card's normalisation, flips and overlap.
-  run = this->RunModule("--model '" + model + "' --noResample '" + input + "' '" + output + "'");
+  ModuleRun run = this->RunModule("--model '" + model + "' --noResample '" + input + "' '" + output + "'");
   ASSERT_EQ(run.exitStatus, 0) << run.err;
   auto plain = itk::UNetSegmentationImageFilter<Image2D, Labels2D>::New();
   plain->SetInput(image);
