@@ -139,12 +139,12 @@ def report(case, threads, filter_seconds, monai_seconds, ours, theirs):
         differ.sum(), np.abs(probabilities[..., 1] - probabilities[..., 0])[differ].max() if differ.any() else 0.0))
 
 
-def explain_differences(case, sliding_window_inference):
+def explain_differences(case, sliding_window_inference, ours):
     """Why labels differ. The two blend differently: MONAI sums the tiles' scores weighted by a Gaussian centred on
     voxel tile // 2, the filter their probabilities under a Gaussian centred on the tile, (tile - 1) / 2; and MONAI
     moves the last tile of a row back inside the image, where the filter's grid lets it overhang (its context
     mirrored). MONAI run again blending probabilities under the filter's Gaussian leaves the last tiles' voxels and
-    rounding."""
+    rounding. `ours`: the filter's labels, from the timed runs."""
     tile, dimension = case.tile, case.image.ndim
     centred = torch.exp(-0.5 * ((torch.arange(tile, dtype=torch.float64) - (tile - 1) / 2.0) / (tile / 8.0)) ** 2)
     weights = centred
@@ -157,7 +157,6 @@ def explain_differences(case, sliding_window_inference):
                                            overlap=case.overlap / tile, mode="gaussian", sigma_scale=0.125,
                                            roi_weight_map=weights.float())
     as_filter = blended[0].argmax(dim=0).numpy()
-    ours = np.array(case.run_filter())
     last = case.image.shape[0] - tile  # where MONAI's last tiles start along every axis of a cube
     differ = ours != as_filter
     in_last = differ.copy()
@@ -203,7 +202,7 @@ def main():
     case = make_case(args.case, workdir, args)
     filter_seconds, monai_seconds, ours, theirs = alternate(case, sliding_window_inference, args.runs)
     report(case, args.threads, filter_seconds, monai_seconds, ours, theirs)
-    explain_differences(case, sliding_window_inference)
+    explain_differences(case, sliding_window_inference, ours)
 
 
 if __name__ == "__main__":
