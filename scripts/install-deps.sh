@@ -14,6 +14,9 @@ packages=(
   python3-scipy python3-skimage python3-matplotlib python3-dask python3-distributed python3-zarr
   doxygen # scripts/docs.sh: the API reference
   nlohmann-json3-dev python3-jsonschema # the model card: parsed in C++, its schema checked in the Python tests
+  # An optimised BLAS behind libblas.so.3 (Debian's alternatives pick it over the reference BLAS): Debian's LibTorch
+  # runs transposed convolutions, a U-Net's up-convolutions, and some small convolutions through the system BLAS.
+  libopenblas0-openmp
 )
 
 missing=()
