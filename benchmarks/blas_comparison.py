@@ -7,7 +7,7 @@ filter up with one update and times the next; it reports the libraries it loaded
 
     PYTHONPATH=$ITK_DIR/Wrapping/Generators/Python \
     GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4000000000:glibc.malloc.arena_max=1 \
-    /usr/bin/python3 benchmarks/blas_comparison.py MODEL_DIR [--pairs 5] [--threads 2]
+    /usr/bin/python3 benchmarks/blas_comparison.py MODEL_DIR [--pairs 5] [--threads 2] [--cases 0,1,2,3]
 """
 import argparse
 import os
@@ -22,6 +22,7 @@ CASES = [  # name, model, image size (x, y[, z]), tile edge (0: automatic)
     ("paper-style 2-D U-Net, 2048 x 2048, automatic tile", "unet2d_paper.pt", (2048, 2048), 0),
     ("paper-style 2-D U-Net, 2048 x 2048, 196-pixel tiles", "unet2d_paper.pt", (2048, 2048), 196),
     ("depth-2 valid 3-D U-Net, 160 x 160 x 96, automatic tile", "unet3d_valid_depth2.pt", (160, 160, 96), 0),
+    ("depth-2 valid 3-D U-Net, 160 x 160 x 96, 64^3 tiles", "unet3d_valid_depth2.pt", (160, 160, 96), 64),
 ]
 
 
@@ -80,6 +81,8 @@ def main():
     parser.add_argument("model_dir", help="the directory make_test_models.py wrote (build/test/models)")
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cases", default=",".join(str(k) for k in range(len(CASES))),
+                        help="which cases, by number from 0 (default: all)")
     parser.add_argument("--child", nargs=3, metavar=("MODEL", "SIZE", "TILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -90,8 +93,8 @@ def main():
         sys.exit("Debian's reference BLAS and LAPACK (libblas3, liblapack3) are not installed: nothing to compare with.")
     print("BLAS comparison: %d alternating pairs, %d torch threads, GLIBC_TUNABLES=%s" % (
         args.pairs, args.threads, os.environ.get("GLIBC_TUNABLES", "(unset)")), flush=True)
-    for case in CASES:
-        compare(args, case)
+    for k in args.cases.split(","):
+        compare(args, CASES[int(k)])
     return 0
 
 
