@@ -362,6 +362,21 @@ ExpectedParameters()
   };
 }
 
+/** The parameters of `description` by name, across its groups. */
+std::map<std::string, const ModuleParameter *>
+DeclaredParameters(const ModuleDescription & description)
+{
+  std::map<std::string, const ModuleParameter *> declared;
+  for (const ModuleParameterGroup & group : description.GetParameterGroups())
+  {
+    for (const ModuleParameter & parameter : group.GetParameters())
+    {
+      declared[parameter.GetName()] = &parameter;
+    }
+  }
+  return declared;
+}
+
 } // namespace
 
 TEST_F(UNetSegmentationCLI, DescriptionParsesWithEveryParameter)
@@ -381,16 +396,12 @@ TEST_F(UNetSegmentationCLI, DescriptionParsesWithEveryParameter)
   EXPECT_FALSE(description.GetAcknowledgements().empty());
   EXPECT_TRUE(description.HasReturnParameters());
 
-  const std::vector<ExpectedParameter>           expected = ExpectedParameters();
-  std::map<std::string, const ModuleParameter *> declared;
   for (const ModuleParameterGroup & group : description.GetParameterGroups())
   {
     EXPECT_FALSE(group.GetLabel().empty());
-    for (const ModuleParameter & parameter : group.GetParameters())
-    {
-      declared[parameter.GetName()] = &parameter;
-    }
   }
+  const std::vector<ExpectedParameter> expected = ExpectedParameters();
+  auto                                 declared = DeclaredParameters(description);
   EXPECT_EQ(declared.size(), expected.size());
   for (const ExpectedParameter & e : expected)
   {
@@ -439,18 +450,10 @@ TEST_F(UNetSegmentationCLI, DefaultsAreTheFiltersOwn)
   EXPECT_EQ(segmenter->GetPrecision(), itk::UNetModel::PrecisionEnum::Float32);
 
   // The separation's defaults stated in the descriptions' text, as Slicer's GUI shows them, are the filter's.
-  const auto describedAs = [&description](const char * name) {
-    for (const ModuleParameterGroup & group : description.GetParameterGroups())
-    {
-      for (const ModuleParameter & parameter : group.GetParameters())
-      {
-        if (parameter.GetName() == name)
-        {
-          return parameter.GetDescription();
-        }
-      }
-    }
-    return std::string();
+  const auto declared = DeclaredParameters(description);
+  const auto describedAs = [&declared](const char * name) {
+    const auto parameter = declared.find(name);
+    return parameter == declared.end() ? std::string() : parameter->second->GetDescription();
   };
   const auto shown = [](double value) {
     std::ostringstream text;
