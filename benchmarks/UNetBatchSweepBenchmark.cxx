@@ -144,9 +144,13 @@ PrintRatiosPerRound(const std::string & group, const std::vector<const Configura
   const auto automatic = std::find_if(configurations.begin(), configurations.end(), [](const Configuration * c) {
     return c->tilesPerBatch == 0;
   });
+  if (automatic == configurations.end())
+  {
+    return;
+  }
   for (const Configuration * configuration : configurations)
   {
-    if (configuration->tilesPerBatch == 0 || automatic == configurations.end())
+    if (configuration == *automatic)
     {
       continue;
     }

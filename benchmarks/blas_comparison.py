@@ -14,7 +14,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 # Debian's libblas3 and liblapack3 (the reference LAPACK too: OpenBLAS's LAPACK would load OpenBLAS beside it).
 REFERENCE_DIRS = ["/usr/lib/x86_64-linux-gnu/blas", "/usr/lib/x86_64-linux-gnu/lapack"]
@@ -33,21 +32,15 @@ def loaded_blas():
 
 
 def time_filter(model, size, tile, threads):
-    """One warm update of the filter, labels only; prints the seconds and the BLAS loaded."""
+    """One warm update of the filter, labels only, the CPU's default batch; prints the seconds and the BLAS loaded."""
     import itk
     import numpy as np
+    from tiles_per_pass import make_filter, seconds  # imports itk: only in the child, which loads the BLAS to time
 
     array = np.random.default_rng(1).uniform(-2, 2, tuple(reversed(size))).astype(np.float32)
-    image = itk.image_view_from_array(array)
-    segmenter = itk.UNetSegmentationImageFilter.New(image, ModelFileName=model, NumberOfTorchThreads=threads,
-                                                    GenerateProbabilities=False)
-    if tile:
-        segmenter.SetTileSize([tile] * len(size))
-    segmenter.Update()
-    segmenter.Modified()
-    start = time.perf_counter()
-    segmenter.Update()
-    print("%.4f %s" % (time.perf_counter() - start, loaded_blas()))
+    image = itk.image_view_from_array(array)  # array stays referenced: the image views its buffer
+    segmenter = make_filter(image, model, tile, 0, threads)
+    print("%.4f %s" % (seconds(segmenter), loaded_blas()))
 
 
 def run_child(args, case, reference):

@@ -22,6 +22,7 @@ CASES = {2: ("unet2d_paper.pt", (2048, 2048)), 3: ("unet3d_valid_depth2.pt", (96
 
 
 def make_filter(image, model, tile, tiles_per_batch, threads):
+    """The filter, labels only, warmed up by one update; tile 0 and tiles_per_batch 0: automatic."""
     segmenter = itk.UNetSegmentationImageFilter.New(image, ModelFileName=model, NumberOfTorchThreads=threads,
                                                     GenerateProbabilities=False, TilesPerBatch=tiles_per_batch)
     segmenter.SetTileSize([tile] * image.GetImageDimension())
