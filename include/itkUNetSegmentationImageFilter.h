@@ -213,10 +213,11 @@ public:
   itkGetConstReferenceMacro(TestTimeFlipAxes, FlipAxesType);
   /** @} */
 
-  /** Set/Get the tiles run through the network in one forward pass, each with its flipped copies (TestTimeFlipAxes).
-   * 0 (default): on the CPU one network input per forward pass side by side (NumberOfTorchThreads over the flipped
-   * copies per tile, at least one tile), and an automatic TileSize is chosen for that batch; on a GPU, as many tiles
-   * as MemoryBudget holds, up to 64. Fewer where MemoryBudget holds fewer. */
+  /** Set/Get the tiles run through the network in one batch, each with its flipped copies (TestTimeFlipAxes); on the
+   * CPU a batch runs as up to NumberOfTorchThreads forward passes side by side. 0 (default): on the CPU one network
+   * input per pass, or as many as keep a pass's estimated forward memory within 32 MB (small tiles), at least one
+   * tile, and an automatic TileSize is chosen for one input per pass; on a GPU, as many tiles as MemoryBudget holds,
+   * up to 64. Fewer where MemoryBudget holds fewer. */
   /** @{ */
   itkSetMacro(TilesPerBatch, unsigned int);
   itkGetConstMacro(TilesPerBatch, unsigned int);

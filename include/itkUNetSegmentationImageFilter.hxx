@@ -327,12 +327,14 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GenerateOutputInformatio
   settings.TilesPerBatch = m_TilesPerBatch;
   settings.MemoryBudgetMegabytes = m_MemoryBudget;
   settings.NetworkInputsPerTile = unet_detail::TileFlips<ImageDimension>(m_AppliedFlipAxes).GetNumberOfCopies();
-  // On the CPU one network input per forward pass side by side: larger batches only enlarge the blocks LibTorch
-  // allocates per pass, which glibc serves with mmap and faults in again every batch (docs/benchmarks.md, "Batches on
-  // the CPU"); on a GPU, as many tiles as the budget holds.
-  settings.AutomaticTilesPerBatch = m_Model->GetDevice() == "cpu"
-                                      ? std::max(1u, m_Model->GetNumberOfThreadsInUse() / settings.NetworkInputsPerTile)
-                                      : 0u;
+  // On the CPU one forward pass per thread side by side, each of one network input, or of as many as stay within 32
+  // MiB: small passes side by side spend a share of their time in per-call work (allocation, LibTorch's and oneDNN's
+  // dispatch) that fewer, larger passes share out, while a pass that outgrows the 64 MiB heap of its thread's glibc
+  // arena maps a new heap and faults it in every batch unless the process keeps its memory; half the heap leaves room
+  // for fragmentation (docs/benchmarks.md, "Batches on the CPU"). On a GPU, as many tiles as the budget holds.
+  const bool onTheCpu = m_Model->GetDevice() == "cpu";
+  settings.AutomaticPasses = onTheCpu ? m_Model->GetNumberOfThreadsInUse() : 0u;
+  settings.SmallPassBytes = onTheCpu ? 32.0 * 1024.0 * 1024.0 : 0.0;
   settings.GenerateProbabilities = m_GenerateProbabilities;
   settings.LabelBytes = sizeof(OutputPixelType);
   settings.InputValueBytes = sizeof(InputValueType);

@@ -24,6 +24,7 @@
 #include "itkUNetTileGrid.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <ostream>
 #include <sstream>
@@ -42,9 +43,10 @@ namespace itk
  * with the overlap (UNetTileGrid). An edge of 0 is chosen: the valid edges that need the fewest network input voxels
  * for the whole image (fewer, larger tiles lose less to the border; a last tile that overhangs the image wastes the
  * overhang, and the overlap alignment leaves is computed twice) while the estimated working memory stays within the
- * budget, for a batch of TilesPerBatch tiles or, when that is 0, of Settings::AutomaticTilesPerBatch. TilesPerBatch 0
- * takes AutomaticTilesPerBatch tiles where the budget holds them (0: fills the budget, up to 64 tiles). A batch that
- * alone exceeds the budget is a MemoryAllocationError.
+ * budget, for a batch of TilesPerBatch tiles or, when that is 0, of one network input per forward pass side by side
+ * (Settings::AutomaticPasses). TilesPerBatch 0 takes the tiles of AutomaticPasses passes of one network input each, or
+ * of as many as keep a pass within Settings::SmallPassBytes, where the budget holds them (AutomaticPasses 0: fills the
+ * budget, up to 64 tiles). A batch that alone exceeds the budget is a MemoryAllocationError.
  *
  * A pure computation: no pipeline, no network; UNetSegmentationImageFilter makes one per update.
  *
@@ -73,10 +75,13 @@ public:
     unsigned int  TilesPerBatch{ 0 };
     double        MemoryBudgetMegabytes{ 1024.0 };
     /** @} */
-    /** What TilesPerBatch 0 means: 0 fills the budget, up to 64 tiles (a GPU); N > 0 takes N tiles, fewer where the
-     * budget holds fewer, and an automatic tile size is chosen for a batch of N (the CPU, one tile per forward pass
-     * side by side). */
-    unsigned int AutomaticTilesPerBatch{ 0 };
+    /** What TilesPerBatch 0 means. 0 (a GPU): as many tiles as the budget holds, up to 64. N > 0 (the CPU, N
+     * forward passes side by side): the tiles of N passes of one network input each, or of as many inputs as keep a
+     * pass's forward memory (UNetNetworkGeometry::EstimateForwardBytes) within SmallPassBytes, fewer where the budget
+     * holds fewer; an automatic tile size is chosen for one input per pass. */
+    unsigned int AutomaticPasses{ 0 };
+    /** The forward memory up to which one of AutomaticPasses takes more than one network input (0: never). */
+    double SmallPassBytes{ 0.0 };
     /** Network inputs per tile: 2^k with test-time flips along k axes. */
     unsigned int NetworkInputsPerTile{ 1 };
     /** Whether the filter produces the "Probabilities" output, whose buffers then count in a piece's memory. */
@@ -172,8 +177,8 @@ public:
   {
     return m_Grid;
   }
-  /** The tiles a forward pass takes: TilesPerBatch, or as many as the budget holds, at most AutomaticTilesPerBatch (64
-   * if 0) and no more than the image has. */
+  /** The tiles a batch takes: TilesPerBatch, or as many as the budget holds, at most those of AutomaticPasses passes
+   * (64 if 0) and no more than the image has. */
   unsigned int
   GetBatchSize() const
   {
@@ -196,16 +201,15 @@ public:
   MemoryEstimate
   EstimateMemory(const SizeType & tileSize, unsigned int batchSize) const
   {
-    const double               channels = m_Geometry.InputChannels;
-    const double               classes = m_Geometry.Classes;
-    const double               copies = m_Settings.NetworkInputsPerTile;
-    const bool                 blend = m_Settings.TileOverlap > 0; // as UNetTileGrid decides
-    std::vector<SizeValueType> inputTileSize(VDimension);
-    double                     inputTileVoxels = 1.0;
-    double                     outputTileVoxels = 1.0;
+    const double                     channels = m_Geometry.InputChannels;
+    const double                     classes = m_Geometry.Classes;
+    const double                     copies = m_Settings.NetworkInputsPerTile;
+    const bool                       blend = m_Settings.TileOverlap > 0; // as UNetTileGrid decides
+    const std::vector<SizeValueType> inputTileSize = this->InputTileSize(tileSize);
+    double                           inputTileVoxels = 1.0;
+    double                           outputTileVoxels = 1.0;
     for (unsigned int axis = 0; axis < VDimension; ++axis)
     {
-      inputTileSize[axis] = tileSize[axis] + 2 * m_Geometry.Border[axis];
       inputTileVoxels *= static_cast<double>(inputTileSize[axis]);
       outputTileVoxels *= static_cast<double>(tileSize[axis]);
     }
@@ -236,6 +240,18 @@ public:
   }
 
 private:
+  /** The network input of a tile of `tileSize`: the tile with its context. */
+  std::vector<SizeValueType>
+  InputTileSize(const SizeType & tileSize) const
+  {
+    std::vector<SizeValueType> inputTileSize(VDimension);
+    for (unsigned int axis = 0; axis < VDimension; ++axis)
+    {
+      inputTileSize[axis] = tileSize[axis] + 2 * m_Geometry.Border[axis];
+    }
+    return inputTileSize;
+  }
+
   SizeType
   PerAxis(const std::vector<SizeValueType> & values) const
   {
@@ -441,15 +457,36 @@ private:
     return this->EstimateMemory(tileSize, batch).GetTotalBytes() <= this->GetBudgetBytes();
   }
 
-  /** The batch an automatic tile size must fit the budget with: TilesPerBatch, else AutomaticTilesPerBatch. */
+  /** The batch an automatic tile size must fit the budget with: TilesPerBatch, else one network input per pass. */
   unsigned int
   GetBatchForTileSize() const
   {
-    return std::max(m_Settings.TilesPerBatch > 0 ? m_Settings.TilesPerBatch : m_Settings.AutomaticTilesPerBatch, 1u);
+    return m_Settings.TilesPerBatch > 0 ? m_Settings.TilesPerBatch
+                                        : std::max(m_Settings.AutomaticPasses / m_Settings.NetworkInputsPerTile, 1u);
   }
 
-  /** TilesPerBatch, or as many tiles a batch as the budget holds, at most AutomaticTilesPerBatch (64 if 0) and no more
-   * than the image has. */
+  /** The most tiles an automatic batch of `tileSize` takes: 64 for AutomaticPasses 0, else the tiles of that many
+   * passes of as many network inputs as SmallPassBytes holds (at least one, at most 64), and at least one. */
+  unsigned int
+  GetMostAutomaticTiles(const SizeType & tileSize) const
+  {
+    if (m_Settings.AutomaticPasses == 0)
+    {
+      return 64u;
+    }
+    const double inputBytes = m_Geometry.EstimateForwardBytes(1, this->InputTileSize(tileSize));
+    double       inputsPerPass = 1.0;
+    if (m_Settings.SmallPassBytes > 0.0)
+    {
+      inputsPerPass =
+        inputBytes > 0.0 ? std::min(std::max(std::floor(m_Settings.SmallPassBytes / inputBytes), 1.0), 64.0) : 64.0;
+    }
+    const auto inputs = static_cast<unsigned int>(m_Settings.AutomaticPasses * inputsPerPass);
+    return std::max(inputs / m_Settings.NetworkInputsPerTile, 1u);
+  }
+
+  /** TilesPerBatch, or as many tiles a batch as the budget holds, at most GetMostAutomaticTiles() and no more than
+   * the image has. */
   unsigned int
   ChooseBatchSize(const SizeType & tileSize) const
   {
@@ -457,7 +494,7 @@ private:
     {
       return m_Settings.TilesPerBatch;
     }
-    const unsigned int  most = m_Settings.AutomaticTilesPerBatch > 0 ? m_Settings.AutomaticTilesPerBatch : 64u;
+    const unsigned int  most = this->GetMostAutomaticTiles(tileSize);
     const SizeValueType tiles = RegionType(m_Grid.GetNumberOfTiles()).GetNumberOfPixels();
     unsigned int        batch = 1;
     while (batch < std::min<SizeValueType>(most, tiles) && this->FitsBudget(tileSize, batch + 1))

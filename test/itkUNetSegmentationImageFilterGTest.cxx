@@ -709,6 +709,46 @@ TEST(UNetSegmentationImageFilter, BatchingDoesNotChangeTheResult)
   ExpectSameProbabilities<2>(one->GetProbabilityOutput(), many->GetProbabilityOutput(), 1e-5);
 }
 
+TEST(UNetSegmentationImageFilter, AutomaticBatchGroupsSmallTilesInEachPassWithoutChangingTheResult)
+{
+  // On the CPU the automatic batch runs one forward pass per torch thread; a pass takes as many network inputs as
+  // its estimated forward memory keeps within 32 MB, and its tiles' probabilities are those of one input per pass.
+  constexpr double   smallPassBytes = 32.0 * 1024 * 1024;
+  const auto         input = UNetTest::MakeRandomImage<Image2D>({ { 120, 90 } }, 13);
+  const auto         grouped = MakeFilter<Filter2D>(input, "unet2d_valid");
+  const auto         onePerPass = MakeFilter<Filter2D>(input, "unet2d_valid");
+  const unsigned int threads = 2;
+  for (const auto & filter : { grouped, onePerPass })
+  {
+    filter->SetNumberOfTorchThreads(threads);
+    filter->SetTileSize({ { 16, 16 } });
+  }
+  onePerPass->SetTilesPerBatch(threads);
+  grouped->Update();
+  onePerPass->Update();
+  const itk::UNetModel * model = grouped->GetModel();
+  const auto             inputBytes = [model](itk::SizeValueType edge) {
+    return model->GetEstimatedForwardBytes(1, itk::UNetModel::TileSizeType(2, edge + 2 * model->GetBorder(0)));
+  };
+  const unsigned int batch = grouped->GetTilePlan().GetBatchSize();
+  EXPECT_GT(batch, threads);
+  EXPECT_LE(std::ceil(double(batch) / threads) * inputBytes(16), smallPassBytes);
+  ExpectSameProbabilities<2>(onePerPass->GetProbabilityOutput(), grouped->GetProbabilityOutput());
+
+  // Tiles whose input alone takes more than half of it: one per pass.
+  itk::SizeValueType edge = 16;
+  while (inputBytes(edge) <= smallPassBytes / 2)
+  {
+    edge += model->GetDownsamplingFactor(0);
+  }
+  const auto large =
+    MakeFilter<Filter2D>(UNetTest::MakeRandomImage<Image2D>({ { 3 * edge, 2 * edge } }, 13), "unet2d_valid");
+  large->SetNumberOfTorchThreads(threads);
+  large->SetTileSize({ { edge, edge } });
+  large->UpdateOutputInformation();
+  EXPECT_EQ(large->GetTilePlan().GetBatchSize(), threads) << edge;
+}
+
 TEST(UNetSegmentationImageFilter, StreamingRequestsOnlyWhatTheTilesRead)
 {
   const auto input = UNetTest::MakeRandomImage<Image2D>({ { 200, 150 } }, 14);

@@ -186,30 +186,31 @@ TEST(UNetTilePlan, AutomaticBatchFillsTheBudgetUpToTheTiles)
   }
 }
 
-TEST(UNetTilePlan, AutomaticTilesPerBatchCapsTheBatchAndSizesTheAutomaticTileForIt)
+TEST(UNetTilePlan, AutomaticPassesCapsTheBatchAndSizesTheAutomaticTileForIt)
 {
-  // A given tile: the automatic batch takes AutomaticTilesPerBatch tiles where the budget holds them, fewer where not.
+  // A given tile: the automatic batch takes the tiles of AutomaticPasses passes of one network input each where the
+  // budget holds them, fewer where not.
   Plan2::Settings settings = WithTile(20, 20);
-  settings.AutomaticTilesPerBatch = 3;
+  settings.AutomaticPasses = 3;
   settings.MemoryBudgetMegabytes = 1e6;
   EXPECT_EQ(Plan2(Depth3(), Plan2::RegionType(Size2{ { 100, 100 } }), settings).GetBatchSize(), 3u);
-  settings.AutomaticTilesPerBatch = 0;
+  settings.AutomaticPasses = 0;
   const Plan2 filled(Depth3(), Plan2::RegionType(Size2{ { 100, 100 } }), settings);
   const auto  tiles = filled.GetGrid().GetNumberOfTiles()[0] * filled.GetGrid().GetNumberOfTiles()[1];
   EXPECT_GT(tiles, 3u);
   EXPECT_EQ(filled.GetBatchSize(), tiles); // every tile: fewer than 64
-  settings.AutomaticTilesPerBatch = 60;
+  settings.AutomaticPasses = 60;
   EXPECT_EQ(Plan2(Depth3(), Plan2::RegionType(Size2{ { 100, 100 } }), settings).GetBatchSize(), tiles);
   settings.TilesPerBatch = 2; // the user's batch wins
   EXPECT_EQ(Plan2(Depth3(), Plan2::RegionType(Size2{ { 100, 100 } }), settings).GetBatchSize(), 2u);
 
-  // An automatic tile: the largest that the budget holds in a batch of AutomaticTilesPerBatch, which is the
-  // automatic tile of a plan whose user asked for that many tiles a batch.
+  // An automatic tile: the largest that the budget holds in a batch of one input for each of AutomaticPasses, which is
+  // the automatic tile of a plan whose user asked for that many tiles a batch.
   for (const unsigned int tilesPerBatch : { 2u, 4u })
   {
     Plan2::Settings automatic;
     automatic.MemoryBudgetMegabytes = 24.0;
-    automatic.AutomaticTilesPerBatch = tilesPerBatch;
+    automatic.AutomaticPasses = tilesPerBatch;
     Plan2::Settings given = automatic;
     given.TilesPerBatch = tilesPerBatch;
     const Plan2 plan(Depth3(), Plan2::RegionType(Size2{ { 1000, 1000 } }), automatic);
@@ -223,11 +224,56 @@ TEST(UNetTilePlan, AutomaticTilesPerBatchCapsTheBatchAndSizesTheAutomaticTileFor
   Plan2::Settings tight;
   tight.MemoryBudgetMegabytes = 3.0;
   Plan2::Settings one = tight;
-  tight.AutomaticTilesPerBatch = 64;
-  one.AutomaticTilesPerBatch = 1;
+  tight.AutomaticPasses = 64;
+  one.AutomaticPasses = 1;
   const Plan2 plan(Depth3(), Plan2::RegionType(Size2{ { 300, 300 } }), tight);
   EXPECT_EQ(plan.GetGrid().GetTileSize(),
             Plan2(Depth3(), Plan2::RegionType(Size2{ { 300, 300 } }), one).GetGrid().GetTileSize());
+}
+
+TEST(UNetTilePlan, SmallPassesTakeAsManyNetworkInputsAsSmallPassBytesHolds)
+{
+  // 20 x 20 tiles of Depth3(): an input of 108 x 108 voxels, whose forward pass the geometry estimates at 1000 + 200
+  // bytes per voxel.
+  const double    inputBytes = 1000.0 + 200.0 * 108 * 108;
+  Plan2::Settings settings = WithTile(20, 20);
+  settings.MemoryBudgetMegabytes = 1e6;
+  settings.AutomaticPasses = 2;
+  const auto batchSize = [&settings]() {
+    return Plan2(Depth3(), Plan2::RegionType(Size2{ { 200, 200 } }), settings).GetBatchSize();
+  };
+  EXPECT_EQ(batchSize(), 2u); // SmallPassBytes 0: one input per pass
+  settings.SmallPassBytes = 0.5 * inputBytes;
+  EXPECT_EQ(batchSize(), 2u); // at least one input per pass
+  settings.SmallPassBytes = 3.0 * inputBytes;
+  EXPECT_EQ(batchSize(), 6u); // three inputs in each of the two passes
+  settings.SmallPassBytes = 2.9 * inputBytes;
+  EXPECT_EQ(batchSize(), 4u);
+  settings.NetworkInputsPerTile = 2; // flipped copies count as inputs
+  EXPECT_EQ(batchSize(), 2u);
+  settings.NetworkInputsPerTile = 1;
+  settings.SmallPassBytes = 1e12; // at most 64 inputs a pass (the image has 13 x 13 tiles)
+  EXPECT_EQ(batchSize(), 128u);
+  settings.MemoryBudgetMegabytes = 20.0; // the budget still caps the batch
+  const Plan2 capped(Depth3(), Plan2::RegionType(Size2{ { 200, 200 } }), settings);
+  EXPECT_LT(capped.GetBatchSize(), 128u);
+  const auto fits = [&capped](unsigned int batch) {
+    return capped.EstimateMemory(capped.GetGrid().GetTileSize(), batch).GetTotalBytes() <= 20.0 * 1024 * 1024;
+  };
+  EXPECT_TRUE(fits(capped.GetBatchSize()));
+  EXPECT_FALSE(fits(capped.GetBatchSize() + 1));
+  settings.AutomaticPasses = 0; // a GPU: SmallPassBytes does not apply
+  settings.MemoryBudgetMegabytes = 1e6;
+  EXPECT_EQ(batchSize(), 64u);
+
+  // The automatic tile is sized for one input per pass, whatever SmallPassBytes.
+  Plan2::Settings automatic;
+  automatic.MemoryBudgetMegabytes = 24.0;
+  automatic.AutomaticPasses = 2;
+  Plan2::Settings grouped = automatic;
+  grouped.SmallPassBytes = 1e12;
+  EXPECT_EQ(Plan2(Depth3(), Plan2::RegionType(Size2{ { 1000, 1000 } }), automatic).GetGrid().GetTileSize(),
+            Plan2(Depth3(), Plan2::RegionType(Size2{ { 1000, 1000 } }), grouped).GetGrid().GetTileSize());
 }
 
 TEST(UNetTilePlan, SmallestTilesBeyondTheBudgetAreUsedAndSaidSo)
