@@ -1,10 +1,11 @@
-"""Benchmark (not a test): the filter's default batch on the CPU (one network input per forward pass, the passes side
-by side) against two tiles per pass (TilesPerBatch twice the threads), at a tile size the user sets, in alternating
-pairs in one process; labels only, each filter warmed up first. Prints the medians and the per-pair ratio.
+"""Benchmark (not a test): the filter's default batch on the CPU (one forward pass per thread side by side, each of
+one network input or, for small tiles, of as many as 32 MB holds) against a fixed TilesPerBatch (by default twice the
+threads: two tiles per pass; the threads: one per pass), at a tile size the user sets, in alternating pairs in one
+process; labels only, each filter warmed up first. Prints the medians and the per-pair ratio.
 
     PYTHONPATH=$ITK_DIR/Wrapping/Generators/Python \
     GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4000000000:glibc.malloc.arena_max=1 \
-    /usr/bin/python3 benchmarks/tiles_per_pass.py MODEL_DIR 2 196 [--pairs 12] [--threads 2]
+    /usr/bin/python3 benchmarks/tiles_per_pass.py MODEL_DIR 2 196 [--pairs 12] [--threads 2] [--tiles-per-batch N]
 
 The 2-D case is the paper-style test U-Net on a 2048 x 2048 image, the 3-D case the depth-2 valid test U-Net on
 160 x 160 x 96 (seeded uniform noise). Run it with and without GLIBC_TUNABLES to see what the malloc settings do.
@@ -44,24 +45,26 @@ def main():
     parser.add_argument("tile", type=int, help="the output tile edge")
     parser.add_argument("--pairs", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tiles-per-batch", type=int, default=0, help="the fixed batch (default: twice the threads)")
     args = parser.parse_args()
     model, shape = CASES[args.dimension]
     array = np.random.default_rng(1).uniform(-2, 2, shape).astype(np.float32)
     image = itk.image_view_from_array(array)  # array stays referenced: the image views its buffer
     path = os.path.join(args.model_dir, model)
     default = make_filter(image, path, args.tile, 0, args.threads)
-    two_per_pass = make_filter(image, path, args.tile, 2 * args.threads, args.threads)
-    times = {"default": [], "two": []}
+    fixed_batch = args.tiles_per_batch or 2 * args.threads
+    fixed = make_filter(image, path, args.tile, fixed_batch, args.threads)
+    times = {"default": [], "fixed": []}
     for pair in range(args.pairs):
-        order = ("default", "two") if pair % 2 == 0 else ("two", "default")
+        order = ("default", "fixed") if pair % 2 == 0 else ("fixed", "default")
         for name in order:
-            times[name].append(seconds(default if name == "default" else two_per_pass))
-    ratios = [t / d for t, d in zip(times["two"], times["default"])]
-    print("%d-D, %s, tile %d, %d pairs, GLIBC_TUNABLES=%s: default median %.2f s (%.2f-%.2f), two tiles per pass "
-          "median %.2f s (%.2f-%.2f); two per pass / default per pair: median %.3f (%.3f-%.3f)" % (
+            times[name].append(seconds(default if name == "default" else fixed))
+    ratios = [t / d for t, d in zip(times["fixed"], times["default"])]
+    print("%d-D, %s, tile %d, %d pairs, GLIBC_TUNABLES=%s: default median %.2f s (%.2f-%.2f), TilesPerBatch %d "
+          "median %.2f s (%.2f-%.2f); TilesPerBatch %d / default per pair: median %.3f (%.3f-%.3f)" % (
               args.dimension, model, args.tile, args.pairs, os.environ.get("GLIBC_TUNABLES", "(unset)"),
-              statistics.median(times["default"]), min(times["default"]), max(times["default"]),
-              statistics.median(times["two"]), min(times["two"]), max(times["two"]),
+              statistics.median(times["default"]), min(times["default"]), max(times["default"]), fixed_batch,
+              statistics.median(times["fixed"]), min(times["fixed"]), max(times["fixed"]), fixed_batch,
               statistics.median(ratios), min(ratios), max(ratios)))
     return 0
 
