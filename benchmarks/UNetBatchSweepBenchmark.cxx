@@ -18,7 +18,7 @@
 
 // Whether the filter's automatic TilesPerBatch is as fast as the best batch size: for a 2-D and a 3-D network, at the
 // automatic and at user-set tile sizes, the filter runs with TilesPerBatch automatic, 1, 2 and 4, labels only,
-// every configuration warmed up once and then timed in rounds whose order rotates. Prints the medians and, per
+// every configuration warmed up once and then timed in rounds, each in a new random order. Prints the medians and, per
 // dimension and tile size, the best median over the default's (target >= 0.95) and each fixed batch's time over the
 // default's per round.
 //
@@ -37,6 +37,7 @@
 #include <iomanip>
 #include <iostream>
 #include <map>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -220,12 +221,17 @@ main(int argc, char * argv[])
     AddConfigurations<2>(model2D, itk::Size<2>{ { 2048, 2048 } }, 100, configurations); // an input 8x its output
     AddConfigurations<3>(model3D, itk::Size<3>{ { 160, 160, 96 } }, 0, configurations);
     AddConfigurations<3>(model3D, itk::Size<3>{ { 160, 160, 96 } }, 64, configurations);
+    std::vector<size_t> order(configurations.size());
+    std::iota(order.begin(), order.end(), size_t{ 0 });
+    std::mt19937 shuffler(7);
     for (int round = 0; round < rounds; ++round)
     {
-      // Rotating the order spreads the machine's slow phases over all configurations.
-      for (size_t k = 0; k < configurations.size(); ++k)
+      // A new order each round spreads the machine's slow phases over all configurations, and gives each a new
+      // predecessor: what one configuration leaves behind (its heap, the caches) must not always fall on the same one.
+      std::shuffle(order.begin(), order.end(), shuffler);
+      for (const size_t k : order)
       {
-        Configuration & configuration = configurations[(k + static_cast<size_t>(round) * 3) % configurations.size()];
+        Configuration & configuration = configurations[k];
         configuration.filter->Modified();
         const auto start = std::chrono::steady_clock::now();
         configuration.filter->Update();
