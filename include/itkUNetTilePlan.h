@@ -461,12 +461,18 @@ private:
   unsigned int
   GetBatchForTileSize() const
   {
-    return m_Settings.TilesPerBatch > 0 ? m_Settings.TilesPerBatch
-                                        : std::max(m_Settings.AutomaticPasses / m_Settings.NetworkInputsPerTile, 1u);
+    return m_Settings.TilesPerBatch > 0 ? m_Settings.TilesPerBatch : this->TilesOfAutomaticPasses(1);
+  }
+
+  /** The tiles of AutomaticPasses passes of `inputsPerPass` network inputs each; at least one. */
+  unsigned int
+  TilesOfAutomaticPasses(unsigned int inputsPerPass) const
+  {
+    return std::max(m_Settings.AutomaticPasses * inputsPerPass / m_Settings.NetworkInputsPerTile, 1u);
   }
 
   /** The most tiles an automatic batch of `tileSize` takes: 64 for AutomaticPasses 0, else the tiles of that many
-   * passes of as many network inputs as SmallPassBytes holds (at least one, at most 64), and at least one. */
+   * passes of as many network inputs as SmallPassBytes holds, from one to 64. */
   unsigned int
   GetMostAutomaticTiles(const SizeType & tileSize) const
   {
@@ -481,8 +487,7 @@ private:
       inputsPerPass =
         inputBytes > 0.0 ? std::min(std::max(std::floor(m_Settings.SmallPassBytes / inputBytes), 1.0), 64.0) : 64.0;
     }
-    const auto inputs = static_cast<unsigned int>(m_Settings.AutomaticPasses * inputsPerPass);
-    return std::max(inputs / m_Settings.NetworkInputsPerTile, 1u);
+    return this->TilesOfAutomaticPasses(static_cast<unsigned int>(inputsPerPass));
   }
 
   /** TilesPerBatch, or as many tiles a batch as the budget holds, at most GetMostAutomaticTiles() and no more than
