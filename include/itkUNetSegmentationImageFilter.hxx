@@ -22,6 +22,7 @@
 
 #include "itkCastImageFilter.h"
 #include "itkStatisticsImageFilter.h"
+#include "itkUNetProcessHeap.h"
 #include "itkUNetTileAccumulator.h"
 #include "itkUNetTileBatchRunner.h"
 #include "itkVectorIndexSelectionCastImageFilter.h"
@@ -330,11 +331,12 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GenerateOutputInformatio
   // On the CPU one forward pass per thread side by side, each of one network input, or of as many as stay within 32
   // MiB: small passes side by side spend a share of their time in per-call work (allocation, LibTorch's and oneDNN's
   // dispatch) that fewer, larger passes share out, while a pass that outgrows the 64 MiB heap of its thread's glibc
-  // arena maps a new heap and faults it in every batch unless the process keeps its memory; half the heap leaves room
-  // for fragmentation (docs/benchmarks.md, "Batches on the CPU"). On a GPU, as many tiles as the budget holds.
+  // arena maps a new heap and faults it in every batch; half the heap leaves room for fragmentation. Where the
+  // process keeps freed memory nothing is faulted in again, and passes of up to 64 MiB still gain (docs/benchmarks.md,
+  // "Batches on the CPU"). On a GPU, as many tiles as the budget holds.
   const bool onTheCpu = m_Model->GetDevice() == "cpu";
   settings.AutomaticPasses = onTheCpu ? m_Model->GetNumberOfThreadsInUse() : 0u;
-  settings.SmallPassBytes = onTheCpu ? 32.0 * 1024.0 * 1024.0 : 0.0;
+  settings.SmallPassBytes = onTheCpu ? (UNetProcessHeap::KeepsFreedMemory() ? 64.0 : 32.0) * 1024.0 * 1024.0 : 0.0;
   settings.GenerateProbabilities = m_GenerateProbabilities;
   settings.LabelBytes = sizeof(OutputPixelType);
   settings.InputValueBytes = sizeof(InputValueType);

@@ -171,6 +171,12 @@ public:
   {
     return m_Geometry;
   }
+  /** The settings the plan was made with. */
+  const Settings &
+  GetSettings() const
+  {
+    return m_Settings;
+  }
   /** The tile grid, with the chosen or given tile size. */
   const GridType &
   GetGrid() const

@@ -22,6 +22,7 @@
 #include "itkImageFileWriter.h"
 #include "itkMirrorPadImageFilter.h"
 #include "itkStreamingImageFilter.h"
+#include "itkUNetProcessHeap.h"
 #include "itkVectorImage.h"
 
 #include "UNetTestHelpers.h"
@@ -29,12 +30,14 @@
 #include "itkCastImageFilter.h"
 
 #include <array>
+#include <climits>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <initializer_list>
 #include <limits>
+#include <malloc.h>
 #include <memory>
 #include <numeric>
 #include <set>
@@ -712,8 +715,9 @@ TEST(UNetSegmentationImageFilter, BatchingDoesNotChangeTheResult)
 TEST(UNetSegmentationImageFilter, AutomaticBatchGroupsSmallTilesInEachPassWithoutChangingTheResult)
 {
   // On the CPU the automatic batch runs one forward pass per torch thread; a pass takes as many network inputs as
-  // its estimated forward memory keeps within 32 MB, and its tiles' probabilities are those of one input per pass.
-  constexpr double   smallPassBytes = 32.0 * 1024 * 1024;
+  // its estimated forward memory keeps within 32 MiB (64 MiB where the process keeps freed memory), and its tiles'
+  // probabilities are those of one input per pass.
+  const double       smallPassBytes = (itk::UNetProcessHeap::KeepsFreedMemory() ? 64.0 : 32.0) * 1024 * 1024;
   const auto         input = UNetTest::MakeRandomImage<Image2D>({ { 120, 90 } }, 13);
   const auto         grouped = MakeFilter<Filter2D>(input, "unet2d_valid");
   const auto         onePerPass = MakeFilter<Filter2D>(input, "unet2d_valid");
@@ -730,6 +734,7 @@ TEST(UNetSegmentationImageFilter, AutomaticBatchGroupsSmallTilesInEachPassWithou
   const auto             inputBytes = [model](itk::SizeValueType edge) {
     return model->GetEstimatedForwardBytes(1, itk::UNetModel::TileSizeType(2, edge + 2 * model->GetBorder(0)));
   };
+  EXPECT_EQ(grouped->GetTilePlan().GetSettings().SmallPassBytes, smallPassBytes);
   const unsigned int batch = grouped->GetTilePlan().GetBatchSize();
   EXPECT_GT(batch, threads);
   EXPECT_LE(std::ceil(double(batch) / threads) * inputBytes(16), smallPassBytes);
@@ -747,6 +752,41 @@ TEST(UNetSegmentationImageFilter, AutomaticBatchGroupsSmallTilesInEachPassWithou
   large->SetTileSize({ { edge, edge } });
   large->UpdateOutputInformation();
   EXPECT_EQ(large->GetTilePlan().GetBatchSize(), threads) << edge;
+}
+
+TEST(UNetSegmentationImageFilter, AutomaticBatchGroupsPassesOfUpTo64MiBWhereTheProcessKeepsFreedMemory)
+{
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "AddressSanitizer's allocator is not glibc's: the process never keeps freed memory for the filter.";
+#endif
+  // In a process started afresh that keeps its memory as the command-line tool does, tiles whose input takes between
+  // a third and a half of 64 MiB run two per pass (one per pass within 32 MiB).
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+    {
+      mallopt(M_MMAP_MAX, 0);
+      mallopt(M_TRIM_THRESHOLD, INT_MAX);
+      mallopt(M_ARENA_MAX, 1);
+      const auto small = MakeFilter<Filter2D>(UNetTest::MakeRandomImage<Image2D>({ { 8, 8 } }, 13), "unet2d_valid");
+      small->UpdateOutputInformation();
+      const itk::UNetModel * model = small->GetModel();
+      itk::SizeValueType     edge = 16;
+      while (model->GetEstimatedForwardBytes(1, itk::UNetModel::TileSizeType(2, edge + 2 * model->GetBorder(0))) <=
+             64.0 / 3 * 1024 * 1024)
+      {
+        edge += model->GetDownsamplingFactor(0);
+      }
+      const auto filter =
+        MakeFilter<Filter2D>(UNetTest::MakeRandomImage<Image2D>({ { 3 * edge, 2 * edge } }, 13), "unet2d_valid");
+      filter->SetNumberOfTorchThreads(2);
+      filter->SetTileSize({ { edge, edge } });
+      filter->UpdateOutputInformation();
+      std::cerr << "bound " << filter->GetTilePlan().GetSettings().SmallPassBytes / (1024 * 1024) << " MiB, batch "
+                << filter->GetTilePlan().GetBatchSize() << " of " << edge << std::endl;
+      std::exit(0);
+    },
+    testing::ExitedWithCode(0),
+    "bound 64 MiB, batch 4 of");
 }
 
 TEST(UNetSegmentationImageFilter, StreamingRequestsOnlyWhatTheTilesRead)
