@@ -1,5 +1,5 @@
 """Benchmark (not a test): the filter's default batch on the CPU (one forward pass per thread side by side, each of
-one network input or, for small tiles, of as many as 32 MB holds) against a fixed TilesPerBatch (by default twice the
+one network input or, for small tiles, of as many as 32 MiB holds, 64 MiB where the process keeps freed memory) against a fixed TilesPerBatch (by default twice the
 threads: two tiles per pass; the threads: one per pass), at a tile size the user sets, in alternating pairs in one
 process; labels only, each filter warmed up first. Prints the medians and the per-pair ratio.
 

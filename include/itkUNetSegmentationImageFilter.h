@@ -64,7 +64,7 @@ namespace itk
  * update, whatever the pieces. GenerateInputRequestedRegion asks only for what the tiles still to run read (cropped
  * to the image; the rest is mirrored).
  *
- * \sa UNetModel, UNetTilePlan, UNetTileGrid, UNetCellSeparationImageFilter
+ * \sa UNetModel, UNetTilePlan, UNetTileGrid, UNetProcessHeap, UNetCellSeparationImageFilter
  * \ingroup UNetSegmentation
  */
 template <typename TInputImage, typename TOutputImage = Image<unsigned char, TInputImage::ImageDimension>>
@@ -215,9 +215,10 @@ public:
 
   /** Set/Get the tiles run through the network in one batch, each with its flipped copies (TestTimeFlipAxes); on the
    * CPU a batch runs as up to NumberOfTorchThreads forward passes side by side. 0 (default): on the CPU one network
-   * input per pass, or as many as keep a pass's estimated forward memory within 32 MB (small tiles), at least one
-   * tile, and an automatic TileSize is chosen for one input per pass; on a GPU, as many tiles as MemoryBudget holds,
-   * up to 64. Fewer where MemoryBudget holds fewer. */
+   * input per pass, or as many as keep a pass's estimated forward memory within 32 MiB (small tiles; 64 MiB where
+   * UNetProcessHeap says the process keeps freed memory), at least one tile, and an automatic TileSize is chosen for
+   * one input per pass; on a GPU, as many tiles as MemoryBudget holds, up to 64. Fewer where MemoryBudget holds
+   * fewer. */
   /** @{ */
   itkSetMacro(TilesPerBatch, unsigned int);
   itkGetConstMacro(TilesPerBatch, unsigned int);

@@ -23,12 +23,14 @@
 #include "itkCastImageFilter.h"
 #include "itkStatisticsImageFilter.h"
 #include "itkUNetProcessHeap.h"
+#include "itkUNetTensorMemoryPool.h"
 #include "itkUNetTileAccumulator.h"
 #include "itkUNetTileBatchRunner.h"
 #include "itkVectorIndexSelectionCastImageFilter.h"
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <sstream>
 
 namespace itk
@@ -592,6 +594,13 @@ template <typename TInputImage, typename TOutputImage>
 void
 UNetSegmentationImageFilter<TInputImage, TOutputImage>::GenerateData()
 {
+  // LibTorch's large blocks kept from pass to pass, so that they are faulted in once per update rather than every
+  // pass, unless the process keeps freed memory itself.
+  std::optional<UNetTensorMemoryPool::Scope> keepTensorMemory;
+  if (!UNetProcessHeap::KeepsFreedMemory())
+  {
+    keepTensorMemory.emplace();
+  }
   OutputImageType *      labels = this->GetOutput();
   ProbabilityImageType * probabilities = this->GetProbabilityOutput();
   const RegionType       outputRegion = labels->GetRequestedRegion();

@@ -1,0 +1,73 @@
+/*=========================================================================
+ *
+ *  Copyright NumFOCUS
+ *
+ *  Licensed under the Apache License, Version 2.0 (the "License");
+ *  you may not use this file except in compliance with the License.
+ *  You may obtain a copy of the License at
+ *
+ *         http://www.apache.org/licenses/LICENSE-2.0.txt
+ *
+ *  Unless required by applicable law or agreed to in writing, software
+ *  distributed under the License is distributed on an "AS IS" BASIS,
+ *  WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+ *  See the License for the specific language governing permissions and
+ *  limitations under the License.
+ *
+ *=========================================================================*/
+#ifndef itkUNetTensorMemoryPool_h
+#define itkUNetTensorMemoryPool_h
+
+#include "itkMacro.h"
+#include "UNetSegmentationExport.h"
+
+#include <cstddef>
+
+namespace itk
+{
+
+/** \class UNetTensorMemoryPool
+ * \brief Keeps the large blocks of CPU memory that LibTorch frees, for LibTorch to reuse, while a Scope lives.
+ *
+ * A forward pass allocates its activations afresh and frees them when it ends. Under glibc's defaults blocks that
+ * large are mapped and unmapped one by one, so every pass faults all its memory in again; a thread's own arena also
+ * unmaps an emptied heap whatever the trim threshold. Setting malloc up not to (mallopt, GLIBC_TUNABLES) is a choice
+ * for a whole process, which a library should not make; this pool makes the same choice for LibTorch's large CPU blocks
+ * only, and only while a Scope lives: UNetSegmentationImageFilter holds one for each update. While one lives anywhere
+ * in the process, a block of at least MinimumBlockBytes that LibTorch frees is kept, and handed out again for a
+ * request of up to its size that is no more than an eighth smaller; when the last ends, what is kept is freed, and a
+ * block freed after that is freed at once. Smaller blocks, and all blocks outside a Scope, go to the allocator LibTorch
+ * had. The pool takes LibTorch's CPU allocator (c10::SetCPUAllocator) when the first Scope begins, and reports its
+ * blocks to LibTorch's memory profiler as that allocator does.
+ *
+ * \sa UNetSegmentationImageFilter, UNetProcessHeap, UNetModel
+ * \ingroup UNetSegmentation
+ */
+class UNetSegmentation_EXPORT UNetTensorMemoryPool
+{
+public:
+  /** The smallest block the pool keeps: glibc's own threshold for mapping a block on its own. */
+  static constexpr std::size_t MinimumBlockBytes = std::size_t{ 128 } << 10;
+
+  /** While one lives, the pool keeps what LibTorch frees. Scopes nest and may live on any threads. */
+  class UNetSegmentation_EXPORT Scope
+  {
+  public:
+    Scope();
+    ~Scope();
+    Scope(const Scope &) = delete;
+    Scope &
+    operator=(const Scope &) = delete;
+  };
+
+  /** The bytes the pool keeps unused now. */
+  static std::size_t
+  GetKeptBytes();
+  /** The bytes of the pool's blocks that LibTorch uses now. */
+  static std::size_t
+  GetUsedBytes();
+};
+
+} // namespace itk
+
+#endif
