@@ -553,6 +553,7 @@ WriteReturnedParameters(const std::string & fileName, const TSegmenter * segment
            << "\nnumberOfClasses = " << model->GetNumberOfClasses()
            << "\ntileSizeUsed = " << CommaSeparated<VDimension>(grid.GetTileSize())
            << "\ntileStrideUsed = " << CommaSeparated<VDimension>(grid.GetStride())
+           << "\ntilesPerBatchUsed = " << segmenter->GetTilePlan().GetBatchSize()
            << "\nnormalizationApplied = " << segmenter->GetAppliedNormalizationDescription() << "\nspacingApplied = ";
   for (unsigned int axis = 0; axis < VDimension; ++axis)
   {

@@ -33,11 +33,12 @@ namespace itk
  * defaults large blocks are mapped and unmapped one by one, and a thread's arena unmaps each heap (64 MiB at most) once
  * it is empty, so that the next pass faults its memory in afresh; a program may keep it instead (mallopt or
  * GLIBC_TUNABLES: no mmap, no trim, one arena, as the command-line tool does). UNetSegmentationImageFilter asks which
- * holds before it lets a pass grow beyond half a thread heap. The answer is observed, not read from settings: a new
- * thread allocates blocks and frees them, and glibc's mallinfo2 says whether the process still holds them. Other C
- * libraries, and allocators that glibc's mallinfo2 does not see (a sanitizer's), answer false.
+ * holds to choose how large a forward pass may grow, and whether to keep LibTorch's blocks itself during an update
+ * (UNetTensorMemoryPool). The answer is observed, not read from settings: a new thread allocates blocks and frees
+ * them, and glibc's mallinfo2 says whether the process still holds them. Other C libraries, and allocators that
+ * glibc's mallinfo2 does not see (a sanitizer's), answer false.
  *
- * \sa UNetSegmentationImageFilter, UNetTilePlan
+ * \sa UNetSegmentationImageFilter, UNetTilePlan, UNetTensorMemoryPool
  * \ingroup UNetSegmentation
  */
 class UNetSegmentation_EXPORT UNetProcessHeap

@@ -331,11 +331,9 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::GenerateOutputInformatio
   settings.MemoryBudgetMegabytes = m_MemoryBudget;
   settings.NetworkInputsPerTile = unet_detail::TileFlips<ImageDimension>(m_AppliedFlipAxes).GetNumberOfCopies();
   // On the CPU one forward pass per thread side by side, each of one network input, or of as many as stay within 32
-  // MiB: small passes side by side spend a share of their time in per-call work (allocation, LibTorch's and oneDNN's
-  // dispatch) that fewer, larger passes share out, while a pass that outgrows the 64 MiB heap of its thread's glibc
-  // arena maps a new heap and faults it in every batch; half the heap leaves room for fragmentation. Where the
-  // process keeps freed memory nothing is faulted in again, and passes of up to 64 MiB still gain (docs/benchmarks.md,
-  // "Batches on the CPU"). On a GPU, as many tiles as the budget holds.
+  // MiB, 64 MiB where the process keeps freed memory: small passes side by side spend a share of their time in
+  // per-call work (allocation, LibTorch's and oneDNN's dispatch) that fewer, larger passes share out, up to those
+  // bounds and no further (docs/benchmarks.md, "Batches on the CPU"). On a GPU, as many tiles as the budget holds.
   const bool onTheCpu = m_Model->GetDevice() == "cpu";
   settings.AutomaticPasses = onTheCpu ? m_Model->GetNumberOfThreadsInUse() : 0u;
   settings.SmallPassBytes = onTheCpu ? (UNetProcessHeap::KeepsFreedMemory() ? 64.0 : 32.0) * 1024.0 * 1024.0 : 0.0;
