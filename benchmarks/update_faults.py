@@ -1,0 +1,55 @@
+"""Benchmark (not a test): the filter's first and later updates in one process, with the minor page faults of each,
+under whatever malloc settings the process has. Run it with and without GLIBC_TUNABLES, and with PYTHONPATH at an
+older build to compare libraries; one process per run, so alternate the runs yourself.
+
+    PYTHONPATH=$ITK_DIR/Wrapping/Generators/Python \
+    [GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4000000000:glibc.malloc.arena_max=1] \
+    /usr/bin/python3 benchmarks/update_faults.py MODEL_DIR 3 64 [--updates 3] [--threads 2]
+
+The 2-D case is the paper-style test U-Net on a 2048 x 2048 image, the 3-D case the depth-2 valid test U-Net on
+160 x 160 x 96 (seeded uniform noise); labels only; tile 0 is the automatic tile. The network is loaded and probed
+before the first update is timed.
+"""
+import argparse
+import os
+import resource
+import sys
+import time
+
+import itk
+import numpy as np
+
+CASES = {2: ("unet2d_paper.pt", (2048, 2048)), 3: ("unet3d_valid_depth2.pt", (96, 160, 160))}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_dir", help="the directory make_test_models.py wrote (build/test/models)")
+    parser.add_argument("dimension", type=int, choices=sorted(CASES))
+    parser.add_argument("tile", type=int, help="the output tile edge (0: automatic)")
+    parser.add_argument("--updates", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    model, shape = CASES[args.dimension]
+    array = np.random.default_rng(1).uniform(-2, 2, shape).astype(np.float32)
+    image = itk.image_view_from_array(array)  # array stays referenced: the image views its buffer
+    segmenter = itk.UNetSegmentationImageFilter.New(image, ModelFileName=os.path.join(args.model_dir, model),
+                                                    NumberOfTorchThreads=args.threads, GenerateProbabilities=False)
+    segmenter.SetTileSize([args.tile] * args.dimension)
+    segmenter.UpdateOutputInformation()  # loads and probes the network
+    seconds, faults = [], []
+    for _ in range(args.updates):
+        segmenter.Modified()
+        faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        start = time.perf_counter()
+        segmenter.Update()
+        seconds.append(time.perf_counter() - start)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before)
+    print("%d-D, %s, tile %d, GLIBC_TUNABLES=%s: seconds %s, minor page faults %s" % (
+        args.dimension, model, args.tile, os.environ.get("GLIBC_TUNABLES", "(unset)"),
+        " ".join("%.2f" % s for s in seconds), " ".join(str(f) for f in faults)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
