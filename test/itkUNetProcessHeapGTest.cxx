@@ -29,7 +29,36 @@
 namespace
 {
 constexpr std::size_t MiB = std::size_t{ 1 } << 20;
+
+struct MallocSettings
+{
+  int MmapMax;
+  int MmapThreshold; // 0: glibc's own, which rises with the largest mapped block freed
+  int TrimThreshold;
+  int Arenas;
+};
+
+/** Applies `settings` with mallopt in a process started afresh, before any probe, as a program would, and expects
+ * the probe's verdict there to be `kept`. Each setting is applied, whatever GLIBC_TUNABLES the environment has. */
+void
+ExpectVerdict(const MallocSettings & settings, bool kept)
+{
+  EXPECT_EXIT(
+    {
+      mallopt(M_MMAP_MAX, settings.MmapMax);
+      if (settings.MmapThreshold > 0)
+      {
+        mallopt(M_MMAP_THRESHOLD, settings.MmapThreshold);
+      }
+      mallopt(M_TRIM_THRESHOLD, settings.TrimThreshold);
+      mallopt(M_ARENA_MAX, settings.Arenas);
+      std::exit(itk::UNetProcessHeap::KeepsFreedMemory() == kept ? 0 : 1);
+    },
+    testing::ExitedWithCode(0),
+    "");
 }
+
+} // namespace
 
 TEST(UNetProcessHeap, KeptWhereTheProcessNeitherMapsNorTrimsAndHasOneArena)
 {
@@ -37,54 +66,20 @@ TEST(UNetProcessHeap, KeptWhereTheProcessNeitherMapsNorTrimsAndHasOneArena)
   GTEST_SKIP() << "AddressSanitizer's allocator is not glibc's: mallinfo2 does not see it.";
 #endif
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_EXIT(
-    {
-      mallopt(M_MMAP_MAX, 0);
-      mallopt(M_TRIM_THRESHOLD, INT_MAX);
-      mallopt(M_ARENA_MAX, 1);
-      std::exit(itk::UNetProcessHeap::KeepsFreedMemory() ? 0 : 1);
-    },
-    testing::ExitedWithCode(0),
-    "");
+  ExpectVerdict({ 0, 0, INT_MAX, 1 }, true); // the command-line module's settings
 }
 
 TEST(UNetProcessHeap, NotKeptWhereLargeBlocksAreMappedOrHeapsTrimmed)
 {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  // Each child sets all that matters, whatever GLIBC_TUNABLES its environment has; 8 arenas are a 1-core host's
-  // default.
-  // glibc's defaults before any large block was freed: each block mapped on its own, unmapped when freed.
-  EXPECT_EXIT(
-    {
-      mallopt(M_MMAP_MAX, 65536);
-      mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-      mallopt(M_TRIM_THRESHOLD, 128 * 1024);
-      mallopt(M_ARENA_MAX, 8);
-      std::exit(itk::UNetProcessHeap::KeepsFreedMemory() ? 1 : 0);
-    },
-    testing::ExitedWithCode(0),
-    "");
+  // glibc's defaults (8 arenas on a 1-core host) before any large block was freed: each block mapped on its own,
+  // unmapped when freed.
+  ExpectVerdict({ 65536, 128 * 1024, 128 * 1024, 8 }, false);
   // Blocks in the heap, whose top is trimmed once freed.
-  EXPECT_EXIT(
-    {
-      mallopt(M_MMAP_MAX, 0);
-      mallopt(M_TRIM_THRESHOLD, 128 * 1024);
-      mallopt(M_ARENA_MAX, 8);
-      std::exit(itk::UNetProcessHeap::KeepsFreedMemory() ? 1 : 0);
-    },
-    testing::ExitedWithCode(0),
-    "");
+  ExpectVerdict({ 0, 0, 128 * 1024, 8 }, false);
   // Neither mapped nor trimmed, but in a thread's own arena: an emptied heap beyond its first is unmapped whatever
   // the trim threshold, and the probe's memory takes two heaps.
-  EXPECT_EXIT(
-    {
-      mallopt(M_MMAP_MAX, 0);
-      mallopt(M_TRIM_THRESHOLD, INT_MAX);
-      mallopt(M_ARENA_MAX, 8);
-      std::exit(itk::UNetProcessHeap::KeepsFreedMemory() ? 1 : 0);
-    },
-    testing::ExitedWithCode(0),
-    "");
+  ExpectVerdict({ 0, 0, INT_MAX, 8 }, false);
 }
 
 TEST(UNetProcessHeap, AProbeOfNothingOrOfBlocksLargerThanItsMemoryIsNotKept)
