@@ -33,12 +33,9 @@ def loaded_blas():
 
 def time_filter(model, size, tile, threads):
     """One warm update of the filter, labels only, the CPU's default batch; prints the seconds and the BLAS loaded."""
-    import itk
-    import numpy as np
-    from tiles_per_pass import make_filter, seconds  # imports itk: only in the child, which loads the BLAS to time
+    from tiles_per_pass import make_filter, noise_image, seconds  # imports itk: only in the child, which loads the BLAS
 
-    array = np.random.default_rng(1).uniform(-2, 2, tuple(reversed(size))).astype(np.float32)
-    image = itk.image_view_from_array(array)  # array stays referenced: the image views its buffer
+    array, image = noise_image(tuple(reversed(size)))
     segmenter = make_filter(image, model, tile, 0, threads)
     print("%.4f %s" % (seconds(segmenter), loaded_blas()))
 

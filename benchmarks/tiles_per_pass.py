@@ -1,7 +1,8 @@
 """Benchmark (not a test): the filter's default batch on the CPU (one forward pass per thread side by side, each of
-one network input or, for small tiles, of as many as 32 MiB holds, 64 MiB where the process keeps freed memory) against a fixed TilesPerBatch (by default twice the
-threads: two tiles per pass; the threads: one per pass), at a tile size the user sets, in alternating pairs in one
-process; labels only, each filter warmed up first. Prints the medians and the per-pair ratio.
+one network input or, for small tiles, of as many as 32 MiB holds, 64 MiB where the process keeps freed memory)
+against a fixed TilesPerBatch (by default twice the threads: two tiles per pass; the threads: one per pass), at a tile
+size the user sets, in alternating pairs in one process; labels only, each filter warmed up first. Prints the medians
+and the per-pair ratio.
 
     PYTHONPATH=$ITK_DIR/Wrapping/Generators/Python \
     GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4000000000:glibc.malloc.arena_max=1 \
@@ -20,6 +21,13 @@ import itk
 import numpy as np
 
 CASES = {2: ("unet2d_paper.pt", (2048, 2048)), 3: ("unet3d_valid_depth2.pt", (96, 160, 160))}
+
+
+def noise_image(shape):
+    """Seeded uniform noise of `shape` (numpy's order) as an image, and the array it views, which must stay
+    referenced."""
+    array = np.random.default_rng(1).uniform(-2, 2, shape).astype(np.float32)
+    return array, itk.image_view_from_array(array)
 
 
 def make_filter(image, model, tile, tiles_per_batch, threads):
@@ -48,8 +56,7 @@ def main():
     parser.add_argument("--tiles-per-batch", type=int, default=0, help="the fixed batch (default: twice the threads)")
     args = parser.parse_args()
     model, shape = CASES[args.dimension]
-    array = np.random.default_rng(1).uniform(-2, 2, shape).astype(np.float32)
-    image = itk.image_view_from_array(array)  # array stays referenced: the image views its buffer
+    array, image = noise_image(shape)
     path = os.path.join(args.model_dir, model)
     default = make_filter(image, path, args.tile, 0, args.threads)
     fixed_batch = args.tiles_per_batch or 2 * args.threads

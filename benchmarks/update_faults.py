@@ -6,8 +6,7 @@ older build to compare libraries; one process per run, so alternate the runs you
     [GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4000000000:glibc.malloc.arena_max=1] \
     /usr/bin/python3 benchmarks/update_faults.py MODEL_DIR 3 64 [--updates 3] [--threads 2]
 
-The 2-D case is the paper-style test U-Net on a 2048 x 2048 image, the 3-D case the depth-2 valid test U-Net on
-160 x 160 x 96 (seeded uniform noise); labels only; tile 0 is the automatic tile. The network is loaded and probed
+The cases are tiles_per_pass.py's; labels only; tile 0 is the automatic tile. The network is loaded and probed
 before the first update is timed.
 """
 import argparse
@@ -17,9 +16,8 @@ import sys
 import time
 
 import itk
-import numpy as np
 
-CASES = {2: ("unet2d_paper.pt", (2048, 2048)), 3: ("unet3d_valid_depth2.pt", (96, 160, 160))}
+from tiles_per_pass import CASES, noise_image
 
 
 def main():
@@ -31,8 +29,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     model, shape = CASES[args.dimension]
-    array = np.random.default_rng(1).uniform(-2, 2, shape).astype(np.float32)
-    image = itk.image_view_from_array(array)  # array stays referenced: the image views its buffer
+    array, image = noise_image(shape)
     segmenter = itk.UNetSegmentationImageFilter.New(image, ModelFileName=os.path.join(args.model_dir, model),
                                                     NumberOfTorchThreads=args.threads, GenerateProbabilities=False)
     segmenter.SetTileSize([args.tile] * args.dimension)

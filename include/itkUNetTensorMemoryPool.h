@@ -53,11 +53,9 @@ public:
   class UNetSegmentation_EXPORT Scope
   {
   public:
+    ITK_DISALLOW_COPY_AND_MOVE(Scope);
     Scope();
     ~Scope();
-    Scope(const Scope &) = delete;
-    Scope &
-    operator=(const Scope &) = delete;
   };
 
   /** The bytes the pool keeps unused now. */
