@@ -600,7 +600,8 @@ def run_cases(command, case_files, work, timeout):
     """Runs the runner over the cases, restarting it after a case that kills or hangs it.
 
     Returns {index: (result, stage, text)}: result RAN, ITK, FOREIGN, CRASH or HANG; stage the last one the case
-    passed ("start" before any)."""
+    passed ("start" before any). A runner that dies between cases or at its exit, once a case of its own has reported,
+    counts as a crash of the case that reported last: a corrupted heap often fails only at the next free."""
     list_file = os.path.join(work, "cases.txt")
     with open(list_file, "w") as f:
         f.write("".join(path + "\n" for path in case_files))
@@ -613,7 +614,7 @@ def run_cases(command, case_files, work, timeout):
                                        stderr=log, preexec_fn=limit_child, start_new_session=True)
         selector = selectors.DefaultSelector()
         selector.register(process.stdout, selectors.EVENT_READ)
-        current, stage, deadline, buffer = None, "start", time.monotonic() + timeout, b""
+        current, stage, deadline, buffer, reported = None, "start", time.monotonic() + timeout, b"", None
         while True:
             if not selector.select(max(deadline - time.monotonic(), 0)):
                 os.killpg(process.pid, signal.SIGKILL)
@@ -627,11 +628,13 @@ def run_cases(command, case_files, work, timeout):
             if not chunk:
                 status = process.wait()
                 if current is not None:
-                    reason = ("signal %s" % signal.Signals(-status).name) if status < 0 else "exit status %d" % status
-                    with open(log_path, "rb") as log:
-                        tail = log.read()[-300:].decode("utf-8", "replace").replace("\n", " | ")
-                    results[current] = ("CRASH", stage, "%s; stderr ends: %s" % (reason, tail))
+                    results[current] = ("CRASH", stage, runner_death(status, log_path))
                     first = current + 1
+                elif status != 0 and reported is not None:
+                    results[reported] = ("CRASH", results[reported][1],
+                                         "after its result (%s): %s" % (results[reported][0],
+                                                                        runner_death(status, log_path)))
+                    first = reported + 1
                 elif status != 0 or any(i not in results for i in range(first, len(case_files))):
                     sys.exit("The runner failed outside a case (status %d, see %s)." % (status, log_path))
                 else:
@@ -648,12 +651,20 @@ def run_cases(command, case_files, work, timeout):
                     stage = message
                 else:
                     results[int(index)] = (word, stage, message)
-                    current = None
+                    current, reported = None, int(index)
         selector.close()
         process.stdout.close()
         if process.poll() is None:
             process.wait()
     return results
+
+
+def runner_death(status, log_path):
+    """How the runner ended, and the end of its standard error."""
+    reason = ("signal %s" % signal.Signals(-status).name) if status < 0 else "exit status %d" % status
+    with open(log_path, "rb") as log:
+        tail = log.read()[-300:].decode("utf-8", "replace").replace("\n", " | ")
+    return "%s; stderr ends: %s" % (reason, tail)
 
 
 def read_known_failures(path):
@@ -713,6 +724,19 @@ def make_cases(args, case_dir, indices):
     return cases
 
 
+def run_shard(command, cases, work, timeout, listed):
+    """Runs the cases in one runner, restarted after a case that kills it, except the listed upstream failures (the
+    set of case indices `listed`), each in a runner of its own: they corrupt the heap, and what the corruption does
+    next, a crash in a later case or at the runner's exit, depends on the cases around them."""
+    shared = [k for k, case in enumerate(cases) if case.index not in listed]
+    results = {shared[j]: result
+               for j, result in run_cases(command, [cases[k].path for k in shared], work, timeout).items()}
+    for k, case in enumerate(cases):
+        if case.index in listed:
+            results[k] = run_alone(command, case, work, timeout)
+    return results
+
+
 def run_alone(command, case, work, timeout):
     alone_dir = os.path.join(work, "alone-%04d" % case.index)
     os.makedirs(alone_dir, exist_ok=True)
@@ -733,14 +757,14 @@ def fails_as_listed(result, stage, listed):
     return result in listed[0].split("|") and stage in listed[1].split("|")
 
 
-def listed_case_alone(command, case, work, timeout, listed, in_shard):
-    """A listed upstream crash that reads memory it does not own may not crash after other cases in one process,
-    the heap then holding other bytes: such a case is run again alone, where no earlier case shaped the heap. It is
-    stale (the upstream fault gone) only if it does not fail as listed there either."""
+def listed_case_alone(command, case, work, timeout, listed, first_run):
+    """A listed upstream crash that reads memory it does not own need not crash every time, what it reads depending
+    on what the heap holds: such a case is run alone once more. It is stale (the upstream fault gone) only if it does
+    not fail as listed there either."""
     result, stage, message = run_alone(command, case, work, timeout)
     if fails_as_listed(result, stage, listed):
-        return result, stage, message + "; in its shard: %s after stage %s" % in_shard[:2]
-    return in_shard
+        return result, stage, message + "; the first time: %s after stage %s" % first_run[:2]
+    return first_run
 
 
 class Tally:
@@ -834,10 +858,11 @@ def main():
     command = [args.runner, args.kind]
     if args.kind == "images":
         command.append(os.path.join(args.models, "mean2d.pt"))
-    results = run_cases(command, [case.path for case in cases], args.work, args.timeout)
+    known = read_known_failures(args.known) if args.seed == 2012 and count == default_case_count(args.kind) else {}
+    listed = {index for kind, index in known if kind == args.kind}
+    results = run_shard(command, cases, args.work, args.timeout, listed)
     finished = time.monotonic()
 
-    known = read_known_failures(args.known) if args.seed == 2012 and count == default_case_count(args.kind) else {}
     tally = tally_results(args, command, cases, results, known)
     print("Fuzzing %s: seed %d, shard %d/%d, %d cases (made in %.1f s, run in %.1f s)" % (
         args.kind, args.seed, shard, shards, len(cases), generated - started, finished - generated))
