@@ -19,6 +19,7 @@
 #define UNetTestHelpers_h
 
 #include "itkImage.h"
+#include "itkUNetModel.h"
 #include "itkImageRegionIterator.h"
 #include "itkImageRegionIteratorWithIndex.h"
 
@@ -42,6 +43,19 @@ inline std::string
 ModelPath(const std::string & name)
 {
   return std::string(UNET_TEST_MODEL_DIR) + "/" + name + ".pt";
+}
+
+/** The test model `name` (test/make_test_models.py), loaded for images of `dimension` (0: as probed) on `threads`
+ * LibTorch threads (0: ITK's default). */
+inline itk::UNetModel::Pointer
+LoadModel(const std::string & name, unsigned int dimension = 0, unsigned int threads = 0)
+{
+  auto model = itk::UNetModel::New();
+  model->SetFileName(ModelPath(name));
+  model->SetImageDimension(dimension);
+  model->SetNumberOfThreads(threads);
+  model->Load();
+  return model;
 }
 
 /** A path in the test output directory, named after the running test and `name`, so that tests running side by side

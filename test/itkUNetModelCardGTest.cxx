@@ -35,16 +35,6 @@ namespace
 using Image2D = itk::Image<float, 2>;
 using Filter2D = itk::UNetSegmentationImageFilter<Image2D>;
 
-itk::UNetModel::Pointer
-Load(const std::string & name)
-{
-  auto model = itk::UNetModel::New();
-  model->SetFileName(UNetTest::ModelPath(name));
-  model->SetImageDimension(2);
-  model->Load();
-  return model;
-}
-
 void
 ExpectLoadFailsWith(const std::string & name, const std::string & part)
 {
@@ -90,7 +80,7 @@ ExpectSameProbabilities(const Filter2D * expected, const Filter2D * actual, doub
 
 TEST(UNetModelCard, ParsedFieldsAndTheirRoundTrip)
 {
-  const auto model = Load("card_full2d");
+  const auto model = UNetTest::LoadModel("card_full2d", 2);
   ASSERT_TRUE(model->HasModelCard());
   const itk::UNetModelCard & card = model->GetModelCard();
   EXPECT_EQ(card.SchemaVersion, 1u);
@@ -116,12 +106,13 @@ TEST(UNetModelCard, ParsedFieldsAndTheirRoundTrip)
   EXPECT_EQ(again.ToJSON(), card.ToJSON());
   EXPECT_EQ(model->GetModelCardJSON(), card.ToJSON());
 
-  const auto plain = Load("mean2d");
+  const auto plain = UNetTest::LoadModel("mean2d", 2);
   EXPECT_FALSE(plain->HasModelCard());
   EXPECT_EQ(plain->GetModelCardJSON(), "");
   EXPECT_TRUE(plain->GetTrainedSpacing().empty());
   EXPECT_THROW(plain->GetModelCard(), itk::ExceptionObject);
-  EXPECT_TRUE(Load("card_pixel2d")->GetTrainedSpacing().empty()); // unit "pixel": the images' own grid
+  // unit "pixel": the images' own grid
+  EXPECT_TRUE(UNetTest::LoadModel("card_pixel2d", 2)->GetTrainedSpacing().empty());
 }
 
 TEST(UNetModelCard, BadRecordsFailAtLoadNamingTheField)
@@ -273,20 +264,20 @@ TEST(UNetModelCard, CellSeparationTakesTheCardsThresholds)
 {
   using Separation = itk::UNetCellSeparationImageFilter<itk::VectorImage<float, 2>>;
   auto separation = Separation::New();
-  separation->SetParametersFromModel(Load("card_full2d"));
+  separation->SetParametersFromModel(UNetTest::LoadModel("card_full2d", 2));
   EXPECT_EQ(separation->GetCellClass(), 1u);
   EXPECT_EQ(separation->GetSeedThreshold(), 0.6);
   EXPECT_EQ(separation->GetCellThreshold(), 0.3);
   auto defaults = Separation::New();
-  defaults->SetParametersFromModel(Load("mean2d")); // no card: the filter's own
+  defaults->SetParametersFromModel(UNetTest::LoadModel("mean2d", 2)); // no card: the filter's own
   EXPECT_EQ(defaults->GetSeedThreshold(), Separation::New()->GetSeedThreshold());
 
   // The caller's settings win whether they come before or after the card's; PrintSelf says where each came from.
   auto callers = Separation::New();
   callers->SetSeedThreshold(0.7);
-  callers->SetParametersFromModel(Load("card_full2d"));
+  callers->SetParametersFromModel(UNetTest::LoadModel("card_full2d", 2));
   callers->SetCellThreshold(0.25);
-  callers->SetParametersFromModel(Load("card_full2d"));
+  callers->SetParametersFromModel(UNetTest::LoadModel("card_full2d", 2));
   EXPECT_EQ(callers->GetSeedThreshold(), 0.7);
   EXPECT_EQ(callers->GetCellThreshold(), 0.25);
   EXPECT_EQ(callers->GetCellClass(), 1u);

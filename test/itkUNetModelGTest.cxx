@@ -54,15 +54,7 @@ PrintTo(const ExpectedGeometry & geometry, std::ostream * os)
 class UNetModelGeometry : public testing::TestWithParam<ExpectedGeometry>
 {};
 
-itk::UNetModel::Pointer
-LoadModel(const std::string & name, unsigned int dimension)
-{
-  auto model = itk::UNetModel::New();
-  model->SetFileName(UNetTest::ModelPath(name));
-  model->SetImageDimension(dimension);
-  model->Load();
-  return model;
-}
+using UNetTest::LoadModel;
 
 } // namespace
 
