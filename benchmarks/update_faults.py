@@ -4,7 +4,7 @@ older build to compare libraries; one process per run, so alternate the runs you
 
     PYTHONPATH=$ITK_DIR/Wrapping/Generators/Python \
     [GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4000000000:glibc.malloc.arena_max=1] \
-    /usr/bin/python3 benchmarks/update_faults.py MODEL_DIR 3 64 [--updates 3] [--threads 2]
+    /usr/bin/python3 benchmarks/update_faults.py MODEL_DIR 3 64 [--updates 3] [--threads 2] [--keep-working-memory 0]
 
 The cases are tiles_per_pass.py's; labels only; tile 0 is the automatic tile. The network is loaded and probed
 before the first update is timed.
@@ -27,11 +27,14 @@ def main():
     parser.add_argument("tile", type=int, help="the output tile edge (0: automatic)")
     parser.add_argument("--updates", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--keep-working-memory", type=int, choices=(0, 1), default=1,
+                        help="the filter's KeepWorkingMemory (0: LibTorch's blocks freed after every update)")
     args = parser.parse_args()
     model, shape = CASES[args.dimension]
     array, image = noise_image(shape)
     segmenter = itk.UNetSegmentationImageFilter.New(image, ModelFileName=os.path.join(args.model_dir, model),
-                                                    NumberOfTorchThreads=args.threads, GenerateProbabilities=False)
+                                                    NumberOfTorchThreads=args.threads, GenerateProbabilities=False,
+                                                    KeepWorkingMemory=bool(args.keep_working_memory))
     segmenter.SetTileSize([args.tile] * args.dimension)
     segmenter.UpdateOutputInformation()  # loads and probes the network
     seconds, faults = [], []
@@ -42,8 +45,8 @@ def main():
         segmenter.Update()
         seconds.append(time.perf_counter() - start)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before)
-    print("%d-D, %s, tile %d, GLIBC_TUNABLES=%s: seconds %s, minor page faults %s" % (
-        args.dimension, model, args.tile, os.environ.get("GLIBC_TUNABLES", "(unset)"),
+    print("%d-D, %s, tile %d, KeepWorkingMemory %d, GLIBC_TUNABLES=%s: seconds %s, minor page faults %s" % (
+        args.dimension, model, args.tile, args.keep_working_memory, os.environ.get("GLIBC_TUNABLES", "(unset)"),
         " ".join("%.2f" % s for s in seconds), " ".join(str(f) for f in faults)))
     return 0
 

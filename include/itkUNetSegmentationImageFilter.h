@@ -23,11 +23,13 @@
 #include "itkUNetNormalization.h"
 #include "itkUNetSegmentationImageFilterEnums.h"
 #include "itkUNetStreamCache.h"
+#include "itkUNetTensorMemoryPool.h"
 #include "itkUNetTilePlan.h"
 #include "itkVectorImage.h"
 #include "UNetSegmentationExport.h"
 
 #include <algorithm>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -233,6 +235,18 @@ public:
   /** @{ */
   itkSetMacro(MemoryBudget, double);
   itkGetConstMacro(MemoryBudget, double);
+  /** @} */
+
+  /** Set/Get whether the filter keeps LibTorch's working memory on the CPU from one update (or stream piece) to the
+   * next (default on), where the process does not keep freed memory itself (UNetProcessHeap): the large blocks the
+   * last update used stay allocated until the filter is destroyed or this is turned off, so that the next update does
+   * not fault them in again (UNetTensorMemoryPool). Off, they are freed at the end of each update. The outputs do not
+   * depend on it: setting it does not modify the filter, and turning it off frees what is kept at once. */
+  /** @{ */
+  void
+  SetKeepWorkingMemory(bool keep);
+  itkGetConstMacro(KeepWorkingMemory, bool);
+  itkBooleanMacro(KeepWorkingMemory);
   /** @} */
 
   /** How far apart neighbouring tiles start along each axis, in output voxels (see TileOverlap); valid once the output
@@ -472,6 +486,7 @@ private:
   bool                  m_GaussianBlending{ true };
   unsigned int          m_TilesPerBatch{ 0 };
   double                m_MemoryBudget{ 1024.0 };
+  bool                  m_KeepWorkingMemory{ true };
   BoundaryConditionEnum m_BoundaryCondition{ BoundaryConditionEnum::Mirror };
   double                m_BoundaryConstant{ 0.0 };
   UNetNormalization     m_Normalization{};
@@ -500,6 +515,8 @@ private:
 
   TilePlanType    m_TilePlan{};
   StreamCacheType m_StreamCache{};
+  /** LibTorch's large CPU blocks kept from one update to the next (KeepWorkingMemory). */
+  std::unique_ptr<UNetTensorMemoryPool::Hold> m_WorkingMemory{};
 };
 
 } // end namespace itk

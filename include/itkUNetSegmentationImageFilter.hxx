@@ -592,13 +592,28 @@ template <typename TInputImage, typename TOutputImage>
 void
 UNetSegmentationImageFilter<TInputImage, TOutputImage>::GenerateData()
 {
-  // LibTorch's large blocks kept from pass to pass, so that they are faulted in once per update rather than every
-  // pass, unless the process keeps freed memory itself.
+  // LibTorch's large blocks kept from pass to pass, and with KeepWorkingMemory from update to update, so that they
+  // are faulted in once rather than every pass, unless the process keeps freed memory itself.
   std::optional<UNetTensorMemoryPool::Scope> keepTensorMemory;
   if (!UNetProcessHeap::KeepsFreedMemory())
   {
     keepTensorMemory.emplace();
+    if (m_KeepWorkingMemory && m_WorkingMemory == nullptr)
+    {
+      m_WorkingMemory = std::make_unique<UNetTensorMemoryPool::Hold>();
+    }
   }
+  struct TrimWorkingMemory
+  {
+    std::unique_ptr<UNetTensorMemoryPool::Hold> & Memory;
+    ~TrimWorkingMemory()
+    {
+      if (Memory != nullptr)
+      {
+        Memory->FreeIdleBlocks(); // this update's blocks are what the next one needs
+      }
+    }
+  } const trimAtTheEnd{ m_WorkingMemory };
   OutputImageType *      labels = this->GetOutput();
   ProbabilityImageType * probabilities = this->GetProbabilityOutput();
   const RegionType       outputRegion = labels->GetRequestedRegion();
@@ -698,6 +713,18 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::ThrowOutOfMemory(const R
 
 template <typename TInputImage, typename TOutputImage>
 void
+UNetSegmentationImageFilter<TInputImage, TOutputImage>::SetKeepWorkingMemory(bool keep)
+{
+  // Not Modified(): the outputs do not depend on it.
+  m_KeepWorkingMemory = keep;
+  if (!keep)
+  {
+    m_WorkingMemory.reset();
+  }
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
 UNetSegmentationImageFilter<TInputImage, TOutputImage>::PrintSelf(std::ostream & os, Indent indent) const
 {
   Superclass::PrintSelf(os, indent);
@@ -708,6 +735,8 @@ UNetSegmentationImageFilter<TInputImage, TOutputImage>::PrintSelf(std::ostream &
   os << indent << "GaussianBlending: " << (m_GaussianBlending ? "On" : "Off") << std::endl;
   os << indent << "TilesPerBatch: " << m_TilesPerBatch << std::endl;
   os << indent << "MemoryBudget: " << m_MemoryBudget << " MB" << std::endl;
+  os << indent << "KeepWorkingMemory: " << (m_KeepWorkingMemory ? "On" : "Off") << " ("
+     << (m_WorkingMemory != nullptr ? "kept" : "none kept") << ')' << std::endl;
   os << indent << "GenerateProbabilities: " << (m_GenerateProbabilities ? "On" : "Off") << std::endl;
   os << indent << "TestTimeFlipAxes: " << m_TestTimeFlipAxes << std::endl;
   os << indent << "BoundaryCondition: " << m_BoundaryCondition << std::endl;

@@ -22,6 +22,7 @@
 #include "UNetSegmentationExport.h"
 
 #include <cstddef>
+#include <cstdint>
 
 namespace itk
 {
@@ -35,10 +36,12 @@ namespace itk
  * for a whole process, which a library should not make; this pool makes the same choice for LibTorch's large CPU blocks
  * only, and only while a Scope lives: UNetSegmentationImageFilter holds one for each update. While one lives anywhere
  * in the process, a block of at least MinimumBlockBytes that LibTorch frees is kept, and handed out again for a
- * request of up to its size that is no more than an eighth smaller; when the last ends, what is kept is freed, and a
- * block freed after that is freed at once. Smaller blocks, and all blocks outside a Scope, go to the allocator LibTorch
- * had. The pool takes LibTorch's CPU allocator (c10::SetCPUAllocator) when the first Scope begins, and reports its
- * blocks to LibTorch's memory profiler as that allocator does.
+ * request of up to its size that is no more than an eighth smaller; when the last ends, what is kept is freed, unless
+ * a Hold lives, and a block freed after that is freed at once. The filter also holds a Hold from its first update
+ * until it is destroyed (unless KeepWorkingMemory is off), trimmed after each update to the blocks that update used,
+ * so that its next update finds them. Smaller blocks, and all blocks outside a Scope, go to the allocator LibTorch
+ * had. The pool takes LibTorch's CPU allocator (c10::SetCPUAllocator) when the
+ * first Scope begins, and reports its blocks to LibTorch's memory profiler as that allocator does.
  *
  * \sa UNetSegmentationImageFilter, UNetProcessHeap, UNetModel
  * \ingroup UNetSegmentation
@@ -56,6 +59,24 @@ public:
     ITK_DISALLOW_COPY_AND_MOVE(Scope);
     Scope();
     ~Scope();
+  };
+
+  /** While one lives, what the pool keeps stays kept when the last Scope ends, for the next Scope to take, though
+   * nothing freed between Scopes is kept: for an owner that runs several pieces of work, each in a Scope of its own. */
+  class UNetSegmentation_EXPORT Hold
+  {
+  public:
+    ITK_DISALLOW_COPY_AND_MOVE(Hold);
+    Hold();
+    ~Hold();
+
+    /** Frees the kept blocks that nothing has taken or returned since this Hold began or since the last call, so
+     * that what the owner keeps from one piece of work to the next is what the last one used. */
+    void
+    FreeIdleBlocks();
+
+  private:
+    std::uint64_t m_Clock{ 0 };
   };
 
   /** The bytes the pool keeps unused now. */

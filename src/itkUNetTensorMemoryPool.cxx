@@ -21,6 +21,7 @@
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
 
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -72,12 +73,55 @@ public:
     ++m_Scopes;
   }
 
+  /** Frees the kept blocks that were last returned when the clock read `clock` or before; returns the clock now. */
+  std::uint64_t
+  FreeKeptIdleSince(std::uint64_t clock) const
+  {
+    const std::lock_guard<std::mutex> lock(m_Mutex);
+    for (auto kept = m_Kept.begin(); kept != m_Kept.end();)
+    {
+      const auto owned = m_Owned.find(kept->second);
+      if (owned->second.Stamp > clock)
+      {
+        ++kept;
+        continue;
+      }
+      m_KeptBytes -= owned->second.Size;
+      c10::free_cpu(owned->first);
+      m_Owned.erase(owned);
+      kept = m_Kept.erase(kept);
+    }
+    return m_Clock;
+  }
+
   void
   EndScope()
   {
     {
       const std::lock_guard<std::mutex> lock(m_Mutex);
-      if (--m_Scopes > 0)
+      if (--m_Scopes > 0 || m_Holds > 0)
+      {
+        return;
+      }
+    }
+    this->FreeKept();
+  }
+
+  /** Returns the clock. */
+  std::uint64_t
+  BeginHold()
+  {
+    const std::lock_guard<std::mutex> lock(m_Mutex);
+    ++m_Holds;
+    return m_Clock;
+  }
+
+  void
+  EndHold()
+  {
+    {
+      const std::lock_guard<std::mutex> lock(m_Mutex);
+      if (--m_Holds > 0 || m_Scopes > 0)
       {
         return;
       }
@@ -134,7 +178,7 @@ private:
       block = this->AllocateNew(size);
     }
     const std::lock_guard<std::mutex> lock(m_Mutex);
-    m_Owned[block] = blockSize;
+    m_Owned[block] = { blockSize, ++m_Clock };
     m_UsedBytes += blockSize;
     Report(block, static_cast<int64_t>(blockSize));
     return block;
@@ -188,7 +232,8 @@ private:
       (previousDeleter != nullptr ? previousDeleter : &c10::free_cpu)(block);
       return;
     }
-    const std::size_t size = owned->second;
+    const std::size_t size = owned->second.Size;
+    owned->second.Stamp = ++m_Clock;
     m_UsedBytes -= size;
     Report(block, -static_cast<int64_t>(size));
     if (m_Scopes > 0)
@@ -216,14 +261,24 @@ private:
     }
   }
 
-  c10::Allocator * const                          m_Previous;
-  std::once_flag                                  m_Installed;
-  mutable std::mutex                              m_Mutex;
-  mutable std::size_t                             m_Scopes{ 0 };
-  mutable std::multimap<std::size_t, void *>      m_Kept;
-  mutable std::unordered_map<void *, std::size_t> m_Owned;
-  mutable std::size_t                             m_KeptBytes{ 0 };
-  mutable std::size_t                             m_UsedBytes{ 0 };
+  /** A block of the pool's: its size, and the clock (counting blocks taken and returned) when it was last taken or
+   * returned. */
+  struct Block
+  {
+    std::size_t   Size;
+    std::uint64_t Stamp;
+  };
+
+  c10::Allocator * const                     m_Previous;
+  std::once_flag                             m_Installed;
+  mutable std::mutex                         m_Mutex;
+  mutable std::size_t                        m_Scopes{ 0 };
+  mutable std::size_t                        m_Holds{ 0 };
+  mutable std::multimap<std::size_t, void *> m_Kept;
+  mutable std::unordered_map<void *, Block>  m_Owned;
+  mutable std::size_t                        m_KeptBytes{ 0 };
+  mutable std::size_t                        m_UsedBytes{ 0 };
+  mutable std::uint64_t                      m_Clock{ 0 };
 };
 
 } // namespace
@@ -236,6 +291,21 @@ UNetTensorMemoryPool::Scope::Scope()
 UNetTensorMemoryPool::Scope::~Scope()
 {
   PoolingAllocator::Instance().EndScope();
+}
+
+UNetTensorMemoryPool::Hold::Hold()
+  : m_Clock(PoolingAllocator::Instance().BeginHold())
+{}
+
+UNetTensorMemoryPool::Hold::~Hold()
+{
+  PoolingAllocator::Instance().EndHold();
+}
+
+void
+UNetTensorMemoryPool::Hold::FreeIdleBlocks()
+{
+  m_Clock = PoolingAllocator::Instance().FreeKeptIdleSince(m_Clock);
 }
 
 std::size_t
