@@ -35,9 +35,10 @@ namespace itk
  * unmaps an emptied heap whatever the trim threshold. Setting malloc up not to (mallopt, GLIBC_TUNABLES) is a choice
  * for a whole process, which a library should not make; this pool makes the same choice for LibTorch's large CPU blocks
  * only, and only while a Scope lives: UNetSegmentationImageFilter holds one for each update. While one lives anywhere
- * in the process, a block of at least MinimumBlockBytes that LibTorch frees is kept, and handed out again for a
- * request of up to its size that is no more than an eighth smaller; when the last ends, what is kept is freed, unless
- * a Hold lives, and a block freed after that is freed at once. The filter also holds a Hold from its first update
+ * in the process, a block of at least MinimumBlockBytes that LibTorch frees is kept: merged with the kept blocks
+ * beside it, it serves later requests, each from the smallest kept block that holds it, cut to size, as a heap does
+ * (so a pass's later layers reuse its earlier layers' memory). When the last Scope ends, what is kept is freed, unless
+ * a Hold lives, and memory freed after that is freed at once. The filter also holds a Hold from its first update
  * until it is destroyed (unless KeepWorkingMemory is off), trimmed after each update to the blocks that update used,
  * so that its next update finds them. Smaller blocks, and all blocks outside a Scope, go to the allocator LibTorch
  * had. The pool takes LibTorch's CPU allocator (c10::SetCPUAllocator) when the
@@ -62,7 +63,8 @@ public:
   };
 
   /** While one lives, what the pool keeps stays kept when the last Scope ends, for the next Scope to take, though
-   * nothing freed between Scopes is kept: for an owner that runs several pieces of work, each in a Scope of its own. */
+   * memory freed between Scopes is not kept: for an owner that runs several pieces of work, each in a Scope of its
+   * own. */
   class UNetSegmentation_EXPORT Hold
   {
   public:
@@ -70,8 +72,9 @@ public:
     Hold();
     ~Hold();
 
-    /** Frees the kept blocks that nothing has taken or returned since this Hold began or since the last call, so
-     * that what the owner keeps from one piece of work to the next is what the last one used. */
+    /** Frees the kept memory that nothing has taken or returned since this Hold began or since the last call (by
+     * whole blocks of the system's, the pool's own blocks being cut from those), so that what the owner keeps from
+     * one piece of work to the next is what the last one used. */
     void
     FreeIdleBlocks();
 

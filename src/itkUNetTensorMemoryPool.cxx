@@ -22,9 +22,12 @@
 #include <c10/core/impl/alloc_cpu.h>
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <mutex>
+#include <set>
 #include <unordered_map>
+#include <utility>
 
 namespace itk
 {
@@ -32,8 +35,162 @@ namespace itk
 namespace
 {
 
-/** Blocks are kept in multiples of this, so that requests that differ a little share them. */
+/** Blocks are cut in multiples of this, which keeps them aligned as LibTorch needs. */
 constexpr std::size_t Granule = std::size_t{ 64 } << 10;
+
+/** The pool's memory: segments from the system, cut into blocks. A request takes the smallest free block that holds
+ * it, cut to size where the rest is at least MinimumBlockBytes; a returned block merges with the free blocks beside it
+ * in its segment. So a pass's later layers reuse the memory of its earlier ones, as a heap does. Not thread-safe: the
+ * allocator locks around it. */
+class BlockArena
+{
+public:
+  /** A free block of `size` bytes (a multiple of Granule), or a little more, now taken; nullptr where none holds it.
+   * `clock` stamps it. */
+  char *
+  Take(std::size_t size, std::uint64_t clock)
+  {
+    const auto fit = m_Free.lower_bound({ size, nullptr });
+    if (fit == m_Free.end())
+    {
+      return nullptr;
+    }
+    char * const start = fit->second;
+    m_Free.erase(fit);
+    Block & block = m_Blocks.at(start);
+    if (block.Size - size >= UNetTensorMemoryPool::MinimumBlockBytes)
+    {
+      m_Blocks.emplace(start + size, Block{ block.Segment, block.Size - size, block.Stamp, true });
+      m_Free.emplace(block.Size - size, start + size);
+      block.Size = size;
+    }
+    block.Free = false;
+    block.Stamp = clock;
+    m_FreeBytes -= block.Size;
+    m_TakenBytes += block.Size;
+    return start;
+  }
+
+  /** Adds a segment of `size` bytes from the system, as one block taken now. */
+  void
+  AddTaken(char * segment, std::size_t size, std::uint64_t clock)
+  {
+    m_Segments.emplace(segment, size);
+    m_Blocks.emplace(segment, Block{ segment, size, clock, false });
+    m_TakenBytes += size;
+  }
+
+  /** The size of the taken block at `memory`; 0 where no block of the arena's is taken there. */
+  std::size_t
+  GetTakenSize(void * memory) const
+  {
+    const auto block = m_Blocks.find(static_cast<char *>(memory));
+    return block == m_Blocks.end() || block->second.Free ? 0 : block->second.Size;
+  }
+
+  /** Frees the taken block at `memory`, merged with the free blocks beside it; returns its segment where all of that
+   * is free now, else nullptr. */
+  char *
+  Return(void * memory, std::uint64_t clock)
+  {
+    auto block = m_Blocks.find(static_cast<char *>(memory));
+    block->second.Free = true;
+    block->second.Stamp = clock;
+    m_TakenBytes -= block->second.Size;
+    m_FreeBytes += block->second.Size;
+    const auto next = std::next(block);
+    if (next != m_Blocks.end() && this->IsFreeInSegment(next, block->second.Segment))
+    {
+      block->second.Size += this->Unlist(next);
+    }
+    if (block != m_Blocks.begin() && this->IsFreeInSegment(std::prev(block), block->second.Segment))
+    {
+      const auto merged = std::prev(block);
+      m_Free.erase({ merged->second.Size, merged->first });
+      merged->second.Size += block->second.Size;
+      merged->second.Stamp = clock;
+      m_Blocks.erase(block);
+      block = merged;
+    }
+    m_Free.emplace(block->second.Size, block->first);
+    const bool wholeSegment =
+      block->first == block->second.Segment && block->second.Size == m_Segments.at(block->second.Segment);
+    return wholeSegment ? block->first : nullptr;
+  }
+
+  /** Gives the wholly free segments last used at `clock` or before back to the system. */
+  void
+  FreeIdleSegments(std::uint64_t clock)
+  {
+    for (auto free = m_Free.begin(); free != m_Free.end();)
+    {
+      const Block & block = m_Blocks.at(free->second);
+      const bool    wholeSegment = free->second == block.Segment && block.Size == m_Segments.at(block.Segment);
+      ++free;
+      if (wholeSegment && block.Stamp <= clock)
+      {
+        this->FreeSegment(block.Segment);
+      }
+    }
+  }
+
+  /** Gives a wholly free segment back to the system. */
+  void
+  FreeSegment(char * segment)
+  {
+    const auto block = m_Blocks.find(segment);
+    m_FreeBytes -= block->second.Size;
+    m_Free.erase({ block->second.Size, segment });
+    m_Blocks.erase(block);
+    m_Segments.erase(segment);
+    c10::free_cpu(segment);
+  }
+
+  std::size_t
+  GetFreeBytes() const
+  {
+    return m_FreeBytes;
+  }
+
+  std::size_t
+  GetTakenBytes() const
+  {
+    return m_TakenBytes;
+  }
+
+private:
+  /** A block: the segment it lies in, its size, whether it is free, and the clock when it was last taken or freed. */
+  struct Block
+  {
+    char *        Segment;
+    std::size_t   Size;
+    std::uint64_t Stamp;
+    bool          Free;
+  };
+  using BlockIterator = std::map<char *, Block>::iterator;
+
+  bool
+  IsFreeInSegment(BlockIterator block, const char * segment) const
+  {
+    return block->second.Free && block->second.Segment == segment;
+  }
+
+  /** Removes a listed free block, merged into the one before it; returns its size. */
+  std::size_t
+  Unlist(BlockIterator block)
+  {
+    const std::size_t size = block->second.Size;
+    m_Free.erase({ size, block->first });
+    m_Blocks.erase(block);
+    return size;
+  }
+
+  std::map<char *, Block>                   m_Blocks;   // by address
+  std::set<std::pair<std::size_t, char *>>  m_Free;     // by size, then address
+  std::unordered_map<char *, std::size_t>   m_Segments; // their sizes
+  std::size_t                               m_FreeBytes{ 0 };
+  std::size_t                               m_TakenBytes{ 0 };
+};
 
 /** LibTorch's CPU allocator while the pool is installed: blocks of MinimumBlockBytes or more, requested while a Scope
  * lives, come from the pool; everything else from the allocator it replaced. One instance, never destroyed, since
@@ -73,38 +230,14 @@ public:
     ++m_Scopes;
   }
 
-  /** Frees the kept blocks that were last returned when the clock read `clock` or before; returns the clock now. */
-  std::uint64_t
-  FreeKeptIdleSince(std::uint64_t clock) const
-  {
-    const std::lock_guard<std::mutex> lock(m_Mutex);
-    for (auto kept = m_Kept.begin(); kept != m_Kept.end();)
-    {
-      const auto owned = m_Owned.find(kept->second);
-      if (owned->second.Stamp > clock)
-      {
-        ++kept;
-        continue;
-      }
-      m_KeptBytes -= owned->second.Size;
-      c10::free_cpu(owned->first);
-      m_Owned.erase(owned);
-      kept = m_Kept.erase(kept);
-    }
-    return m_Clock;
-  }
-
   void
   EndScope()
   {
+    const std::lock_guard<std::mutex> lock(m_Mutex);
+    if (--m_Scopes == 0 && m_Holds == 0)
     {
-      const std::lock_guard<std::mutex> lock(m_Mutex);
-      if (--m_Scopes > 0 || m_Holds > 0)
-      {
-        return;
-      }
+      m_Arena.FreeIdleSegments(std::numeric_limits<std::uint64_t>::max());
     }
-    this->FreeKept();
   }
 
   /** Returns the clock. */
@@ -119,28 +252,34 @@ public:
   void
   EndHold()
   {
+    const std::lock_guard<std::mutex> lock(m_Mutex);
+    if (--m_Holds == 0 && m_Scopes == 0)
     {
-      const std::lock_guard<std::mutex> lock(m_Mutex);
-      if (--m_Holds > 0 || m_Scopes > 0)
-      {
-        return;
-      }
+      m_Arena.FreeIdleSegments(std::numeric_limits<std::uint64_t>::max());
     }
-    this->FreeKept();
+  }
+
+  /** Frees what is kept and was last used when the clock read `clock` or before; returns the clock now. */
+  std::uint64_t
+  FreeKeptIdleSince(std::uint64_t clock) const
+  {
+    const std::lock_guard<std::mutex> lock(m_Mutex);
+    m_Arena.FreeIdleSegments(clock);
+    return m_Clock;
   }
 
   std::size_t
   GetKeptBytes() const
   {
     const std::lock_guard<std::mutex> lock(m_Mutex);
-    return m_KeptBytes;
+    return m_Arena.GetFreeBytes();
   }
 
   std::size_t
   GetUsedBytes() const
   {
     const std::lock_guard<std::mutex> lock(m_Mutex);
-    return m_UsedBytes;
+    return m_Arena.GetTakenBytes();
   }
 
 private:
@@ -156,61 +295,40 @@ private:
   Take(std::size_t bytes) const
   {
     const std::size_t size = (bytes + Granule - 1) / Granule * Granule;
-    void *            block = nullptr;
-    std::size_t       blockSize = size;
     {
       const std::lock_guard<std::mutex> lock(m_Mutex);
       if (m_Scopes == 0)
       {
         return nullptr;
       }
-      const auto kept = m_Kept.lower_bound(size);
-      if (kept != m_Kept.end() && kept->first <= size + size / 8)
+      if (char * const kept = m_Arena.Take(size, ++m_Clock))
       {
-        blockSize = kept->first;
-        block = kept->second;
-        m_Kept.erase(kept);
-        m_KeptBytes -= blockSize;
+        this->Report(kept, static_cast<int64_t>(m_Arena.GetTakenSize(kept)));
+        return kept;
       }
     }
-    if (block == nullptr)
-    {
-      block = this->AllocateNew(size);
-    }
+    char * const block = this->AllocateNew(size);
     const std::lock_guard<std::mutex> lock(m_Mutex);
-    m_Owned[block] = { blockSize, ++m_Clock };
-    m_UsedBytes += blockSize;
-    Report(block, static_cast<int64_t>(blockSize));
+    m_Arena.AddTaken(block, size, ++m_Clock);
+    this->Report(block, static_cast<int64_t>(size));
     return block;
   }
 
-  /** A new block; where the system has none left, frees what is kept (blocks of other sizes, useless to a caller
-   * that retries with smaller passes) and tries once more, then throws c10::Error as LibTorch's own allocator does. */
-  void *
+  /** A new segment; where the system has none left, frees what is kept (useless to a caller that retries with smaller
+   * passes) and tries once more, then throws c10::Error as LibTorch's own allocator does. */
+  char *
   AllocateNew(std::size_t size) const
   {
     try
     {
-      return c10::alloc_cpu(size);
+      return static_cast<char *>(c10::alloc_cpu(size));
     }
     catch (const c10::Error &)
     {
-      this->FreeKept();
+      const std::lock_guard<std::mutex> lock(m_Mutex);
+      m_Arena.FreeIdleSegments(std::numeric_limits<std::uint64_t>::max());
     }
-    return c10::alloc_cpu(size);
-  }
-
-  void
-  FreeKept() const
-  {
-    const std::lock_guard<std::mutex> lock(m_Mutex);
-    for (const auto & kept : m_Kept)
-    {
-      m_Owned.erase(kept.second);
-      c10::free_cpu(kept.second);
-    }
-    m_Kept.clear();
-    m_KeptBytes = 0;
+    return static_cast<char *>(c10::alloc_cpu(size));
   }
 
   static void
@@ -219,12 +337,14 @@ private:
     Instance().Return(block);
   }
 
+  /** Keeps a block while a Scope lives; otherwise gives its segment back once all of it is free (a Hold keeps only
+   * what Scopes left). */
   void
   Return(void * block) const
   {
     std::unique_lock<std::mutex> lock(m_Mutex);
-    const auto                   owned = m_Owned.find(block);
-    if (owned == m_Owned.end())
+    const std::size_t            size = m_Arena.GetTakenSize(block);
+    if (size == 0)
     {
       lock.unlock();
       // raw_allocate()d by the allocator the pool replaced (oneDNN's memory, through LibTorch's registration)
@@ -232,19 +352,12 @@ private:
       (previousDeleter != nullptr ? previousDeleter : &c10::free_cpu)(block);
       return;
     }
-    const std::size_t size = owned->second.Size;
-    owned->second.Stamp = ++m_Clock;
-    m_UsedBytes -= size;
-    Report(block, -static_cast<int64_t>(size));
-    if (m_Scopes > 0)
+    char * const wholeSegment = m_Arena.Return(block, ++m_Clock);
+    this->Report(block, -static_cast<int64_t>(size));
+    if (m_Scopes == 0 && wholeSegment != nullptr)
     {
-      m_Kept.emplace(size, block);
-      m_KeptBytes += size;
-      return;
+      m_Arena.FreeSegment(wholeSegment);
     }
-    m_Owned.erase(owned);
-    lock.unlock();
-    c10::free_cpu(block);
   }
 
   /** As LibTorch's own CPU allocator does, for its memory profiler (and UNetModel's forward-memory measurement). */
@@ -253,32 +366,22 @@ private:
   {
     if (c10::memoryProfilingEnabled())
     {
+      const std::size_t used = m_Arena.GetTakenBytes();
       c10::reportMemoryUsageToProfiler(block,
                                        bytes,
-                                       static_cast<int64_t>(m_UsedBytes),
-                                       static_cast<int64_t>(m_UsedBytes + m_KeptBytes),
+                                       static_cast<int64_t>(used),
+                                       static_cast<int64_t>(used + m_Arena.GetFreeBytes()),
                                        c10::Device(c10::DeviceType::CPU));
     }
   }
 
-  /** A block of the pool's: its size, and the clock (counting blocks taken and returned) when it was last taken or
-   * returned. */
-  struct Block
-  {
-    std::size_t   Size;
-    std::uint64_t Stamp;
-  };
-
-  c10::Allocator * const                     m_Previous;
-  std::once_flag                             m_Installed;
-  mutable std::mutex                         m_Mutex;
-  mutable std::size_t                        m_Scopes{ 0 };
-  mutable std::size_t                        m_Holds{ 0 };
-  mutable std::multimap<std::size_t, void *> m_Kept;
-  mutable std::unordered_map<void *, Block>  m_Owned;
-  mutable std::size_t                        m_KeptBytes{ 0 };
-  mutable std::size_t                        m_UsedBytes{ 0 };
-  mutable std::uint64_t                      m_Clock{ 0 };
+  c10::Allocator * const m_Previous;
+  std::once_flag         m_Installed;
+  mutable std::mutex     m_Mutex;
+  mutable std::size_t    m_Scopes{ 0 };
+  mutable std::size_t    m_Holds{ 0 };
+  mutable BlockArena     m_Arena;
+  mutable std::uint64_t  m_Clock{ 0 };
 };
 
 } // namespace
