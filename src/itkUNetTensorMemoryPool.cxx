@@ -233,11 +233,7 @@ public:
   void
   EndScope()
   {
-    const std::lock_guard<std::mutex> lock(m_Mutex);
-    if (--m_Scopes == 0 && m_Holds == 0)
-    {
-      m_Arena.FreeIdleSegments(std::numeric_limits<std::uint64_t>::max());
-    }
+    this->CountOut(m_Scopes);
   }
 
   /** Returns the clock. */
@@ -252,11 +248,7 @@ public:
   void
   EndHold()
   {
-    const std::lock_guard<std::mutex> lock(m_Mutex);
-    if (--m_Holds == 0 && m_Scopes == 0)
-    {
-      m_Arena.FreeIdleSegments(std::numeric_limits<std::uint64_t>::max());
-    }
+    this->CountOut(m_Holds);
   }
 
   /** Frees what is kept and was last used when the clock read `clock` or before; returns the clock now. */
@@ -289,6 +281,17 @@ private:
   explicit PoolingAllocator(c10::Allocator * previous)
     : m_Previous(previous)
   {}
+
+  /** Counts a Scope or a Hold (`count`, m_Scopes or m_Holds) out; where neither is left, frees what is kept. */
+  void
+  CountOut(std::size_t & count) const
+  {
+    const std::lock_guard<std::mutex> lock(m_Mutex);
+    if (--count == 0 && m_Scopes + m_Holds == 0)
+    {
+      m_Arena.FreeIdleSegments(std::numeric_limits<std::uint64_t>::max());
+    }
+  }
 
   /** A kept block for `bytes`, or a new one; nullptr outside a Scope. */
   void *
