@@ -20,6 +20,7 @@
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
+#include <sanitizer/asan_interface.h>
 
 #include <cstdint>
 #include <limits>
@@ -40,8 +41,9 @@ constexpr std::size_t Granule = std::size_t{ 64 } << 10;
 
 /** The pool's memory: segments from the system, cut into blocks. A request takes the smallest free block that holds
  * it, cut to size where the rest is at least MinimumBlockBytes; a returned block merges with the free blocks beside it
- * in its segment. So a pass's later layers reuse the memory of its earlier ones, as a heap does. Not thread-safe: the
- * allocator locks around it. */
+ * in its segment. So a pass's later layers reuse the memory of its earlier ones, as a heap does. Under AddressSanitizer
+ * free blocks are poisoned, so that a use of a freed tensor's memory, or an overrun into a free neighbour, is reported
+ * as it would be with an allocation of its own. Not thread-safe: the allocator locks around it. */
 class BlockArena
 {
 public:
@@ -66,6 +68,7 @@ public:
     }
     block.Free = false;
     block.Stamp = clock;
+    ASAN_UNPOISON_MEMORY_REGION(start, block.Size);
     m_FreeBytes -= block.Size;
     m_TakenBytes += block.Size;
     return start;
@@ -94,6 +97,7 @@ public:
   Return(void * memory, std::uint64_t clock)
   {
     auto block = m_Blocks.find(static_cast<char *>(memory));
+    ASAN_POISON_MEMORY_REGION(block->first, block->second.Size);
     block->second.Free = true;
     block->second.Stamp = clock;
     m_TakenBytes -= block->second.Size;
@@ -142,6 +146,7 @@ public:
     m_FreeBytes -= block->second.Size;
     m_Free.erase({ block->second.Size, segment });
     m_Blocks.erase(block);
+    ASAN_UNPOISON_MEMORY_REGION(segment, m_Segments.at(segment));
     m_Segments.erase(segment);
     c10::free_cpu(segment);
   }
