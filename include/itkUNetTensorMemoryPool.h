@@ -41,8 +41,8 @@ namespace itk
  * a Hold lives, and memory freed after that is freed at once. The filter also holds a Hold from its first update
  * until it is destroyed (unless KeepWorkingMemory is off), trimmed after each update to the blocks that update used,
  * so that its next update finds them. Smaller blocks, and all blocks outside a Scope, go to the allocator LibTorch
- * had. The pool takes LibTorch's CPU allocator (c10::SetCPUAllocator) when the
- * first Scope begins, and reports its blocks to LibTorch's memory profiler as that allocator does.
+ * had. The pool takes LibTorch's CPU allocator (c10::SetCPUAllocator) when the first Scope begins, and reports its
+ * blocks to LibTorch's memory profiler as that allocator does.
  *
  * \sa UNetSegmentationImageFilter, UNetProcessHeap, UNetModel
  * \ingroup UNetSegmentation

@@ -27,7 +27,6 @@
 #include <map>
 #include <mutex>
 #include <set>
-#include <unordered_map>
 #include <utility>
 
 namespace itk
@@ -78,7 +77,6 @@ public:
   void
   AddTaken(char * segment, std::size_t size, std::uint64_t clock)
   {
-    m_Segments.emplace(segment, size);
     m_Blocks.emplace(segment, Block{ segment, size, clock, false });
     m_TakenBytes += size;
   }
@@ -117,9 +115,7 @@ public:
       block = merged;
     }
     m_Free.emplace(block->second.Size, block->first);
-    const bool wholeSegment =
-      block->first == block->second.Segment && block->second.Size == m_Segments.at(block->second.Segment);
-    return wholeSegment ? block->first : nullptr;
+    return this->IsWholeSegment(block) ? block->first : nullptr;
   }
 
   /** Gives the wholly free segments last used at `clock` or before back to the system. */
@@ -128,12 +124,11 @@ public:
   {
     for (auto free = m_Free.begin(); free != m_Free.end();)
     {
-      const Block & block = m_Blocks.at(free->second);
-      const bool    wholeSegment = free->second == block.Segment && block.Size == m_Segments.at(block.Segment);
+      const auto block = m_Blocks.find(free->second);
       ++free;
-      if (wholeSegment && block.Stamp <= clock)
+      if (this->IsWholeSegment(block) && block->second.Stamp <= clock)
       {
-        this->FreeSegment(block.Segment);
+        this->FreeSegment(block->first);
       }
     }
   }
@@ -145,9 +140,8 @@ public:
     const auto block = m_Blocks.find(segment);
     m_FreeBytes -= block->second.Size;
     m_Free.erase({ block->second.Size, segment });
+    ASAN_UNPOISON_MEMORY_REGION(segment, block->second.Size);
     m_Blocks.erase(block);
-    ASAN_UNPOISON_MEMORY_REGION(segment, m_Segments.at(segment));
-    m_Segments.erase(segment);
     c10::free_cpu(segment);
   }
 
@@ -173,6 +167,16 @@ private:
     bool          Free;
   };
   using BlockIterator = std::map<char *, Block>::iterator;
+  using BlockConstIterator = std::map<char *, Block>::const_iterator;
+
+  /** Whether `block` is all of its segment: the segment's first block, with the next one in another segment. */
+  bool
+  IsWholeSegment(BlockConstIterator block) const
+  {
+    const auto next = std::next(block);
+    return block->first == block->second.Segment &&
+           (next == m_Blocks.end() || next->second.Segment != block->second.Segment);
+  }
 
   bool
   IsFreeInSegment(BlockIterator block, const char * segment) const
@@ -190,11 +194,10 @@ private:
     return size;
   }
 
-  std::map<char *, Block>                   m_Blocks;   // by address
-  std::set<std::pair<std::size_t, char *>>  m_Free;     // by size, then address
-  std::unordered_map<char *, std::size_t>   m_Segments; // their sizes
-  std::size_t                               m_FreeBytes{ 0 };
-  std::size_t                               m_TakenBytes{ 0 };
+  std::map<char *, Block>                  m_Blocks; // by address
+  std::set<std::pair<std::size_t, char *>> m_Free;   // by size, then address
+  std::size_t                              m_FreeBytes{ 0 };
+  std::size_t                              m_TakenBytes{ 0 };
 };
 
 /** LibTorch's CPU allocator while the pool is installed: blocks of MinimumBlockBytes or more, requested while a Scope
