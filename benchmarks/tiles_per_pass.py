@@ -39,6 +39,14 @@ def make_filter(image, model, tile, tiles_per_batch, threads):
     return segmenter
 
 
+def add_case_arguments(parser, tile_help):
+    """The arguments that pick a case and run it, shared with update_faults.py."""
+    parser.add_argument("model_dir", help="the directory make_test_models.py wrote (build/test/models)")
+    parser.add_argument("dimension", type=int, choices=sorted(CASES))
+    parser.add_argument("tile", type=int, help=tile_help)
+    parser.add_argument("--threads", type=int, default=2)
+
+
 def seconds(segmenter):
     segmenter.Modified()
     start = time.perf_counter()
@@ -48,11 +56,8 @@ def seconds(segmenter):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model_dir", help="the directory make_test_models.py wrote (build/test/models)")
-    parser.add_argument("dimension", type=int, choices=sorted(CASES))
-    parser.add_argument("tile", type=int, help="the output tile edge")
+    add_case_arguments(parser, "the output tile edge")
     parser.add_argument("--pairs", type=int, default=12)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tiles-per-batch", type=int, default=0, help="the fixed batch (default: twice the threads)")
     args = parser.parse_args()
     model, shape = CASES[args.dimension]

@@ -1,6 +1,7 @@
 """Benchmark (not a test): the filter's first and later updates in one process, with the minor page faults of each,
-under whatever malloc settings the process has. Run it with and without GLIBC_TUNABLES, and with PYTHONPATH at an
-older build to compare libraries; one process per run, so alternate the runs yourself.
+under whatever malloc settings the process has. Run it with and without GLIBC_TUNABLES, and with PYTHONPATH and
+LD_LIBRARY_PATH at an older build to compare libraries (the wrapper finds the module's library by an absolute
+RUNPATH, which only LD_LIBRARY_PATH overrides); one process per run, so alternate the runs yourself.
 
     PYTHONPATH=$ITK_DIR/Wrapping/Generators/Python \
     [GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4000000000:glibc.malloc.arena_max=1] \
@@ -17,16 +18,13 @@ import time
 
 import itk
 
-from tiles_per_pass import CASES, noise_image
+from tiles_per_pass import CASES, add_case_arguments, noise_image
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model_dir", help="the directory make_test_models.py wrote (build/test/models)")
-    parser.add_argument("dimension", type=int, choices=sorted(CASES))
-    parser.add_argument("tile", type=int, help="the output tile edge (0: automatic)")
+    add_case_arguments(parser, "the output tile edge (0: automatic)")
     parser.add_argument("--updates", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--keep-working-memory", type=int, choices=(0, 1), default=1,
                         help="the filter's KeepWorkingMemory (0: LibTorch's blocks freed after every update)")
     args = parser.parse_args()
