@@ -46,15 +46,22 @@ constexpr std::size_t Granule = std::size_t{ 64 } << 10;
 class BlockArena
 {
 public:
-  /** A free block of `size` bytes (a multiple of Granule), or a little more, now taken; nullptr where none holds it.
+  /** A block taken from the arena: where it starts (nullptr for none) and its size. */
+  struct Taken
+  {
+    char *      Start;
+    std::size_t Size;
+  };
+
+  /** A free block of `size` bytes (a multiple of Granule), or a little more, now taken; none where none holds it.
    * `clock` stamps it. */
-  char *
+  Taken
   Take(std::size_t size, std::uint64_t clock)
   {
     const auto fit = m_Free.lower_bound({ size, nullptr });
     if (fit == m_Free.end())
     {
-      return nullptr;
+      return { nullptr, 0 };
     }
     char * const start = fit->second;
     m_Free.erase(fit);
@@ -70,7 +77,7 @@ public:
     ASAN_UNPOISON_MEMORY_REGION(start, block.Size);
     m_FreeBytes -= block.Size;
     m_TakenBytes += block.Size;
-    return start;
+    return { start, block.Size };
   }
 
   /** Adds a segment of `size` bytes from the system, as one block taken now. */
@@ -118,9 +125,9 @@ public:
     return this->IsWholeSegment(block) ? block->first : nullptr;
   }
 
-  /** Gives the wholly free segments last used at `clock` or before back to the system. */
+  /** Gives the wholly free segments last used at `clock` or before back to the system; by default all of them. */
   void
-  FreeIdleSegments(std::uint64_t clock)
+  FreeIdleSegments(std::uint64_t clock = std::numeric_limits<std::uint64_t>::max())
   {
     for (auto free = m_Free.begin(); free != m_Free.end();)
     {
@@ -297,7 +304,7 @@ private:
     const std::lock_guard<std::mutex> lock(m_Mutex);
     if (--count == 0 && m_Scopes + m_Holds == 0)
     {
-      m_Arena.FreeIdleSegments(std::numeric_limits<std::uint64_t>::max());
+      m_Arena.FreeIdleSegments();
     }
   }
 
@@ -312,10 +319,10 @@ private:
       {
         return nullptr;
       }
-      if (char * const kept = m_Arena.Take(size, ++m_Clock))
+      if (const BlockArena::Taken kept = m_Arena.Take(size, ++m_Clock); kept.Start != nullptr)
       {
-        this->Report(kept, static_cast<int64_t>(m_Arena.GetTakenSize(kept)));
-        return kept;
+        this->Report(kept.Start, static_cast<int64_t>(kept.Size));
+        return kept.Start;
       }
     }
     char * const block = this->AllocateNew(size);
@@ -337,7 +344,7 @@ private:
     catch (const c10::Error &)
     {
       const std::lock_guard<std::mutex> lock(m_Mutex);
-      m_Arena.FreeIdleSegments(std::numeric_limits<std::uint64_t>::max());
+      m_Arena.FreeIdleSegments();
     }
     return static_cast<char *>(c10::alloc_cpu(size));
   }
