@@ -18,6 +18,7 @@
 #include "itkUNetModel.h"
 #include "itkUNetMemoryAllocationError.h"
 #include "itkUNetModelCard.h"
+#include "itkUNetSpacingUnits.h"
 
 #include "itkMacro.h"
 #include "itkMultiThreaderBase.h"
@@ -1408,17 +1409,9 @@ UNetModel::GetTrainedSpacingUnit() const
 double
 UNetModel::MillimetersPerUnit(const std::string & unit, const char * what)
 {
-  if (unit == "mm")
+  if (const std::optional<double> millimeters = unet_detail::MillimetersPerSpacingUnit(unit))
   {
-    return 1.0;
-  }
-  if (unit == "um")
-  {
-    return 1e-3;
-  }
-  if (unit == "nm")
-  {
-    return 1e-6;
+    return *millimeters;
   }
   itkGenericExceptionMacro(<< what << " must be \"mm\", \"um\" or \"nm\"; got \"" << unit << "\".");
 }

@@ -16,6 +16,7 @@
  *
  *=========================================================================*/
 #include "itkUNetModelCard.h"
+#include "itkUNetSpacingUnits.h"
 
 #include "itkMacro.h"
 
@@ -191,7 +192,7 @@ ReadSpacing(const Json & record, UNetModelCard & card)
   {
     card.Spacing = Numbers(Required(*spacing, "values", "spacing"), "spacing.values", true, 2, 3);
     const Json & unit = Required(*spacing, "unit", "spacing");
-    if (unit != "mm" && unit != "um" && unit != "nm" && unit != "pixel")
+    if (!unit.is_string() || (unit != "pixel" && !unet_detail::MillimetersPerSpacingUnit(unit.get<std::string>())))
     {
       FieldError("spacing.unit", "must be \"mm\", \"um\", \"nm\" or \"pixel\"; got " + Shown(unit));
     }

@@ -144,6 +144,7 @@ TEST(UNetModelCard, EveryFieldIsCheckedNamingIt)
     { R"({"schema_version": 1, "normalization": {"kind": "zscore", "mean": 0, "standard_deviation": 1}})",
       "field \"normalization.kind\" must be \"fixed\", \"standardize\" or \"clip\"" },
     { R"({"schema_version": 1, "spacing": {"values": [1, 1], "unit": "inch"}})", "field \"spacing.unit\" must be" },
+    { R"({"schema_version": 1, "spacing": {"values": [1, 1], "unit": 1}})", "field \"spacing.unit\" must be" },
     { R"({"schema_version": 1, "flip_axes": [2]})", "field \"flip_axes\" names axis 2, but the network is 2-D" },
     { R"({"schema_version": 1, "tile": {"size": [6, 6, 6]}})",
       "field \"tile.size\" has 3 values, but the network is 2-D" },
