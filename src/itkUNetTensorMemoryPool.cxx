@@ -88,20 +88,24 @@ public:
     m_TakenBytes += size;
   }
 
-  /** The size of the taken block at `memory`; 0 where no block of the arena's is taken there. */
-  std::size_t
-  GetTakenSize(void * memory) const
+  /** A block given back: its size (0 where no block of the arena's is taken at that address, which is left alone),
+   * and its segment where all of that is free now, else nullptr. */
+  struct Returned
   {
-    const auto block = m_Blocks.find(static_cast<char *>(memory));
-    return block == m_Blocks.end() || block->second.Free ? 0 : block->second.Size;
-  }
+    std::size_t Size;
+    char *      WholeSegment;
+  };
 
-  /** Frees the taken block at `memory`, merged with the free blocks beside it; returns its segment where all of that
-   * is free now, else nullptr. */
-  char *
+  /** Frees the taken block at `memory`, if it is one, merged with the free blocks beside it. */
+  Returned
   Return(void * memory, std::uint64_t clock)
   {
     auto block = m_Blocks.find(static_cast<char *>(memory));
+    if (block == m_Blocks.end() || block->second.Free)
+    {
+      return { 0, nullptr };
+    }
+    const std::size_t size = block->second.Size;
     ASAN_POISON_MEMORY_REGION(block->first, block->second.Size);
     block->second.Free = true;
     block->second.Stamp = clock;
@@ -122,7 +126,7 @@ public:
       block = merged;
     }
     m_Free.emplace(block->second.Size, block->first);
-    return this->IsWholeSegment(block) ? block->first : nullptr;
+    return { size, this->IsWholeSegment(block) ? block->first : nullptr };
   }
 
   /** Gives the wholly free segments last used at `clock` or before back to the system; by default all of them. */
@@ -361,8 +365,8 @@ private:
   Return(void * block) const
   {
     std::unique_lock<std::mutex> lock(m_Mutex);
-    const std::size_t            size = m_Arena.GetTakenSize(block);
-    if (size == 0)
+    const BlockArena::Returned   returned = m_Arena.Return(block, ++m_Clock);
+    if (returned.Size == 0)
     {
       lock.unlock();
       // raw_allocate()d by the allocator the pool replaced (oneDNN's memory, through LibTorch's registration)
@@ -370,11 +374,10 @@ private:
       (previousDeleter != nullptr ? previousDeleter : &c10::free_cpu)(block);
       return;
     }
-    char * const wholeSegment = m_Arena.Return(block, ++m_Clock);
-    this->Report(block, -static_cast<int64_t>(size));
-    if (m_Scopes == 0 && wholeSegment != nullptr)
+    this->Report(block, -static_cast<int64_t>(returned.Size));
+    if (m_Scopes == 0 && returned.WholeSegment != nullptr)
     {
-      m_Arena.FreeSegment(wholeSegment);
+      m_Arena.FreeSegment(returned.WholeSegment);
     }
   }
 
