@@ -157,13 +157,19 @@ class Network:
 
     def profile(self):
         """Self CPU time per operator type over one bare forward pass, as (name, share) pairs, largest first."""
-        with torch.inference_mode(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as run:
-            self.optimised(self.tile)
-        shares = collections.Counter()
-        for event in run.key_averages():
-            shares[event.key] += event.self_cpu_time_total
-        total = sum(shares.values())
-        return [(key, value / total) for key, value in shares.most_common(5)]
+        return operator_shares(lambda: self.optimised(self.tile), 5)
+
+
+def operator_shares(forward_pass, count):
+    """LibTorch's profiler over one call of `forward_pass`: the `count` largest self CPU times per operator type, as
+    (name, share of the total) pairs, largest first. A frozen graph's oneDNN convolutions count as its `forward`."""
+    with torch.inference_mode(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as run:
+        forward_pass()
+    shares = collections.Counter()
+    for event in run.key_averages():
+        shares[event.key] += event.self_cpu_time_total
+    total = sum(shares.values())
+    return [(key, value / total) for key, value in shares.most_common(count)]
 
 
 def timed_rounds(work, rounds):

@@ -166,15 +166,28 @@ def explain_differences(case, sliding_window_inference, ours):
           "voxels along some axis" % (differ.sum(), in_last.sum(), tile))
 
 
-def make_case(name, workdir, args):
+# Per case: the same-padded U-Net's arguments, the tile edge, the overlap and the tiles a batch (forward_passes.py
+# times these networks' passes).
+CASES = {
+    "2d": (dict(dim=2, base=16, depth=4), 256, 64, 4),
+    "3d": (dict(dim=3, base=8, depth=3), 96, 24, 2),
+}
+
+
+def network_of(name):
+    """The case's network, seeded, in evaluation mode."""
     torch.manual_seed(0)
+    return UNet(in_channels=1, classes=2, valid=False, **CASES[name][0]).eval()
+
+
+def make_case(name, workdir, args):
+    network = network_of(name)
+    tile, overlap, batch = CASES[name][1:]
     if name == "2d":
-        network = UNet(dim=2, in_channels=1, classes=2, base=16, depth=4, valid=False).eval()
-        return Case(workdir, mosaic(args.isbi, args.edge), network, 256, 64, 4, args.threads)
-    network = UNet(dim=3, in_channels=1, classes=2, base=8, depth=3, valid=False).eval()
+        return Case(workdir, mosaic(args.isbi, args.edge), network, tile, overlap, batch, args.threads)
     volume = blobs(args.edge3d)
     balance_classes(network, volume)
-    return Case(workdir, volume, network, 96, 24, 2, args.threads)
+    return Case(workdir, volume, network, tile, overlap, batch, args.threads)
 
 
 def balance_classes(network, volume):
@@ -188,7 +201,7 @@ def balance_classes(network, volume):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case", choices=("2d", "3d"), default="2d")
+    parser.add_argument("--case", choices=sorted(CASES), default="2d")
     parser.add_argument("--edge", type=int, default=2048, help="2-D image edge, a multiple of 512 (default 2048)")
     parser.add_argument("--edge3d", type=int, default=256, help="3-D volume edge (default 256)")
     parser.add_argument("--runs", type=int, default=6, help="timed runs on each side (default 6)")
